@@ -1,0 +1,44 @@
+# Two entry points, both self-contained on a fresh machine with only Python 3.10+:
+#   make book   create/reuse .venv, install, execute every notebook and build the book (_build/html)
+#   make test   create/reuse .venv, install, run the whole test suite (library, notebooks, book page)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= llm,book,test
+# The CPU wheel of torch this project is tested with. On Linux x86-64 outside this workplace,
+# PyPI's torch==2.13.0 is a CUDA build: set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# first if you want the small CPU wheel.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export MPLBACKEND := Agg
+
+.PHONY: install book test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -c constraints.txt "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(STAMP)
+
+book: install
+	@start=$$(date +%s); \
+	$(BIN)/jupyter-book build . -W --keep-going --path-output . ; rc=$$?; \
+	echo "book build: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check crispedit_lite tests benchmarks
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,84 @@
+"""The container of one layer's Kronecker factors, and the token-weighted merge of CrispEdit-Seq.
+
+Derived in notebooks ``04_kfac_step_by_step`` (factors) and ``07_sequential_editing`` (merge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["KFACFactors", "merge_kfac"]
+
+
+@dataclass
+class KFACFactors:
+    """Kronecker factors of one linear layer.
+
+    Attributes:
+        A: ``(d_in, d_in)`` uncentred second moment of the layer inputs (fp32).
+        S: ``(d_out, d_out)`` second moment of the gradients w.r.t. the layer outputs (fp32).
+        n_tokens: number of averaged terms (valid tokens for ``expand``, sequences for ``reduce``);
+            the weight used by :func:`merge_kfac`.
+        meta: provenance (model id, module, label mode, approx, dtype, seed, ...); JSON-serialisable.
+    """
+
+    A: Tensor
+    S: Tensor
+    n_tokens: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, m in (("A", self.A), ("S", self.S)):
+            if m.ndim != 2 or m.shape[0] != m.shape[1]:
+                raise ValueError(f"KFACFactors.{name} must be square, got shape {tuple(m.shape)}")
+            if not torch.isfinite(m).all():
+                raise ValueError(f"KFACFactors.{name} contains NaN or Inf ({self.meta.get('module')})")
+        if self.n_tokens <= 0:
+            raise ValueError(f"KFACFactors.n_tokens must be positive, got {self.n_tokens}")
+
+    @property
+    def d_in(self) -> int:
+        """Input dimension of the layer."""
+        return self.A.shape[0]
+
+    @property
+    def d_out(self) -> int:
+        """Output dimension of the layer."""
+        return self.S.shape[0]
+
+
+def merge_kfac(parts: Sequence[KFACFactors] | Sequence[Mapping[str, KFACFactors]]):
+    r"""Token-weighted average of factors, as CrispEdit-Seq merges edit factors into capability ones.
+
+    .. math::
+
+        \bar{\mathbf A} = \frac{\sum_c N_c \mathbf A_c}{\sum_c N_c}, \qquad
+        \bar{\mathbf S} = \frac{\sum_c N_c \mathbf S_c}{\sum_c N_c}
+
+    (CrispEdit Alg. 2; an approximation: the K-FAC of a union of data sets is not
+    :math:`\bar{\mathbf A}\otimes\bar{\mathbf S}`). Accepts a sequence of :class:`KFACFactors` or
+    of ``{module: KFACFactors}`` dicts with the same keys. Derived in notebook ``07_sequential_editing``.
+    """
+    if len(parts) == 0:
+        raise ValueError("merge_kfac needs at least one set of factors")
+    if isinstance(parts[0], Mapping):
+        keys = list(parts[0])
+        for i, p in enumerate(parts):
+            if list(p) != keys:
+                raise ValueError(f"merge_kfac: part {i} has modules {list(p)}, expected {keys}")
+        return {k: merge_kfac([p[k] for p in parts]) for k in keys}
+    for i, p in enumerate(parts):
+        if p.A.shape != parts[0].A.shape or p.S.shape != parts[0].S.shape:
+            raise ValueError(f"merge_kfac: part {i} has factor shapes {tuple(p.A.shape)}, "
+                             f"{tuple(p.S.shape)}; expected those of part 0")
+    n = sum(p.n_tokens for p in parts)
+    A = sum(p.A * (p.n_tokens / n) for p in parts)
+    S = sum(p.S * (p.n_tokens / n) for p in parts)
+    meta = dict(parts[0].meta)
+    meta["merged_from"] = [p.n_tokens for p in parts]
+    return KFACFactors(A=A, S=S, n_tokens=n, meta=meta)

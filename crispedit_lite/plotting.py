@@ -1,0 +1,41 @@
+"""One style for every figure in the book (seaborn on matplotlib).
+
+Used by every notebook; call :func:`set_style` once after the imports.
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import seaborn as sns
+
+__all__ = ["set_style", "PALETTE", "METHOD_COLORS"]
+
+PALETTE = sns.color_palette("colorblind")
+
+#: A fixed colour per method, so that the same method looks the same in every chapter.
+METHOD_COLORS = {
+    "Hessian": PALETTE[0],
+    "Gauss-Newton": PALETTE[1],
+    "K-FAC": PALETTE[2],
+    "EK-FAC": PALETTE[3],
+    "Adam-NSCL": PALETTE[4],
+    "FT": PALETTE[7],
+    "CrispEdit": PALETTE[2],
+    "LoRA": PALETTE[5],
+    "LocBF-FT": PALETTE[6],
+    "AlphaEdit": PALETTE[8],
+}
+
+
+def set_style(dpi: int = 90) -> None:
+    """Apply the book's figure style: seaborn ``whitegrid``, modest dpi (small notebooks), tight boxes."""
+    sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
+    mpl.rcParams.update(
+        {
+            "figure.dpi": dpi,
+            "savefig.dpi": dpi,
+            "figure.figsize": (6.4, 4.0),
+            "axes.titleweight": "bold",
+            "figure.autolayout": True,
+        }
+    )

@@ -1,0 +1,193 @@
+r"""Memory and FLOPs of projecting one layer's gradient: explicit (dense) vs matrix-free projector.
+
+For a linear layer with weight :math:`\mathbf W\in\mathbb R^{d_{\rm out}\times d_{\rm in}}`
+there are :math:`n = d_{\rm out}d_{\rm in}` parameters. The explicit projector onto the editable
+subspace of :math:`\mathbf A\otimes\mathbf S` is an :math:`n\times n` matrix; the matrix-free form
+of CrispEdit
+(eq. 6, Prop. 3; Ikram et al. 2026) stores only the two eigenbases and the mask:
+
+.. math::
+
+    \text{dense: } n^2 b \text{ bytes}, \qquad
+    \text{matrix-free: } (d_{\rm in}^2 + d_{\rm out}^2)\, b + n\, b_{\rm mask} \text{ bytes},
+
+and applies it with four GEMMs,
+:math:`4(d_{\rm out}^2 d_{\rm in} + d_{\rm out} d_{\rm in}^2)` FLOPs, instead of a :math:`2n^2`-FLOP
+matrix-vector product. :func:`load_device_anchor` reads the timings measured beforehand on an H200
+(shipped as package data, so the book builds from the repository alone).
+
+Derived in notebook ``05_matrix_free_projector``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "LayerShape",
+    "DOWN_PROJ_SHAPES",
+    "dense_projector_bytes",
+    "matrix_free_bytes",
+    "dense_projection_flops",
+    "matrix_free_flops",
+    "cost_table",
+    "format_bytes",
+    "load_device_anchor",
+]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Shape of one linear layer, ``weight`` of shape ``(d_out, d_in)``.
+
+    Attributes:
+        model: the model the layer belongs to. module: its name pattern in the model.
+        d_in: input dimension. d_out: output dimension.
+    """
+
+    model: str
+    module: str
+    d_in: int
+    d_out: int
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights :math:`n = d_{out} d_{in}`."""
+        return self.d_in * self.d_out
+
+
+#: MLP ``down_proj`` shapes of the models the book refers to (``d_in`` = intermediate size).
+DOWN_PROJ_SHAPES: dict[str, LayerShape] = {
+    "LLaMA-3-8B": LayerShape("LLaMA-3-8B", "model.layers.{i}.mlp.down_proj", 14336, 4096),
+    "Qwen-2.5-1.5B": LayerShape("Qwen-2.5-1.5B", "model.layers.{i}.mlp.down_proj", 8960, 1536),
+    "SmolLM2-135M": LayerShape("SmolLM2-135M", "model.layers.{i}.mlp.down_proj", 1536, 576),
+}
+
+
+def _check_dims(d_out: int, d_in: int) -> None:
+    for name, d in (("d_out", d_out), ("d_in", d_in)):
+        if int(d) != d or d <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {d!r}")
+
+
+def dense_projector_bytes(d_out: int, d_in: int, bytes_per_element: int = 4) -> int:
+    r"""Bytes of the explicit projector: :math:`(d_{out} d_{in})^2\, b`.
+
+    Derived in notebook ``05_matrix_free_projector``.
+    """
+    _check_dims(d_out, d_in)
+    n = int(d_out) * int(d_in)
+    return n * n * int(bytes_per_element)
+
+
+def matrix_free_bytes(
+    d_out: int, d_in: int, bytes_per_element: int = 4, mask_bytes: int = 1
+) -> dict[str, int]:
+    r"""Bytes of the matrix-free projector, by part.
+
+    .. math::
+
+        \mathbf U_{\rm in}: d_{\rm in}^2 b, \quad \mathbf U_{\rm out}: d_{\rm out}^2 b, \quad
+        \mathbf M: d_{\rm out} d_{\rm in}\, b_{\rm mask}
+
+    (a ``torch.bool`` mask takes one byte per entry).
+    Returns ``{"U_in", "U_out", "mask", "total"}``.
+    Derived in notebook ``05_matrix_free_projector``.
+    """
+    _check_dims(d_out, d_in)
+    parts = {
+        "U_in": int(d_in) ** 2 * int(bytes_per_element),
+        "U_out": int(d_out) ** 2 * int(bytes_per_element),
+        "mask": int(d_out) * int(d_in) * int(mask_bytes),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def dense_projection_flops(d_out: int, d_in: int) -> int:
+    r"""FLOPs of one explicit projection :math:`\mathbf P\,\mathrm{vec}(\mathbf G)`: :math:`2n^2`.
+
+    Derived in notebook ``05_matrix_free_projector``.
+    """
+    _check_dims(d_out, d_in)
+    n = int(d_out) * int(d_in)
+    return 2 * n * n
+
+
+def matrix_free_flops(d_out: int, d_in: int) -> int:
+    r"""FLOPs of one matrix-free projection (four GEMMs; the mask product is not counted).
+
+    .. math::
+
+        \underbrace{2d_{\rm out}^2d_{\rm in}}_{\mathbf U_{\rm out}^\top\mathbf G}
+        + \underbrace{2d_{\rm out}d_{\rm in}^2}_{\cdot\,\mathbf U_{\rm in}}
+        + \underbrace{2d_{\rm out}^2d_{\rm in}}_{\mathbf U_{\rm out}\,\cdot}
+        + \underbrace{2d_{\rm out}d_{\rm in}^2}_{\cdot\,\mathbf U_{\rm in}^\top}
+        = 4(d_{\rm out}^2d_{\rm in} + d_{\rm out}d_{\rm in}^2).
+
+    Derived in notebook ``05_matrix_free_projector``.
+    """
+    _check_dims(d_out, d_in)
+    d_out, d_in = int(d_out), int(d_in)
+    return 4 * (d_out * d_out * d_in + d_out * d_in * d_in)
+
+
+def cost_table(
+    shapes: dict[str, LayerShape] | None = None, bytes_per_element: int = 4
+) -> list[dict[str, Any]]:
+    """One row per layer shape: parameters, dense vs matrix-free bytes and FLOPs.
+
+    Default shapes: :data:`DOWN_PROJ_SHAPES`. Derived in notebook ``05_matrix_free_projector``.
+    """
+    rows = []
+    for key, s in (shapes if shapes is not None else DOWN_PROJ_SHAPES).items():
+        mf = matrix_free_bytes(s.d_out, s.d_in, bytes_per_element)
+        rows.append({
+            "model": key, "d_in": s.d_in, "d_out": s.d_out, "params": s.n_params,
+            "dense_bytes": dense_projector_bytes(s.d_out, s.d_in, bytes_per_element),
+            "U_in_bytes": mf["U_in"], "U_out_bytes": mf["U_out"], "mask_bytes": mf["mask"],
+            "matrix_free_bytes": mf["total"],
+            "dense_flops": dense_projection_flops(s.d_out, s.d_in),
+            "matrix_free_flops": matrix_free_flops(s.d_out, s.d_in),
+        })
+    return rows
+
+
+_BINARY = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+_DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+
+
+def format_bytes(n: float, binary: bool = True, digits: int = 1) -> str:
+    """Human-readable size: ``binary`` uses powers of 1024 (MiB), otherwise of 1000 (MB).
+
+    Derived in notebook ``05_matrix_free_projector``.
+    """
+    if n < 0:
+        raise ValueError(f"byte count must be non-negative, got {n}")
+    base, units = (1024.0, _BINARY) if binary else (1000.0, _DECIMAL)
+    x, i = float(n), 0
+    while x >= base and i < len(units) - 1:
+        x /= base
+        i += 1
+    return f"{int(x)} {units[0]}" if i == 0 else f"{x:.{digits}f} {units[i]}"
+
+
+def load_device_anchor() -> dict[str, Any]:
+    """Load the H200 timings measured beforehand (``crispedit_lite/data/device_anchor.json``).
+
+    Returns ``{"source": str, "date": str, "measurements": {name: number}}``. The figures were
+    measured once on one NVIDIA H200 with randomly initialised LLaMA-3-8B-shaped tensors; the book
+    only displays them (it never needs a GPU). Derived in notebook ``05_matrix_free_projector``.
+    """
+    text = resources.files("crispedit_lite").joinpath("data/device_anchor.json").read_text("utf-8")
+    data = json.loads(text)
+    for key in ("source", "date", "measurements"):
+        if key not in data:
+            raise ValueError(f"device_anchor.json lacks the field {key!r}; has {sorted(data)}")
+    bad = [k for k, v in data["measurements"].items() if not isinstance(v, (int, float))]
+    if bad:
+        raise ValueError(f"device_anchor.json: measurements {bad} are not numbers")
+    return data

@@ -3,8 +3,7 @@ r"""Memory and FLOPs of projecting one layer's gradient: explicit (dense) vs mat
 For a linear layer with weight :math:`\mathbf W\in\mathbb R^{d_{\rm out}\times d_{\rm in}}`
 there are :math:`n = d_{\rm out}d_{\rm in}` parameters. The explicit projector onto the editable
 subspace of :math:`\mathbf A\otimes\mathbf S` is an :math:`n\times n` matrix; the matrix-free form
-of CrispEdit
-(eq. 6, Prop. 3; Ikram et al. 2026) stores only the two eigenbases and the mask:
+of CrispEdit (eq. 6, Prop. 3; Ikram et al. 2026) stores only the two eigenbases and the mask:
 
 .. math::
 

@@ -109,7 +109,7 @@ def gauss_newton_matrix(
     targets: Tensor,
     params: Sequence[str] | None = None,
 ) -> Tensor:
-    r"""Exact Gauss-Newton matrix :math:`\mathbf J^\top \mathbf H_\ell \mathbf J` as a dense ``(p, p)`` matrix.
+    r"""Exact Gauss-Newton matrix :math:`\mathbf J^\top \mathbf H_\ell \mathbf J`, dense ``(p, p)``.
 
     :math:`\mathbf J` is the Jacobian of the flattened network output w.r.t. the flat parameters and
     :math:`\mathbf H_\ell` the Hessian of ``loss_func`` w.r.t. the flattened output (so any reduction,
@@ -145,7 +145,9 @@ def bregman_divergence(
 
 
 def softmax_kl(base_logits: Tensor, logits: Tensor) -> Tensor:
-    r"""Mean over rows of :math:`\mathrm{KL}(\mathrm{softmax}(z_0)\,\|\,\mathrm{softmax}(z))` (last dim = classes).
+    r"""Mean over rows of :math:`\mathrm{KL}(\mathrm{softmax}(z_0)\,\|\,\mathrm{softmax}(z))`.
+
+    The last dimension holds the classes.
 
     The label-free capability constraint of softmax-CE models. Derived in notebook
     ``02_bregman_to_gauss_newton``.

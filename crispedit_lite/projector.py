@@ -70,12 +70,16 @@ def energy_rank(eigenvalues: Tensor, gamma: float) -> int:
     return int(torch.searchsorted(ratio, torch.tensor([gamma], dtype=ratio.dtype)).item()) + 1
 
 
-def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "paper") -> float:
-    r"""The eigenvalue at the cut: :math:`\lambda_\gamma=\sigma_{k+1}` (``"paper"``) or :math:`\sigma_k` (``"code"``).
+def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> float:
+    r"""The eigenvalue at the cut: :math:`\sigma_{k+1}` (``"paper"``) or :math:`\sigma_k` (``"code"``).
 
-    ``"paper"``: editable iff :math:`\lambda\le\sigma_{k+1}` (eq. 6); ``"code"``: editable iff
-    :math:`\lambda<\sigma_k` (the official implementation). They differ only on ties. Derived in
-    notebook ``03_low_curvature_subspace``.
+    ``"paper"``: editable iff :math:`\lambda\le\sigma_{k+1}` (eq. 6 read literally); ``"code"``:
+    editable iff :math:`\lambda<\sigma_k` (the official implementation). They differ only when
+    :math:`\sigma_{k+1}=\sigma_k`: then eq. 6 leaves the tied members of the top-:math:`k` editable,
+    so less than :math:`\gamma` of the energy is protected, while the strict rule protects the whole
+    tied group and keeps eq. 3's guarantee (protected energy :math:`\ge\gamma`). That guarantee is
+    what the paper means, so ``"code"`` is the default everywhere. Derived in notebook
+    ``03_low_curvature_subspace``.
     """
     k = energy_rank(eigenvalues, gamma)
     srt, _ = _sorted_energy(eigenvalues)
@@ -101,19 +105,24 @@ def _eigh(m: Tensor, name: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         raise ValueError(f"{name} contains NaN or Inf")
     m = m.to(dtype)
     evals, evecs = torch.linalg.eigh((m + m.T) / 2)
-    return evals.clamp_min(0.0), evecs
+    # eigenvalues below eigh's rounding level (d * eps * max, the matrix_rank tolerance) are
+    # numerically zero: clamp them, so that gamma = 1 gives the exact null space
+    floor = m.shape[0] * torch.finfo(dtype).eps * evals.abs().max()
+    return torch.where(evals > floor, evals, torch.zeros_like(evals)), evecs
 
 
 @dataclass
 class KroneckerProjector:
-    """Matrix-free projector onto the editable (low-curvature) Kronecker eigen-directions of one layer.
+    r"""Matrix-free projector onto the editable (low-curvature) Kronecker eigen-directions of one layer.
 
     Attributes:
         U_in: ``(d_in, d_in)`` eigenvectors of ``A`` (columns).
         U_out: ``(d_out, d_out)`` eigenvectors of ``S``.
-        mask: ``(d_out, d_in)`` bool, True where :math:`\\lambda^{out}_i\\lambda^{in}_j` is editable.
+        mask: ``(d_out, d_in)`` bool, True where :math:`\lambda^{out}_i\lambda^{in}_j` is editable.
         eig_in, eig_out: the eigenvalues (clamped at 0).
-        gamma: the energy threshold; ``threshold``: the cut eigenvalue; ``rule``: tie rule.
+        gamma: the energy threshold; ``threshold``: the cut eigenvalue (:math:`\\sigma_k` under the
+            default ``"code"`` rule, :math:`\\lambda_\\gamma=\\sigma_{k+1}` under ``"paper"``);
+            ``rule``: the tie rule.
         transposed: the weight is stored ``(d_in, d_out)`` (HF ``Conv1D``); ``project`` transposes.
     """
 
@@ -124,7 +133,7 @@ class KroneckerProjector:
     eig_out: Tensor
     gamma: float
     threshold: float
-    rule: Rule = "paper"
+    rule: Rule = "code"
     transposed: bool = False
 
     @classmethod
@@ -134,7 +143,7 @@ class KroneckerProjector:
         S: Tensor,
         gamma: float,
         *,
-        rule: Rule = "paper",
+        rule: Rule = "code",
         eigh_dtype: torch.dtype = torch.float64,
         dtype: torch.dtype = torch.float32,
         rtol: float = 1e-9,
@@ -143,10 +152,13 @@ class KroneckerProjector:
         r"""Eigendecompose ``A`` and ``S`` and apply the energy rule to all :math:`d_{out}d_{in}` products.
 
         Args:
-            A: ``(d_in, d_in)`` input factor. S: ``(d_out, d_out)`` output-gradient factor.
+            A: ``(d_in, d_in)`` input factor.
+            S: ``(d_out, d_out)`` output-gradient factor.
             gamma: energy threshold in (0, 1]; larger protects more.
-            rule: ``"paper"`` (editable iff :math:`\lambda\le\lambda_\gamma`) or ``"code"``
-                (editable iff :math:`\lambda<\lambda_k`, as the official code); equal without ties.
+            rule: ``"code"`` (default; editable iff :math:`\lambda<\sigma_k`, as the official
+                code; keeps protected energy :math:`\ge\gamma` on ties) or ``"paper"`` (eq. 6 read
+                literally: editable iff :math:`\lambda\le\sigma_{k+1}`); equal without ties.
+                See :func:`energy_threshold`.
             eigh_dtype: precision of the eigendecompositions (float32 is the official code's choice
                 and fine for LLM-sized factors on a GPU).
             dtype: precision of the stored eigenbases, i.e. of the projection itself.
@@ -193,9 +205,11 @@ class KroneckerProjector:
                                   self.transposed)
 
     def project(self, G: Tensor) -> Tensor:
-        r"""Return :math:`\mathbf U_{out}((\mathbf U_{out}^\top\mathbf G\mathbf U_{in})\odot\mathbf M)\mathbf U_{in}^\top`.
+        r"""Project a weight gradient onto the editable subspace.
 
-        Computed in the eigenbases' dtype (fp32 by default) and returned in ``G``'s dtype.
+        Returns :math:`\mathbf U_{out}((\mathbf U_{out}^\top\mathbf G\mathbf U_{in})\odot\mathbf M)
+        \mathbf U_{in}^\top`, computed in the eigenbases' dtype (fp32 by default) and returned in
+        ``G``'s dtype.
         """
         expected = self.shape[::-1] if self.transposed else self.shape
         if tuple(G.shape) != expected:
@@ -221,9 +235,10 @@ class KroneckerProjector:
 
 @dataclass
 class InputNullspaceProjector:
-    r"""Right-multiply by the null-space projector of the input covariance: :math:`\mathbf G\mapsto\mathbf G\mathbf U_0\mathbf U_0^\top`.
+    r"""Right-multiply by the null-space projector of the input covariance.
 
-    The Adam-NSCL (Wang et al. 2021) / AlphaEdit (Fang et al. 2025) constraint
+    :math:`\mathbf G\mapsto\mathbf G\mathbf U_0\mathbf U_0^\top` enforces the Adam-NSCL
+    (Wang et al. 2021) / AlphaEdit (Fang et al. 2025) constraint
     :math:`\Delta\mathbf W\mathbf a = 0` for capability inputs :math:`\mathbf a`, i.e. a
     :class:`KroneckerProjector` with :math:`\mathbf S=\mathbf I`. ``U0`` spans the eigenvectors of ``A``
     outside the top-:math:`k` energy set (``gamma``) or below an absolute eigenvalue ``threshold``.
@@ -243,7 +258,7 @@ class InputNullspaceProjector:
         gamma: float | None = None,
         *,
         threshold: float | None = None,
-        rule: Rule = "paper",
+        rule: Rule = "code",
         eigh_dtype: torch.dtype = torch.float64,
         dtype: torch.dtype = torch.float32,
         rtol: float = 1e-9,
@@ -290,7 +305,7 @@ class InputNullspaceProjector:
         return ((g @ self.U0) @ self.U0.T).to(G.dtype)
 
     def dense(self, limit: int = DENSE_LIMIT) -> Tensor:
-        """Explicit projector (row-major ``vec``): :math:`\\mathbf I\\otimes\\mathbf U_0\\mathbf U_0^\\top`."""
+        r"""Explicit projector (row-major ``vec``): :math:`\mathbf I\otimes\mathbf U_0\mathbf U_0^\top`."""
         n = self.d_out * self.U0.shape[0]
         if n > limit:
             raise ValueError(f"dense projector would be {n}x{n}; refused above {limit} (use project())")

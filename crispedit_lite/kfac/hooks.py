@@ -137,7 +137,7 @@ def _backward_vectors(
 ) -> Iterable[Tensor]:
     """Yield the gradients w.r.t. ``pred`` to backpropagate, one per backward pass."""
     mask = valid.unsqueeze(-1).to(pred.dtype)
-    p = pred.detach().float()
+    p = pred.detach().to(torch.promote_types(pred.dtype, torch.float32))
     if loss == "cross_entropy":
         probs = torch.softmax(p, dim=-1)
         if labels == "type2":
@@ -159,19 +159,19 @@ def _backward_vectors(
             flat = probs.reshape(-1, probs.shape[-1]).cpu()
             y = torch.multinomial(flat, 1, generator=generator).reshape(target.shape)
             y = y.to(pred.device)
-        onehot = torch.nn.functional.one_hot(y, pred.shape[-1]).float()
+        onehot = torch.nn.functional.one_hot(y, pred.shape[-1]).to(p.dtype)
         yield ((probs - onehot) * mask).to(pred.dtype)  # d/dz of the summed CE
         return
     # MSE with loss term ||f - y||^2 per position: Hessian 2 I
     if labels == "type2":
-        eye = torch.eye(pred.shape[-1], device=pred.device) * (2.0**0.5)
+        eye = torch.eye(pred.shape[-1], device=pred.device, dtype=p.dtype) * (2.0**0.5)
         for c in range(pred.shape[-1]):
             yield (eye[c].expand_as(p) * mask).to(pred.dtype)
         return
     if labels == "true":
-        y = target.float()
+        y = target.to(p.dtype)
     else:
-        noise = torch.randn(p.shape, generator=generator).to(p.device)
+        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
         y = p + noise * (0.5**0.5)
     yield (2.0 * (p - y) * mask).to(pred.dtype)
 
@@ -212,7 +212,8 @@ def collect_kfac(
         total: length of ``batches`` for the progress bar, if it has no ``len``.
 
     Returns:
-        ``{module_name: KFACFactors}``; factors are fp32 whatever the model's dtype.
+        ``{module_name: KFACFactors}``; factors are accumulated in fp32 under bf16/fp16/fp32 models
+        (fp64 for fp64 models).
 
     Derived in notebook ``04_kfac_step_by_step``.
     """
@@ -224,6 +225,7 @@ def collect_kfac(
         raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
     modules = resolve_modules(model, module_names)
     param = next(model.parameters())
+    acc = torch.promote_types(param.dtype, torch.float32)  # fp32 under bf16/fp16, fp64 stays fp64
     generator = torch.Generator().manual_seed(seed)
     acc_a = {n: None for n in modules}
     acc_s = {n: None for n in modules}
@@ -235,7 +237,8 @@ def collect_kfac(
             state[name] = {"a": args[0].detach(), "g": []}
             if not output.requires_grad:
                 output.requires_grad_(True)
-            output.register_hook(lambda g: state[name]["g"].append(g.detach()))
+            # clone: when ``output`` is a leaf, autograd may reuse this buffer to accumulate .grad
+            output.register_hook(lambda g: state[name]["g"].append(g.detach().clone()))
             return output
 
         return fwd
@@ -266,7 +269,7 @@ def collect_kfac(
                         f"module {name!r} sees inputs of shape {tuple(a.shape)}, whose leading dims "
                         f"do not match the loss positions {tuple(valid.shape)}"
                     )
-                a_rows, g_rows = _rows(a.float(), [g.float() for g in gs], valid, approx)
+                a_rows, g_rows = _rows(a.to(acc), [g.to(acc) for g in gs], valid, approx)
                 acc_a[name] = _add(acc_a[name], a_rows.T @ a_rows)
                 acc_s[name] = _add(acc_s[name], sum(g.T @ g for g in g_rows))
             if approx == "expand" or valid.ndim < 2:

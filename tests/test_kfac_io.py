@@ -1,0 +1,96 @@
+"""The K-FAC cache on disk: round trip, checksum, metadata checks, atomic writes."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import crispedit_lite.kfac.io as kio
+from crispedit_lite.kfac import KFACFactors, load_kfac, save_kfac
+
+
+def factors(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in ("model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"):
+        di, do = 6, 4
+        a, s = torch.randn(di, di, generator=g), torch.randn(do, do, generator=g)
+        meta = {"model_id": "tiny", "module": name, "labels": "true", "approx": "expand", "seed": 0}
+        out[name] = KFACFactors(A=a @ a.T, S=s @ s.T, n_tokens=123, meta=meta)
+    return out
+
+
+def test_round_trip(tmp_path):
+    f = factors()
+    path = save_kfac(f, tmp_path / "cache" / "kfac.safetensors")
+    back = load_kfac(path, expect={"model_id": "tiny", "labels": "true"})
+    assert list(back) == list(f)
+    for k in f:
+        torch.testing.assert_close(back[k].A, f[k].A)
+        torch.testing.assert_close(back[k].S, f[k].S)
+        assert back[k].n_tokens == 123 and back[k].meta == f[k].meta
+    assert [p.name for p in path.parent.iterdir()] == ["kfac.safetensors"]  # no temp files left
+
+
+def test_subset_of_modules_and_missing_modules(tmp_path):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    one = load_kfac(path, expect={"modules": ["model.layers.2.mlp.down_proj"]})
+    assert list(one) == ["model.layers.2.mlp.down_proj"]
+    with pytest.raises(ValueError, match=r"lacks modules \['model.layers.9.mlp.down_proj'\]"):
+        load_kfac(path, expect={"modules": ["model.layers.9.mlp.down_proj"]})
+
+
+def test_metadata_mismatch_names_module_and_field(tmp_path):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    with pytest.raises(ValueError, match=r"module 'model.layers.1.mlp.down_proj'.*labels='true'.*'sampled'"):
+        load_kfac(path, expect={"labels": "sampled"})
+
+
+def test_corruption_is_detected(tmp_path):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF  # flip bits inside the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        load_kfac(path)
+
+
+def test_not_a_cache(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_kfac(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_kfac(junk)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.ones(2)}, str(other))
+    with pytest.raises(ValueError, match="no crispedit_lite header"):
+        load_kfac(other)
+
+
+def test_failed_write_leaves_existing_cache_intact(tmp_path, monkeypatch):
+    path = save_kfac(factors(0), tmp_path / "k.safetensors")
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(kio, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_kfac(factors(1), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["k.safetensors"]
+
+
+def test_header_is_plain_json(tmp_path):
+    from safetensors import safe_open
+
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    with safe_open(str(path), framework="pt") as fh:
+        header = json.loads(fh.metadata()["crispedit_lite"])
+    assert header["format_version"] == kio.FORMAT_VERSION and len(header["sha256"]) == 64
+    with pytest.raises(ValueError, match="nothing to save"):
+        save_kfac({}, tmp_path / "e.safetensors")

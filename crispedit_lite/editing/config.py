@@ -1,0 +1,127 @@
+r"""Settings of one edit run, with the paper's defaults (CrispEdit Table 2, App. E) as presets.
+
+Every method of :mod:`crispedit_lite.editing.methods` reads an :class:`EditConfig`; the results
+store records it verbatim, so a run says which choices (paper or official code) it used.
+
+Derived in notebook ``06_crispedit_on_a_small_lm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+__all__ = ["EditConfig", "METHODS", "paper_config", "cpu_config"]
+
+METHODS = ("crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """One edit run's settings.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        layers: edited layer indices (``None``: the model's preset, see ``models.LAYER_PRESETS``).
+        module_pattern: module name with ``{i}`` for the layer.
+        epochs, batch_size, lr: FT-M loop (paper: 25, 32, Adam 5e-4).
+        early_stop: stop when the epoch's mean loss falls below this; batches whose loss is already
+            below it are skipped (paper and code: 0.01).
+        gamma: energy threshold of the projector (paper: 0.7 ZsRE, 0.9 CF/Wiki).
+        rule: tie rule of the energy cut (``"code"``: keeps protected energy >= gamma).
+        n_capability: capability texts for K-FAC (paper: 10,000 Wikipedia articles).
+        capability_max_length: tokens per capability text (paper/code: 512).
+        capability_source: ``"wikipedia"`` or ``"offline"`` (a stand-in corpus shipped with Python).
+        kfac_labels: ``"true"`` (official code: empirical Fisher) or ``"sampled"`` (the paper's
+            Gauss-Newton, Monte-Carlo) or ``"type2"``.
+        optimizer: ``"adam"`` (paper: Adam on projected gradients) or ``"sgd"`` (true PGD).
+        project_update: with Adam, also project the update so it stays in the subspace.
+        chunk_size: edits per chunk for CrispEdit-Seq (paper: 100).
+        seq_reshuffle: reshuffle inside a chunk every epoch (official code: no).
+        locbf_layer: LocBF-FT's single layer (``None``: the second-to-last edited layer, i.e. 22
+            of 19-23 on LLaMA-3-8B as the paper runs it).
+        lora_rank, lora_alpha, lora_dropout, lora_targets: AdaLoRA (paper: 8, 32, 0.1, q/v).
+        nscl_gamma: Adam-NSCL's energy threshold on the input covariance (paper's run: 0.5).
+        nscl_early_stop: Adam-NSCL's early stop (paper's run: 0.05).
+        eigh_dtype: ``"float64"`` or ``"float32"`` (the official code) for the eigendecompositions.
+        seed: seeds shuffling and label sampling.
+    """
+
+    method: str = "crispedit"
+    layers: tuple[int, ...] | None = None
+    module_pattern: str = "model.layers.{i}.mlp.down_proj"
+    epochs: int = 25
+    batch_size: int = 32
+    lr: float = 5e-4
+    early_stop: float = 0.01
+    gamma: float = 0.7
+    rule: Literal["paper", "code"] = "code"
+    n_capability: int = 10_000
+    capability_max_length: int = 512
+    capability_source: str = "wikipedia"
+    kfac_labels: Literal["true", "sampled", "type2"] = "true"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    project_update: bool = False
+    chunk_size: int = 100
+    seq_reshuffle: bool = False
+    locbf_layer: int | None = None
+    lora_rank: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    nscl_gamma: float = 0.5
+    nscl_early_stop: float = 0.05
+    eigh_dtype: Literal["float64", "float32"] = "float64"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("epochs", "batch_size", "chunk_size", "n_capability", "capability_max_length"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("gamma", "nscl_gamma"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+
+    def with_(self, **changes: Any) -> EditConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every setting."""
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers is not None else None
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+
+def paper_config(method: str = "crispedit", dataset: str = "zsre", **changes: Any) -> EditConfig:
+    """The paper's settings (Table 2, App. E) for LLaMA-3-8B-Instruct on ``dataset``.
+
+    CrispEdit: (n, gamma) = (10,000, 0.7) on ZsRE and (10,000, 0.9) on CounterFact / WikiBigEdit;
+    CrispEdit-Seq: (30, 0.999) on ZsRE / CounterFact and (200, 0.995) on WikiBigEdit.
+    """
+    if dataset not in ("zsre", "counterfact", "wikibigedit"):
+        raise ValueError(f"dataset must be zsre, counterfact or wikibigedit, got {dataset!r}")
+    if method == "crispedit_seq":
+        n, gamma = (200, 0.995) if dataset == "wikibigedit" else (30, 0.999)
+    else:
+        n, gamma = (10_000, 0.7) if dataset == "zsre" else (10_000, 0.9)
+    base = dict(method=method, gamma=gamma, n_capability=n, eigh_dtype="float32")
+    base.update(changes)
+    return EditConfig(**base)
+
+
+def cpu_config(method: str = "crispedit", **changes: Any) -> EditConfig:
+    """Small settings that run on 2 CPU cores with the embedded SmolLM2 (few epochs, tens of texts)."""
+    base = dict(method=method, epochs=8, batch_size=8, lr=5e-4, gamma=0.7, n_capability=32,
+                capability_max_length=128, capability_source="offline", chunk_size=8,
+                eigh_dtype="float64")
+    base.update(changes)
+    return EditConfig(**base)

@@ -24,8 +24,9 @@ LLaMA-3-8B ``down_proj``, every optimiser step). This module computes the same m
 
     .. math::
 
-        \mathbf P(\mathbf G)=\mathbf G-\mathbf U_{\rm out}^{(r)}\big((\mathbf U_{\rm out}^{(r)\top}\mathbf G
-        \mathbf U_{\rm in}^{(r)})\odot(1-\mathbf M)_{:r_{\rm out},:r_{\rm in}}\big)\mathbf U_{\rm in}^{(r)\top},
+        \mathbf P(\mathbf G)=\mathbf G-\mathbf U_{\rm out}^{(r)}\big((\mathbf U_{\rm out}^{(r)\top}
+        \mathbf G\mathbf U_{\rm in}^{(r)})\odot(1-\mathbf M)_{:r_{\rm out},:r_{\rm in}}\big)
+        \mathbf U_{\rm in}^{(r)\top},
 
     :math:`O(d_{\rm out}d_{\rm in}\min(r_{\rm out},r_{\rm in}))` FLOPs. :func:`plan_blocks` goes further
     and covers the staircase with a few disjoint rectangles (chosen by dynamic programming), which is far
@@ -126,7 +127,8 @@ def projection_flops(
 
     * ``reference``: :math:`4d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})` (paper, eq. 6).
     * ``lowrank`` (needs ``T``): core from token factors plus the full back-rotation,
-      :math:`2T(d_{\rm out}^2+d_{\rm in}^2+d_{\rm out}d_{\rm in})+2d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})`.
+      :math:`2T(d_{\rm out}^2+d_{\rm in}^2+d_{\rm out}d_{\rm in})
+      +2d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})`.
     * ``corner`` (needs ``r_out``, ``r_in``): :func:`block_flops` of the ``r_out x r_in`` corner from ``G``.
     * ``lowrank_corner`` (needs all): the corner's core from the token factors.
     * ``blocks`` / ``lowrank_blocks`` (given a block plan): the sum over the blocks.
@@ -344,8 +346,10 @@ def _as_rows(x: Tensor, d: int, name: str) -> Tensor:
 
 
 def lowrank_core(Gout: Tensor, Ain: Tensor, U_out: Tensor, U_in: Tensor) -> Tensor:
-    r"""Return :math:`(\mathbf G_{\rm out}\mathbf U_{\rm out})^\top(\mathbf A_{\rm in}\mathbf U_{\rm in})`
-    :math:`=\mathbf U_{\rm out}^\top(\mathbf G_{\rm out}^\top\mathbf A_{\rm in})\mathbf U_{\rm in}`.
+    r"""Return the rotated gradient core from per-token factors, never forming ``G``.
+
+    :math:`(\mathbf G_{\rm out}\mathbf U_{\rm out})^\top(\mathbf A_{\rm in}\mathbf U_{\rm in})
+    =\mathbf U_{\rm out}^\top(\mathbf G_{\rm out}^\top\mathbf A_{\rm in})\mathbf U_{\rm in}`.
 
     ``Gout``: ``(..., d_out)`` output gradients, ``Ain``: ``(..., d_in)`` inputs, one row per token (leading
     dims flattened); ``U_out``/``U_in`` may be column slices. Computed in ``U_in``'s dtype.
@@ -372,9 +376,10 @@ def lowrank_project(proj: KroneckerProjector, Gout: Tensor, Ain: Tensor) -> Tens
 def corner_project(proj: KroneckerProjector, G: Tensor) -> Tensor:
     r"""Project ``G`` by subtracting its protected part in the leading sorted corner (form (b)).
 
-    :math:`\mathbf G-\mathbf U_{\rm out}^{(r)}((\mathbf U_{\rm out}^{(r)\top}\mathbf G\mathbf U_{\rm in}^{(r)})
-    \odot(1-\mathbf M)_{:r_{\rm out},:r_{\rm in}})\mathbf U_{\rm in}^{(r)\top}` with eigenbases sorted by
-    decreasing eigenvalue; equals ``proj.project(G)``. A one-off convenience: for repeated use build a
+    :math:`\mathbf G-\mathbf U_{\rm out}^{(r)}((\mathbf U_{\rm out}^{(r)\top}\mathbf G
+    \mathbf U_{\rm in}^{(r)})\odot(1-\mathbf M)_{:r_{\rm out},:r_{\rm in}})\mathbf U_{\rm in}^{(r)\top}`
+    with eigenbases sorted by decreasing eigenvalue; equals ``proj.project(G)``. A one-off
+    convenience: for repeated use build a
     :class:`FastProjector` once (it sorts, checks the staircase and plans the blocks up front).
     """
     return FastProjector.from_projector(proj, method="corner", plan="corner").project(G)

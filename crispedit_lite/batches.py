@@ -11,8 +11,9 @@ shifts the labels by one position itself.
   positions, so the loss is :math:`-\sum_t \log p(y_t \mid \text{prompt}, y_{<t})` over target
   tokens.
 * :func:`edit_kfac_batches` is the edit-data K-FAC of CrispEdit-Seq
-  (``layer_stats_kfac_with_txt_tgt``): the same texts **without** prompt masking (the paper's Table 6: masking the prompt dropped
-  reliability from 71.1 to 12), batches of 8, at most 512 tokens.
+  (``layer_stats_kfac_with_txt_tgt``): the same texts **without** prompt masking (the paper's
+  Table 6: masking the prompt dropped reliability from 71.1 to 12), batches of 8, at most 512
+  tokens.
 * :func:`tokenize_capability` tokenises capability texts as the paper's K-FAC does: each text
   truncated to 512 tokens, batch size 1, labels are the text itself (teacher forcing).
 

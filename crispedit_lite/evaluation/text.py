@@ -1,0 +1,79 @@
+r"""Answer normalisation, exact match, and stop-string truncation for WILD evaluation.
+
+The exact-match scorer is the SQuAD one (Rajpurkar et al. 2016), which the CrispEdit code uses as its
+``exact_match`` criterion (dossier §9.1):
+
+.. math::
+
+    \mathrm{EM}(\hat y, y) = \mathbb 1\big[\operatorname{norm}(\hat y) = \operatorname{norm}(y)\big],
+    \qquad \operatorname{norm} = \text{whitespace} \circ \text{articles} \circ \text{punctuation}
+    \circ \text{lowercase},
+
+where the steps lowercase, delete ASCII punctuation, delete the words *a*, *an*, *the*, and collapse
+whitespace, in that order. WILD decoding (Yang et al. 2025, "The Mirage of Model Editing") stops at
+the first ``"."`` or newline; :func:`truncate_at_stop` cuts a decoded continuation there.
+
+Derived in notebook ``06_crispedit_on_a_small_lm``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+
+__all__ = ["STOP_STRINGS", "normalize_answer", "exact_match", "truncate_at_stop"]
+
+#: Stop strings of WILD decoding besides the EOS token (dossier §9.1).
+STOP_STRINGS: tuple[str, ...] = (".", "\n")
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace.
+
+    Example: ``normalize_answer("The  Eiffel-Tower!") == "eiffeltower"``.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"normalize_answer expects a string, got {type(text).__name__}")
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
+    r"""SQuAD exact match, :math:`1.0` or :math:`0.0`; with several gold answers, the best of them.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    if not golds:
+        raise ValueError("exact_match needs at least one gold answer")
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in golds))
+
+
+def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS) -> str:
+    r"""Cut ``text`` at the first occurrence of any stop string and strip surrounding whitespace.
+
+    The official code stops generation when the text *ends* with a stop string and then strips that
+    trailing stop string; cutting at the first occurrence gives the same answer whenever the stop
+    string ends a token, and stays correct when a token carries text past it (e.g. ``".\n"``).
+    An answer that starts with a stop string (a model that opens with a newline) becomes ``""``,
+    as in the official code.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    cut = len(text)
+    for stop in stop_strings:
+        if not stop:
+            raise ValueError("truncate_at_stop: stop strings must be non-empty")
+        i = text.find(stop)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut].strip()

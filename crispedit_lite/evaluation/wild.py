@@ -1,0 +1,202 @@
+r"""WILD evaluation of edits: greedy answers, judged or exact-matched, in two prompt contexts.
+
+Yang et al. (2025, "The Mirage of Model Editing") evaluate an edit the way the model is used: the
+edited model *generates* an answer (greedy, at most 40 new tokens, stopping at ``"."``, newline or
+EOS), and the answer is scored against the gold string. CrispEdit reports (dossier §9.1, ×100)
+
+.. math::
+
+    \mathrm{Rel} = \frac1N\sum_{i=1}^N s\big(g(c(x_i)), y_i^{\rm new}\big), \qquad
+    \mathrm{Gen} = \frac1N\sum_{i=1}^N s\big(g(c(x_i^{\rm reph})), y_i^{\rm new}\big),
+
+with :math:`g` the greedy decoder, :math:`c` the context (``"qa"``: the template
+``"Please answer the question:\n\nQ: {question}\nA:"``; ``"none"``: the prompt verbatim) and
+:math:`s` the LLM judge (paper) or SQuAD exact match (fallback). Locality is reported two ways:
+``loc`` = the score of the edited model's answer against the dataset's locality answer (what the
+official code computes, an *absolute* accuracy) and ``loc_agreement`` = the fraction of locality
+prompts on which the edited model's answer equals the *pre-edit* model's answer after SQuAD
+normalisation (what "unchanged elsewhere" means; needs the pre-edit generations, see
+:func:`pre_edit_locality`).
+
+Derived in notebook ``06_crispedit_on_a_small_lm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from crispedit_lite.evaluation.generation import greedy_generate
+from crispedit_lite.evaluation.records import locality_pairs, record_text
+from crispedit_lite.evaluation.text import STOP_STRINGS, exact_match, normalize_answer
+
+__all__ = ["QA_TEMPLATE", "CONTEXTS", "format_prompt", "pre_edit_locality", "locality_agreement",
+           "wild_evaluate"]
+
+#: The "QA context" template of WILD (``qa_inst`` in the CrispEdit code).
+QA_TEMPLATE = "Please answer the question:\n\nQ: {question}\nA:"
+#: Context name -> template; ``"none"`` passes the prompt verbatim.
+CONTEXTS: dict[str, str] = {"qa": QA_TEMPLATE, "none": "{question}"}
+
+Judge = Callable[[str, str, str], float]
+
+
+def format_prompt(question: str, context: str) -> str:
+    """The model input for ``question`` in a WILD context (``"qa"`` or ``"none"``).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown WILD context {context!r}; expected one of {sorted(CONTEXTS)}")
+    return CONTEXTS[context].format(question=question)
+
+
+def _check_contexts(contexts: Sequence[str]) -> list[str]:
+    contexts = [contexts] if isinstance(contexts, str) else list(contexts)
+    if not contexts:
+        raise ValueError("WILD needs at least one context")
+    for c in contexts:
+        format_prompt("q", c)
+    return contexts
+
+
+def pre_edit_locality(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[Any],
+    *,
+    contexts: Sequence[str] = ("qa", "none"),
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str, dict[str, str]]:
+    """Greedy answers of the *unedited* model to every locality prompt, for ``loc_agreement``.
+
+    Run it before editing (or on the base model) and pass the result to :func:`wild_evaluate`.
+
+    Returns:
+        ``{context: {locality prompt: answer}}`` (JSON-serialisable; keyed by prompt text, so it
+        survives re-ordering or sub-setting of the requests).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    prompts = list(dict.fromkeys(p for i, r in enumerate(requests) for p, _ in locality_pairs(r, i)))
+    out: dict[str, dict[str, str]] = {}
+    for c in _check_contexts(contexts):
+        answers = greedy_generate(model, tokenizer, [format_prompt(p, c) for p in prompts],
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        out[c] = dict(zip(prompts, answers))
+    return out
+
+
+def locality_agreement(edited: Sequence[str], pre_edit: Sequence[str]) -> list[float]:
+    """Per prompt, ``1.0`` if the edited and pre-edit answers agree after SQuAD normalisation.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    if len(edited) != len(pre_edit):
+        raise ValueError(f"locality_agreement: {len(edited)} edited vs {len(pre_edit)} pre-edit answers")
+    return [float(normalize_answer(a) == normalize_answer(b)) for a, b in zip(edited, pre_edit)]
+
+
+def _mean100(values: list[float]) -> float | None:
+    return 100.0 * sum(values) / len(values) if values else None
+
+
+def wild_evaluate(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[Any],
+    *,
+    contexts: Sequence[str] = ("qa", "none"),
+    judge: Judge | None = None,
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+    pre_edit_locality: Mapping[str, Mapping[str, str]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """WILD Rel / Gen / Loc of an (edited) model over edit records, with every answer kept.
+
+    Args:
+        model, tokenizer: the model to evaluate and its tokenizer (padding side restored on return).
+        requests: records with ``prompt``, ``target_new`` and optionally ``rephrase_prompt``,
+            ``locality_prompt``, ``locality_answer`` (see :class:`~.records.EditRecord`).
+        contexts: any of ``"qa"``, ``"none"``. judge: ``judge(question, gold, prediction) -> float``
+            (e.g. :func:`~.judge.make_judge`), given the *raw* question as in the official code;
+            ``None`` scores by exact match. Exact match is always reported too (``*_em``).
+        max_new_tokens: decoding budget (40). batch_size: prompts per ``generate`` call.
+        pre_edit_locality: output of :func:`pre_edit_locality`; enables ``loc_agreement``.
+        progress: tqdm bars during generation.
+
+    Returns:
+        ``{"settings": ..., "scores": {context: {"rel", "gen", "loc", "loc_agreement", "rel_em",
+        "gen_em", "loc_em", "n_rel", "n_gen", "n_loc"}}, "records": [...]}``; scores are ×100 and
+        ``None`` where no record had the field; each record holds, per context, the model input,
+        the answer and its scores.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    contexts = _check_contexts(contexts)
+    requests = list(requests)
+    if not requests:
+        raise ValueError("wild_evaluate: no requests")
+    # (record index, kind, question, gold) for every item to answer
+    items: list[tuple[int, str, str, str | None]] = []
+    for i, r in enumerate(requests):
+        gold = record_text(r, i, "target_new")
+        items.append((i, "rel", record_text(r, i, "prompt"), gold))
+        reph = record_text(r, i, "rephrase_prompt", required=False)
+        if reph is not None:
+            items.append((i, "gen", reph, gold))
+        items.extend((i, "loc", p, a) for p, a in locality_pairs(r, i))
+    if pre_edit_locality is not None:
+        for c in contexts:
+            if c not in pre_edit_locality:
+                raise ValueError(f"pre_edit_locality has no answers for context {c!r}")
+            for i, kind, q, _ in items:
+                if kind == "loc" and q not in pre_edit_locality[c]:
+                    raise ValueError(
+                        f"record {i}: locality prompt {q!r} missing from pre_edit_locality[{c!r}]")
+
+    records: list[dict[str, Any]] = [
+        {"index": i, "case_id": getattr(r, "case_id", None), "prompt": r.prompt, "target_new": r.target_new}
+        for i, r in enumerate(requests)
+    ]
+    scores: dict[str, dict[str, Any]] = {}
+    for c in contexts:
+        inputs = [format_prompt(q, c) for _, _, q, _ in items]
+        answers = greedy_generate(model, tokenizer, inputs, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress)
+        per_record: list[dict[str, Any]] = [{"rel": None, "gen": None, "loc": []} for _ in requests]
+        acc: dict[str, list[float]] = {k: [] for k in
+                                       ("rel", "gen", "loc", "rel_em", "gen_em", "loc_em", "loc_agreement")}
+        for (i, kind, q, gold), x, y in zip(items, inputs, answers):
+            entry: dict[str, Any] = {"question": q, "input": x, "answer": y, "gold": gold}
+            if gold is not None:
+                entry["em"] = exact_match(y, gold)
+                entry["judge"] = float(judge(q, gold, y)) if judge is not None else None
+                entry["score"] = entry["judge"] if judge is not None else entry["em"]
+                acc[kind].append(entry["score"])
+                acc[f"{kind}_em"].append(entry["em"])
+            if kind == "loc":
+                if pre_edit_locality is not None:
+                    entry["pre_edit_answer"] = pre_edit_locality[c][q]
+                    entry["agreement"] = locality_agreement([y], [entry["pre_edit_answer"]])[0]
+                    acc["loc_agreement"].append(entry["agreement"])
+                per_record[i]["loc"].append(entry)
+            else:
+                per_record[i][kind] = entry
+        for rec, res in zip(records, per_record):
+            rec[c] = res
+        scores[c] = {k: _mean100(v) for k, v in acc.items()}
+        scores[c].update(n_rel=len(acc["rel"]), n_gen=len(acc["gen"]), n_loc=len(acc["loc"]),
+                         n_loc_agreement=len(acc["loc_agreement"]))
+    settings = {
+        "contexts": contexts, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "stop_strings": [*STOP_STRINGS, "<eos>"], "n_records": len(requests),
+        "scorer": getattr(judge, "name", "llm_judge") if judge is not None else "exact_match",
+        "loc_agreement": pre_edit_locality is not None,
+    }
+    return {"settings": settings, "scores": scores, "records": records}

@@ -25,7 +25,8 @@ def tiny_tokenizer(bos: bool = False, pad: bool = False):
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     if bos:
-        tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                          special_tokens=[("<s>", 1)])
     kw = {"pad_token": "<unk>"} if pad else {}
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
                                    bos_token="<s>", **kw)

@@ -1,4 +1,4 @@
-"""Capability corpus: the offline stand-in is labelled, seeded, sized; Wikipedia fails clearly offline."""
+"""Capability corpus: the offline stand-in is labelled, seeded, sized; Wikipedia fails clearly."""
 
 from __future__ import annotations
 

@@ -371,7 +371,7 @@ def _corner_stats(kp: KroneckerProjector, T: int) -> dict:
     """Protected corner, block plan and relative FLOPs from the mask alone (no eigenbasis copies)."""
     po = torch.sort(kp.eig_out.double().cpu(), descending=True, stable=True).indices
     pi = torch.sort(kp.eig_in.double().cpu(), descending=True, stable=True).indices
-    mask = kp.mask.cpu()[po][:, pi]
+    mask = kp.mask[po.to(kp.mask.device)][:, pi.to(kp.mask.device)]  # sort on the mask's device
     widths, r_out, r_in = staircase(~mask)
     d_out, d_in = mask.shape
     blocks = plan_blocks(widths, d_out, d_in)
@@ -380,7 +380,7 @@ def _corner_stats(kp: KroneckerProjector, T: int) -> dict:
     return {
         "r_out": r_out,
         "r_in": r_in,
-        "protected_fraction": float((~mask).double().mean()),
+        "protected_fraction": float((~mask).float().mean()),
         "n_blocks": len(blocks),
         "blocks": [[b.r0, b.r1, b.c0, b.c1] for b in blocks[:64]],
         "cost_vs_reference": {k: v / ref for k, v in fl.items()},
@@ -579,17 +579,17 @@ def section_project(ctx) -> dict:
                 prec,
                 info,
             )
-            fp_lr = FastProjector.from_projector(kp_g, dtype=dt, method=plan, plan=plan)
-            how = fp_lr.choose(T)
+            how = fp.choose(T)
             add(
                 f"{tag}_{plan}_auto_factors_{'bf16' if bf16 else 'fp32'}",
-                lambda fp=fp_lr: fp.project(G, factors=fact),
+                lambda fp=fp: fp.project(G, factors=fact),
                 refg,
                 flg[how],
                 prec,
                 {**info, "form": how},
             )
-        fpa = FastProjector.from_projector(kp_g, dtype=dt, method="auto")
+        fpa = fp  # the block plan, now free to pick any form by FLOPs
+        fpa.method = "auto"
         how = fpa.choose(T)
         add(
             f"{tag}_chooser_{'bf16' if bf16 else 'fp32'}",

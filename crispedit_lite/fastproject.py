@@ -227,14 +227,15 @@ def staircase(protected: Tensor) -> tuple[Tensor, int, int]:
     prefixes shrink down the rows, and everything lies in the ``r_out x r_in`` corner. Equal eigenvalues
     give equal products, so ties in the sort do not matter.
     """
-    p = protected.detach().to(torch.bool).cpu()
+    p = protected.detach().to(torch.bool)  # checked on its own device (fast on a GPU)
     widths = p.sum(1)
-    cols = torch.arange(p.shape[1])
+    cols = torch.arange(p.shape[1], device=p.device)
     if not torch.equal(p, cols.unsqueeze(0) < widths.unsqueeze(1)):
         raise ValueError(
             "protected set is not a prefix in every row: rows/columns are not sorted by "
             "decreasing eigenvalue, or the mask does not come from a monotone rule"
         )
+    widths = widths.cpu()
     if (widths[1:] > widths[:-1]).any():
         raise ValueError("protected row widths increase down the rows: not a staircase")
     r_out = int((widths > 0).sum())
@@ -506,7 +507,8 @@ class FastProjector:
         dtype = dtype or proj.U_in.dtype
         device = device if device is not None else proj.U_in.device
         po, pi = _descending(proj.eig_out), _descending(proj.eig_in)
-        mask = proj.mask.detach().cpu()[po][:, pi]
+        mdev = proj.mask.device
+        mask = proj.mask.detach()[po.to(mdev)][:, pi.to(mdev)]
         widths, r_out, r_in = staircase(~mask)
         d_out, d_in = mask.shape
         if plan == "corner" or method == "corner":

@@ -1,6 +1,7 @@
 # Two entry points, both self-contained on a fresh machine with only Python 3.10+:
 #   make book   create/reuse .venv, install, execute every notebook and build the book (_build/html)
-#   make test   create/reuse .venv, install, run the whole test suite (library, notebooks, book page)
+#   make test   create/reuse .venv, install, run the whole test suite (library, notebook conventions,
+#               papermill injection, every notebook under nbval, the book rendered in headless Chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install book test lint clean
+.PHONY: install browser book test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +35,27 @@ book: install
 	$(BIN)/jupyter-book build . -W --keep-going --path-output . ; rc=$$?; \
 	echo "book build: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
-test: install
-	$(BIN)/python -m pytest
+# Headless Chromium for tests/test_book_build.py (Debian package `chromium`). Installed only when
+# missing and apt-get is usable (root, or passwordless sudo); never fails the build: without a
+# browser the browser checks skip with a message.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	   || command -v google-chrome >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "note: chromium missing and apt-get needs root; browser checks will skip"; exit 0; fi; \
+	  echo "installing chromium (apt-get) for the browser checks ..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq >/dev/null 2>&1 \
+	         && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+	    || echo "warning: could not install chromium; browser checks will skip"; \
+	else echo "note: chromium missing and no apt-get; browser checks will skip"; fi
+
+test: install browser
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest; rc=$$?; \
+	echo "test suite: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check crispedit_lite tests benchmarks

@@ -1,0 +1,47 @@
+"""Shared pytest set-up: notebook markers, the nbval sanitize file, paths and a tiny-model guard.
+
+The notebooks themselves are collected by nbval (``--nbval-lax`` in ``pyproject.toml``'s ``addopts``,
+``notebooks`` in ``testpaths``): each notebook is one collector and each cell one test item, run in a
+single kernel of this environment (``--nbval-current-env``) whose working directory is ``notebooks/``.
+Here those items get the ``notebook`` and ``slow`` markers, so ``pytest -m "not notebook"`` skips them
+without starting a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def notebook_paths() -> list[Path]:
+    """The book's chapters: ``notebooks/*.ipynb`` in reading order (checkpoints excluded)."""
+    return sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # addopts gives the sanitize file relative to the repository root; make it work from any cwd.
+    sanitize = getattr(config.option, "nbval_sanitize_with", None)
+    if sanitize and not Path(sanitize).is_absolute() and not Path(sanitize).exists():
+        candidate = config.rootpath / sanitize
+        if candidate.exists():
+            config.option.nbval_sanitize_with = str(candidate)
+
+
+def _is_nbval_item(item: pytest.Item) -> bool:
+    return Path(str(item.path)).suffix == ".ipynb"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_nbval_item(item):
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.slow)

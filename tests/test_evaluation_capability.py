@@ -82,8 +82,13 @@ def test_probe_accuracy_and_selection(tok):
     probes = [("capital of france ?", "Paris"), ("capital of italy ?", "Rome"), ("city ?", "the paris")]
     res = probe_accuracy(model, tok, probes, max_new_tokens=1)
     assert res["accuracy"] == pytest.approx(200.0 / 3) and res["n"] == 3
-    assert [r["answer"] for r in res["answers"]] == ["paris"] * 3
+    assert [r["answer"] for r in res["answers"]] == ["paris"] * 3 and res["scorer"] == "exact_match"
     assert select_known_probes(model, tok, probes, max_new_tokens=1) == [probes[0], probes[2]]
+    lenient = probe_accuracy(model, tok, [("city ?", "Paris"), ("q ?", "Rome")], max_new_tokens=2,
+                             scorer="contains", context="none")
+    assert lenient["accuracy"] == 50.0 and lenient["answers"][0]["answer"] == "paris paris"
+    with pytest.raises(ValueError, match="scorer"):
+        probe_accuracy(model, tok, probes, scorer="bleu")
     with pytest.raises(ValueError, match="probe 1"):
         probe_accuracy(model, tok, [("q", "a"), ("q only",)])
 

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from crispedit_lite.evaluation import (
+    CHAT_SYSTEM_PROMPT,
     QA_TEMPLATE,
+    contains_match,
     exact_match,
     format_prompt,
     greedy_generate,
@@ -100,6 +102,16 @@ def test_exact_match():
         exact_match("x", [])
 
 
+def test_contains_match():
+    assert contains_match("The capital of France is Paris", "Paris") == 1.0
+    assert contains_match("It is the Eiffel Tower, in Paris", "the eiffel tower") == 1.0
+    assert contains_match("Parisian food", "Paris") == 0.0  # whole words only
+    assert contains_match("Rome", ["Paris", "rome"]) == 1.0
+    assert contains_match("anything", "the") == 0.0  # a gold that normalises to "" never matches
+    with pytest.raises(ValueError):
+        contains_match("x", [])
+
+
 @pytest.mark.parametrize("text, out", [
     (" Paris. It is", "Paris"),
     (" Paris\nQ: next", "Paris"),
@@ -117,7 +129,26 @@ def test_format_prompt():
     assert format_prompt("Who?", "none") == "Who?"
     assert QA_TEMPLATE.format(question="x") == format_prompt("x", "qa")
     with pytest.raises(ValueError, match="context"):
-        format_prompt("Who?", "chat")
+        format_prompt("Who?", "chatml")
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} ; {% endfor %}"
+                 "{% if add_generation_prompt %}assistant :{% endif %}")
+
+
+def test_chat_context_uses_the_chat_template_with_one_bos(tok):
+    with pytest.raises(ValueError, match="chat template"):
+        format_prompt("Who?", "chat", tok)
+    tok.chat_template = CHAT_TEMPLATE
+    try:
+        text = format_prompt("Who?", "chat", tok)
+        assert not text.startswith("<s>")  # the tokenizer adds BOS itself
+        user = QA_TEMPLATE.format(question="Who?")
+        assert text.startswith(f"system : {CHAT_SYSTEM_PROMPT} ; user : {user}")
+        assert text.endswith("assistant :")
+        assert tok(text).input_ids.count(1) == 1
+    finally:
+        tok.chat_template = None
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -210,6 +241,18 @@ def test_wild_evaluate_with_judge_gets_raw_question(tok):
     assert s["gen"] is None and s["loc"] is None and s["loc_agreement"] is None
 
 
+def test_wild_contains_fallback(tok):
+    reqs = [rec("capital of france ?", "paris paris"), rec("capital of italy ?", "London")]
+    out = wild_evaluate(constant_model("paris"), tok, reqs, contexts=("none",), max_new_tokens=3,
+                        fallback="contains", progress=False)
+    s = out["scores"]["none"]
+    assert out["records"][0]["none"]["rel"]["answer"] == "paris paris paris"
+    assert s["rel"] == pytest.approx(50.0) and s["rel_contains"] == pytest.approx(50.0) and s["rel_em"] == 0.0
+    assert out["settings"]["scorer"] == "contains"
+    with pytest.raises(ValueError, match="fallback"):
+        wild_evaluate(constant_model("paris"), tok, reqs, fallback="f1", progress=False)
+
+
 def test_pre_edit_locality_helper_matches_wild(tok):
     model = tiny_model(3)
     reqs = [rec("paris", "rome", None, "the capital of france is", "paris"),
@@ -232,3 +275,21 @@ def test_wild_evaluate_bad_records(tok):
         wild_evaluate(model, tok, [rec("a ?", "b", None, ["x", "y"], ["1"])], progress=False)
     with pytest.raises(ValueError, match="no requests"):
         wild_evaluate(model, tok, [], progress=False)
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_chat_context():
+    """On SmolLM2-135M-Instruct: batched = one by one with a real BPE tokenizer and chat template."""
+    from crispedit_lite.models import load_model
+
+    model, tok = load_model("smollm2-135m-instruct")
+    qs = ["What is the capital of France?", "Who wrote Romeo and Juliet?", "What is the capital of Italy?"]
+    prompts = [format_prompt(q, "chat", tok) for q in qs]
+    batched = greedy_generate(model, tok, prompts, batch_size=3)
+    assert batched == [greedy_generate(model, tok, [p])[0] for p in prompts]
+    assert contains_match(batched[0], "Paris") == 1.0 and tok.padding_side == "right"
+    reqs = [rec(qs[0], "Lyon", "Which city is the capital of France?", qs[2], "Rome")]
+    pre = pre_edit_locality(model, tok, reqs, contexts=("chat",))
+    out = wild_evaluate(model, tok, reqs, contexts=("chat",), pre_edit_locality=pre, progress=False)
+    assert out["scores"]["chat"]["rel"] == 0.0 and out["scores"]["chat"]["loc_agreement"] == 100.0
+    assert out["scores"]["chat"]["loc_contains"] == 100.0

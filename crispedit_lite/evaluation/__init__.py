@@ -39,8 +39,15 @@ from crispedit_lite.evaluation.teacher_forced import (
     target_token_accuracy,
     teacher_forced_evaluate,
 )
-from crispedit_lite.evaluation.text import STOP_STRINGS, exact_match, normalize_answer, truncate_at_stop
+from crispedit_lite.evaluation.text import (
+    STOP_STRINGS,
+    contains_match,
+    exact_match,
+    normalize_answer,
+    truncate_at_stop,
+)
 from crispedit_lite.evaluation.wild import (
+    CHAT_SYSTEM_PROMPT,
     CONTEXTS,
     QA_TEMPLATE,
     format_prompt,
@@ -50,10 +57,11 @@ from crispedit_lite.evaluation.wild import (
 )
 
 __all__ = [
-    "CONTEXTS", "EditRecord", "HarnessTask", "JUDGE_PROMPT", "OpenAIJudge", "PAPER_TASKS", "QA_TEMPLATE",
-    "STOP_STRINGS", "exact_match", "extract_harness_metrics", "format_prompt", "greedy_generate",
-    "harness_config", "kl_to_base", "locality_agreement", "make_judge", "normalize_answer", "parse_grade",
-    "perplexity", "pre_edit_locality", "probe_accuracy", "run_harness", "score_targets",
-    "select_known_probes", "target_nll", "target_token_accuracy", "teacher_forced_evaluate",
-    "token_logprobs", "truncate_at_stop", "wild_evaluate",
+    "CHAT_SYSTEM_PROMPT", "CONTEXTS", "EditRecord", "HarnessTask", "JUDGE_PROMPT", "OpenAIJudge",
+    "PAPER_TASKS", "QA_TEMPLATE", "STOP_STRINGS", "contains_match", "exact_match",
+    "extract_harness_metrics", "format_prompt", "greedy_generate", "harness_config", "kl_to_base",
+    "locality_agreement", "make_judge", "normalize_answer", "parse_grade", "perplexity",
+    "pre_edit_locality", "probe_accuracy", "run_harness", "score_targets", "select_known_probes",
+    "target_nll", "target_token_accuracy", "teacher_forced_evaluate", "token_logprobs",
+    "truncate_at_stop", "wild_evaluate",
 ]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crispedit_lite.evaluation.generation import greedy_generate, model_device, pad_right
-from crispedit_lite.evaluation.text import exact_match
+from crispedit_lite.evaluation.text import contains_match, exact_match
 from crispedit_lite.evaluation.wild import format_prompt
 
 __all__ = ["token_logprobs", "perplexity", "kl_to_base", "probe_accuracy", "select_known_probes"]
@@ -163,30 +163,40 @@ def _check_probes(probes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def probe_accuracy(model: nn.Module, tokenizer: Any, probes: Sequence[tuple[str, str]], *,
-                   context: str = "qa", max_new_tokens: int = 40, batch_size: int = 16,
-                   progress: bool = False) -> dict[str, Any]:
-    """Exact-match accuracy (×100) of greedy WILD answers to ``(question, answer)`` probes.
+                   context: str = "qa", scorer: str = "exact_match", max_new_tokens: int = 40,
+                   batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+    """Accuracy (×100) of greedy WILD answers to ``(question, answer)`` probes.
+
+    Args:
+        context: WILD context (``"qa"``, ``"none"``, ``"chat"``; small instruct models need
+            ``"chat"``). scorer: ``"exact_match"`` (SQuAD EM) or ``"contains"`` (the normalised
+            gold occurs in the answer; for full-sentence answers).
 
     Returns:
-        ``{"accuracy": float, "n": int, "answers": [{"question", "gold", "answer", "em"}, ...]}``.
+        ``{"accuracy": float, "n": int, "answers": [{"question", "gold", "answer", "correct"}, ...]}``.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
+    scorers = {"exact_match": exact_match, "contains": contains_match}
+    if scorer not in scorers:
+        raise ValueError(f"scorer must be one of {sorted(scorers)}, got {scorer!r}")
     probes = _check_probes(probes)
-    answers = greedy_generate(model, tokenizer, [format_prompt(q, context) for q, _ in probes],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    rows = [{"question": q, "gold": a, "answer": y, "em": exact_match(y, a)}
+    inputs = [format_prompt(q, context, tokenizer) for q, _ in probes]
+    answers = greedy_generate(model, tokenizer, inputs, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, progress=progress)
+    rows = [{"question": q, "gold": a, "answer": y, "correct": scorers[scorer](y, a)}
             for (q, a), y in zip(probes, answers)]
-    return {"accuracy": 100.0 * sum(r["em"] for r in rows) / len(rows), "n": len(rows), "answers": rows}
+    return {"accuracy": 100.0 * sum(r["correct"] for r in rows) / len(rows), "n": len(rows),
+            "context": context, "scorer": scorer, "answers": rows}
 
 
 def select_known_probes(model: nn.Module, tokenizer: Any, candidates: Sequence[tuple[str, str]], *,
-                        context: str = "qa", max_new_tokens: int = 40,
+                        context: str = "qa", scorer: str = "exact_match", max_new_tokens: int = 40,
                         batch_size: int = 16) -> list[tuple[str, str]]:
     """The candidates the (base) model answers correctly: a probe set with 100 % base accuracy.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    res = probe_accuracy(model, tokenizer, candidates, context=context, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size)
-    return [(r["question"], r["gold"]) for r in res["answers"] if r["em"] == 1.0]
+    res = probe_accuracy(model, tokenizer, candidates, context=context, scorer=scorer,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [(r["question"], r["gold"]) for r in res["answers"] if r["correct"] == 1.0]

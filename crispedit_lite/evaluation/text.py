@@ -22,7 +22,7 @@ import re
 import string
 from collections.abc import Sequence
 
-__all__ = ["STOP_STRINGS", "normalize_answer", "exact_match", "truncate_at_stop"]
+__all__ = ["STOP_STRINGS", "normalize_answer", "exact_match", "contains_match", "truncate_at_stop"]
 
 #: Stop strings of WILD decoding besides the EOS token (dossier §9.1).
 STOP_STRINGS: tuple[str, ...] = (".", "\n")
@@ -56,6 +56,23 @@ def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
         raise ValueError("exact_match needs at least one gold answer")
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(g) for g in golds))
+
+
+def contains_match(prediction: str, gold: str | Sequence[str]) -> float:
+    r"""``1.0`` if the normalised gold answer occurs as whole words inside the normalised prediction.
+
+    A lenient, offline stand-in for the judge's criterion ("the answer contains the gold target"):
+    ``contains_match("The capital of France is Paris", "Paris") == 1.0``, while ``"Parisian"`` does
+    not contain ``"Paris"``. It does not catch contradictions (``"Paris or Rome"`` counts), so report
+    it next to exact match, never instead of the judge.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    if not golds:
+        raise ValueError("contains_match needs at least one gold answer")
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in golds))
 
 
 def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS) -> str:

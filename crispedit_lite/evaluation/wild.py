@@ -10,8 +10,14 @@ EOS), and the answer is scored against the gold string. CrispEdit reports (dossi
     \mathrm{Gen} = \frac1N\sum_{i=1}^N s\big(g(c(x_i^{\rm reph})), y_i^{\rm new}\big),
 
 with :math:`g` the greedy decoder, :math:`c` the context (``"qa"``: the template
-``"Please answer the question:\n\nQ: {question}\nA:"``; ``"none"``: the prompt verbatim) and
-:math:`s` the LLM judge (paper) or SQuAD exact match (fallback). Locality is reported two ways:
+``"Please answer the question:\n\nQ: {question}\nA:"``; ``"none"``: the prompt verbatim; the paper
+reports these two) and :math:`s` the LLM judge (paper) or SQuAD exact match (fallback). A third
+context, ``"chat"`` (the official code's ``chat_temp``: a system prompt and the QA template through
+the tokenizer's chat template; not in the paper's tables), is what small instruct models need: the
+embedded SmolLM2-135M-Instruct answers the bare templates with EOS or a newline, i.e. ``""``.
+Exact match also fails on full-sentence answers ("The capital of France is Paris"); every answer is
+therefore also scored by :func:`~.text.contains_match` (``*_contains``), an offline stand-in for
+the judge's "contains the gold target" criterion. Locality is reported two ways:
 ``loc`` = the score of the edited model's answer against the dataset's locality answer (what the
 official code computes, an *absolute* accuracy) and ``loc_agreement`` = the fraction of locality
 prompts on which the edited model's answer equals the *pre-edit* model's answer after SQuAD
@@ -30,35 +36,51 @@ from torch import nn
 
 from crispedit_lite.evaluation.generation import greedy_generate
 from crispedit_lite.evaluation.records import locality_pairs, record_text
-from crispedit_lite.evaluation.text import STOP_STRINGS, exact_match, normalize_answer
+from crispedit_lite.evaluation.text import STOP_STRINGS, contains_match, exact_match, normalize_answer
 
-__all__ = ["QA_TEMPLATE", "CONTEXTS", "format_prompt", "pre_edit_locality", "locality_agreement",
-           "wild_evaluate"]
+__all__ = ["QA_TEMPLATE", "CHAT_SYSTEM_PROMPT", "CONTEXTS", "format_prompt", "pre_edit_locality",
+           "locality_agreement", "wild_evaluate"]
 
 #: The "QA context" template of WILD (``qa_inst`` in the CrispEdit code).
 QA_TEMPLATE = "Please answer the question:\n\nQ: {question}\nA:"
-#: Context name -> template; ``"none"`` passes the prompt verbatim.
-CONTEXTS: dict[str, str] = {"qa": QA_TEMPLATE, "none": "{question}"}
+#: System prompt of the ``"chat"`` context (``chat_temp`` in the CrispEdit code).
+CHAT_SYSTEM_PROMPT = "You are a helpful, respectful and honest assistant."
+#: Context name -> template; ``"none"`` passes the prompt verbatim; ``"chat"`` wraps the QA template
+#: in the tokenizer's chat template after :data:`CHAT_SYSTEM_PROMPT`.
+CONTEXTS: dict[str, str] = {"qa": QA_TEMPLATE, "none": "{question}", "chat": QA_TEMPLATE}
 
 Judge = Callable[[str, str, str], float]
 
 
-def format_prompt(question: str, context: str) -> str:
-    """The model input for ``question`` in a WILD context (``"qa"`` or ``"none"``).
+def format_prompt(question: str, context: str, tokenizer: Any = None) -> str:
+    """The model input for ``question`` in a WILD context (``"qa"``, ``"none"`` or ``"chat"``).
+
+    ``"chat"`` needs the ``tokenizer`` (with a chat template); a BOS token that the template writes
+    and the tokenizer would add again is dropped from the text, so the prompt has one BOS.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if context not in CONTEXTS:
         raise ValueError(f"unknown WILD context {context!r}; expected one of {sorted(CONTEXTS)}")
-    return CONTEXTS[context].format(question=question)
+    text = CONTEXTS[context].format(question=question)
+    if context != "chat":
+        return text
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("WILD context 'chat' needs a tokenizer with a chat template")
+    messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": text}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer.bos_token_id in tokenizer("x").input_ids:
+        text = text[len(bos) :]
+    return text
 
 
-def _check_contexts(contexts: Sequence[str]) -> list[str]:
+def _check_contexts(contexts: Sequence[str], tokenizer: Any) -> list[str]:
     contexts = [contexts] if isinstance(contexts, str) else list(contexts)
     if not contexts:
         raise ValueError("WILD needs at least one context")
     for c in contexts:
-        format_prompt("q", c)
+        format_prompt("q", c, tokenizer)
     return contexts
 
 
@@ -84,8 +106,8 @@ def pre_edit_locality(
     """
     prompts = list(dict.fromkeys(p for i, r in enumerate(requests) for p, _ in locality_pairs(r, i)))
     out: dict[str, dict[str, str]] = {}
-    for c in _check_contexts(contexts):
-        answers = greedy_generate(model, tokenizer, [format_prompt(p, c) for p in prompts],
+    for c in _check_contexts(contexts, tokenizer):
+        answers = greedy_generate(model, tokenizer, [format_prompt(p, c, tokenizer) for p in prompts],
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
         out[c] = dict(zip(prompts, answers))
     return out
@@ -116,6 +138,7 @@ def wild_evaluate(
     batch_size: int = 16,
     pre_edit_locality: Mapping[str, Mapping[str, str]] | None = None,
     progress: bool = True,
+    fallback: str = "exact_match",
 ) -> dict[str, Any]:
     """WILD Rel / Gen / Loc of an (edited) model over edit records, with every answer kept.
 
@@ -123,22 +146,27 @@ def wild_evaluate(
         model, tokenizer: the model to evaluate and its tokenizer (padding side restored on return).
         requests: records with ``prompt``, ``target_new`` and optionally ``rephrase_prompt``,
             ``locality_prompt``, ``locality_answer`` (see :class:`~.records.EditRecord`).
-        contexts: any of ``"qa"``, ``"none"``. judge: ``judge(question, gold, prediction) -> float``
-            (e.g. :func:`~.judge.make_judge`), given the *raw* question as in the official code;
-            ``None`` scores by exact match. Exact match is always reported too (``*_em``).
+        contexts: any of ``"qa"``, ``"none"``, ``"chat"``. judge: ``judge(question, gold,
+            prediction) -> float`` (e.g. :func:`~.judge.make_judge`), given the *raw* question as in
+            the official code; ``None`` scores by ``fallback``. Exact match and contains-match are
+            always reported too (``*_em``, ``*_contains``).
         max_new_tokens: decoding budget (40). batch_size: prompts per ``generate`` call.
         pre_edit_locality: output of :func:`pre_edit_locality`; enables ``loc_agreement``.
-        progress: tqdm bars during generation.
+        progress: tqdm bars during generation. fallback: the scorer without a judge,
+            ``"exact_match"`` (the official code's) or ``"contains"`` (:func:`~.text.contains_match`).
 
     Returns:
         ``{"settings": ..., "scores": {context: {"rel", "gen", "loc", "loc_agreement", "rel_em",
-        "gen_em", "loc_em", "n_rel", "n_gen", "n_loc"}}, "records": [...]}``; scores are ×100 and
+        "gen_em", "loc_em", "rel_contains", ..., "n_rel", "n_gen", "n_loc"}}, "records": [...]}``;
+        scores are ×100 and
         ``None`` where no record had the field; each record holds, per context, the model input,
         the answer and its scores.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    contexts = _check_contexts(contexts)
+    if fallback not in ("exact_match", "contains"):
+        raise ValueError(f"fallback must be 'exact_match' or 'contains', got {fallback!r}")
+    contexts = _check_contexts(contexts, tokenizer)
     requests = list(requests)
     if not requests:
         raise ValueError("wild_evaluate: no requests")
@@ -166,20 +194,24 @@ def wild_evaluate(
     ]
     scores: dict[str, dict[str, Any]] = {}
     for c in contexts:
-        inputs = [format_prompt(q, c) for _, _, q, _ in items]
+        inputs = [format_prompt(q, c, tokenizer) for _, _, q, _ in items]
         answers = greedy_generate(model, tokenizer, inputs, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, progress=progress)
         per_record: list[dict[str, Any]] = [{"rel": None, "gen": None, "loc": []} for _ in requests]
-        acc: dict[str, list[float]] = {k: [] for k in
-                                       ("rel", "gen", "loc", "rel_em", "gen_em", "loc_em", "loc_agreement")}
+        acc: dict[str, list[float]] = {f"{k}{suffix}": [] for suffix in ("", "_em", "_contains")
+                                       for k in ("rel", "gen", "loc")}
+        acc["loc_agreement"] = []
         for (i, kind, q, gold), x, y in zip(items, inputs, answers):
             entry: dict[str, Any] = {"question": q, "input": x, "answer": y, "gold": gold}
             if gold is not None:
                 entry["em"] = exact_match(y, gold)
+                entry["contains"] = contains_match(y, gold)
                 entry["judge"] = float(judge(q, gold, y)) if judge is not None else None
-                entry["score"] = entry["judge"] if judge is not None else entry["em"]
+                entry["score"] = entry["judge"] if judge is not None else (
+                    entry["em"] if fallback == "exact_match" else entry["contains"])
                 acc[kind].append(entry["score"])
                 acc[f"{kind}_em"].append(entry["em"])
+                acc[f"{kind}_contains"].append(entry["contains"])
             if kind == "loc":
                 if pre_edit_locality is not None:
                     entry["pre_edit_answer"] = pre_edit_locality[c][q]
@@ -196,7 +228,7 @@ def wild_evaluate(
     settings = {
         "contexts": contexts, "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "stop_strings": [*STOP_STRINGS, "<eos>"], "n_records": len(requests),
-        "scorer": getattr(judge, "name", "llm_judge") if judge is not None else "exact_match",
+        "scorer": getattr(judge, "name", "llm_judge") if judge is not None else fallback,
         "loc_agreement": pre_edit_locality is not None,
     }
     return {"settings": settings, "scores": scores, "records": records}

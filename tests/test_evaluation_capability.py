@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_run_harness_wraps_unreachable_data(monkeypatch, tok):
     monkeypatch.setattr(harness_mod, "_lm_eval_api", lambda: (fake_evaluate, FakeHFLM))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RuntimeError, match=r"task 'arc_challenge'.*offline mode is on.*HF_DATASETS_OFFLINE"):
-        run_harness(tiny_model(0), tok, ["arc_challenge"], limit=2)
+        run_harness(tiny_model(0), tok, ["arc_challenge"], limit=2, task_manager=object())
     ev = calls[-1][1]
     assert ev["num_fewshot"] == 25 and ev["limit"] == 2 and ev["apply_chat_template"]
     assert ev["fewshot_as_multiturn"] and calls[0][1]["batch_size"] == 1
@@ -163,34 +164,71 @@ def test_run_harness_wraps_unreachable_data(monkeypatch, tok):
 
 def test_run_harness_returns_scores(monkeypatch, tok):
     def fake_evaluate(**kwargs):
+        assert kwargs["task_manager"] is tm
         name = kwargs["tasks"][0]
         return {"results": {name: fake_results()["results"][name]}}
 
     monkeypatch.setattr(harness_mod, "_lm_eval_api", lambda: (fake_evaluate, lambda **kw: object()))
-    out = run_harness(tiny_model(0), tok, ["ifeval", "truthfulqa_mc2"])
+    tm = object()  # a real TaskManager indexes every lm-eval task (tens of seconds)
+    out = run_harness(tiny_model(0), tok, ["ifeval", "truthfulqa_mc2"], task_manager=tm)
     assert out["scores"]["ifeval"]["score"] == pytest.approx(69.3)
     assert out["settings"]["limit"] == 200 and set(out["raw"]) == {"ifeval", "truthfulqa_mc2"}
 
 
+TASK_YAML = """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    train: {data}
+    test: {data}
+output_type: multiple_choice
+training_split: train
+test_split: test
+doc_to_text: "q : {{{{question}}}} a :"
+doc_to_target: "{{{{label}}}}"
+doc_to_choice: "{{{{choices}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+metadata:
+  version: 1.0
+"""
+
+
 @pytest.mark.slow
-def test_real_lm_eval_offline_error_message(tmp_path):
-    """lm-eval itself, offline: the data cannot be fetched and the error says so (about 30 s)."""
+def test_real_lm_eval_local_task_and_offline_error(tmp_path):
+    """lm-eval itself (about a minute): a local multiple-choice task runs end to end through HFLM with
+    the chat template and multi-turn few-shot; offline, a hub task fails with a clear message."""
     root = Path(__file__).resolve().parents[1]
-    script = textwrap.dedent("""
-        import sys
+    rows = [{"question": f"capital of {c} ?", "choices": ["paris", "rome", "london"], "label": i % 3}
+            for i, c in enumerate(["france", "italy", "england"] * 2)]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny_mc.yaml").write_text(TASK_YAML.format(data=tmp_path / "data.jsonl"))
+    script = textwrap.dedent(f"""
+        import json, sys
         sys.path.insert(0, "tests")
-        from test_evaluation_wild import tiny_model, tiny_tokenizer
-        from crispedit_lite.evaluation import run_harness
+        from lm_eval.tasks import TaskManager
+        from test_evaluation_wild import CHAT_TEMPLATE, tiny_model, tiny_tokenizer
+        from crispedit_lite.evaluation import HarnessTask, run_harness
+        tok = tiny_tokenizer()
+        tok.chat_template = CHAT_TEMPLATE
+        tm = TaskManager(include_path={str(tmp_path / "tasks")!r}, include_defaults=False)
+        out = run_harness(tiny_model(0), tok, [HarnessTask("tiny_mc", 2, "acc_norm,none", 2)], limit=4,
+                          task_manager=tm)
+        print("SCORES:", json.dumps(out["scores"]))
         try:
-            run_harness(tiny_model(0), tiny_tokenizer(), ["arc_challenge"], limit=2,
-                        apply_chat_template=False)
+            run_harness(tiny_model(0), tok, ["arc_challenge"], limit=2)
         except RuntimeError as e:
             print("MESSAGE:", e)
     """)
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                HF_DATASETS_CACHE=str(tmp_path / "hf_datasets"))
-    env.pop("HF_HOME", None)
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert "MESSAGE: capability task 'arc_challenge'" in proc.stdout, proc.stderr[-2000:]
+                          timeout=400)
+    assert "SCORES:" in proc.stdout, proc.stderr[-3000:]
+    scores = json.loads(proc.stdout.split("SCORES:")[1].splitlines()[0])["tiny_mc"]
+    assert scores["metric"] == "acc_norm,none" and scores["num_fewshot"] == 2
+    assert scores["score"] in (0.0, 25.0, 50.0, 75.0, 100.0)  # 4 examples
+    assert "MESSAGE: capability task 'arc_challenge'" in proc.stdout, proc.stderr[-3000:]
     assert "offline mode is on" in proc.stdout

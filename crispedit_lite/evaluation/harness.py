@@ -165,11 +165,14 @@ def run_harness(
     batch_size: int | str | None = None,
     max_batch_size: int = 64,
     seed: int = 0,
+    task_manager: Any = None,
 ) -> dict[str, Any]:
     """Run the capability benchmarks on an in-memory model; ``{"settings", "scores", "raw"}``.
 
     ``scores`` is :func:`extract_harness_metrics`; ``raw`` holds lm-eval's per-task ``results``
     dictionaries. Meant for GPU runs (MMLU alone is 57 sub-tasks × 200 examples × 5 shots).
+    ``task_manager`` is an ``lm_eval.tasks.TaskManager`` (e.g. with ``include_path`` for your own
+    task YAML files); by default one is built once and shared by all tasks.
 
     Raises:
         RuntimeError: a task's data could not be loaded (no network, or offline mode without the
@@ -178,6 +181,10 @@ def run_harness(
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     simple_evaluate, HFLM = _lm_eval_api()
+    if task_manager is None:
+        from lm_eval.tasks import TaskManager
+
+        task_manager = TaskManager()
     configs = harness_config(tasks, limit=limit, apply_chat_template=apply_chat_template,
                              fewshot_as_multiturn=fewshot_as_multiturn, batch_size=batch_size)
     resolved = _resolve(tasks)
@@ -191,8 +198,9 @@ def run_harness(
             lms[key] = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=bs,
                             max_batch_size=max_batch_size)
         try:
-            res = simple_evaluate(model=lms[key], random_seed=seed, numpy_random_seed=seed,
-                                  torch_random_seed=seed, fewshot_random_seed=seed, **cfg)
+            res = simple_evaluate(model=lms[key], task_manager=task_manager, random_seed=seed,
+                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                                  **cfg)
         except Exception as exc:
             if not _is_data_error(exc):
                 raise

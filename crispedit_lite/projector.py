@@ -67,7 +67,8 @@ def energy_rank(eigenvalues: Tensor, gamma: float) -> int:
     if total <= 0:
         return 0
     ratio = cum / total
-    return int(torch.searchsorted(ratio, torch.tensor([gamma], dtype=ratio.dtype)).item()) + 1
+    target = torch.tensor([gamma], dtype=ratio.dtype, device=ratio.device)
+    return int(torch.searchsorted(ratio, target).item()) + 1
 
 
 def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> float:

@@ -61,7 +61,7 @@ def capability_factors(
     Returns ``(factors, info)`` where ``info`` holds the cache path, whether it was a cache hit, the
     token count and the collection time. Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.data import tokenize_capability
+    from crispedit_lite.batches import tokenize_capability
 
     if len(texts) == 0:
         raise ValueError("no capability texts: K-FAC needs at least one")

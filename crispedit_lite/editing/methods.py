@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from crispedit_lite.editing.capability import build_projectors, capability_factors
+from crispedit_lite.editing.kfac_cache import build_projectors, capability_factors
 from crispedit_lite.editing.config import EditConfig
 from crispedit_lite.editing.trainer import TrainLog, train_edits
 from crispedit_lite.kfac import collect_kfac, merge_kfac
@@ -112,7 +112,7 @@ def edit(
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.data import tokenize_edits
+    from crispedit_lite.batches import tokenize_edits
     from crispedit_lite.models import resolve_edit_modules
 
     if len(requests) == 0:
@@ -171,7 +171,7 @@ def edit(
 
 def _sequential(model, tokenizer, requests, collate, config, modules, opt, cap_factors, progress):
     """CrispEdit-Seq (Alg. 2): chunks; after each, merge the chunk's K-FAC and rebuild projectors."""
-    from crispedit_lite.data import tokenize_capability
+    from crispedit_lite.batches import edit_kfac_batches
 
     gen = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(requests), generator=gen).tolist()
@@ -198,9 +198,8 @@ def _sequential(model, tokenizer, requests, collate, config, modules, opt, cap_f
         timings["train_s"] += log.seconds
         t = time.perf_counter()
         # the chunk's K-FAC on full prompt + target text (no prompt masking: paper Table 6)
-        texts = [f"{r.prompt} {r.target_new.strip()}" for r in chunk]
-        batches = tokenize_capability(texts, tokenizer, max_length=config.capability_max_length,
-                                      batch_size=8)
+        batches = edit_kfac_batches(chunk, tokenizer, batch_size=8,
+                                    max_length=config.capability_max_length)
         for p in model.parameters():
             p.requires_grad_(False)
         edit_f = collect_kfac(model, modules, batches, labels=config.kfac_labels, seed=config.seed,

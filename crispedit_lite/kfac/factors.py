@@ -23,7 +23,7 @@ class KFACFactors:
         A: ``(d_in, d_in)`` uncentred second moment of the layer inputs (fp32).
         S: ``(d_out, d_out)`` second moment of the gradients w.r.t. the layer outputs (fp32).
         n_tokens: number of averaged terms (valid tokens for ``expand``, sequences for ``reduce``);
-            the weight used by :func:`merge_kfac`.
+            the weight used by :func:`merge_kfac` (so expand and reduce factors must not be merged).
         meta: provenance (model id, module, label mode, approx, dtype, seed, ...); JSON-serialisable.
     """
 

@@ -25,7 +25,10 @@ flattening of ``W`` the dense block is ``torch.kron(S, A)``; the paper's column-
 
 ``approx`` handles weight sharing over tokens (Eschenhagen et al. 2023): ``"expand"`` treats every
 valid token as an example (the language-model case); ``"reduce"`` first averages inputs and sums
-output gradients over the valid tokens of each sequence, then treats sequences as examples.
+output gradients over the valid tokens of each sequence, then treats sequences as examples. Its
+factors therefore describe the per-sequence *summed* loss averaged over sequences, about :math:`R`
+(tokens per sequence) times the scale of ``"expand"``; the energy rule ignores scale, but do not
+:func:`merge_kfac` expand and reduce factors together.
 Tokens whose label is ``ignore_index`` (prompt, padding) enter neither factor.
 
 Derived in notebook ``04_kfac_step_by_step``; persisted with :mod:`crispedit_lite.kfac.io`.

@@ -57,6 +57,9 @@ def test_rigged_model_accuracy(tok):
     model = constant_model("paris")  # always predicts "paris"
     accs, _ = score_targets(model, tok, ["q ?", "q ?", "q ?"], ["paris paris", "paris london", "rome"])
     assert accs == pytest.approx([1.0, 0.5, 0.0])
+    # a target stored with a leading space (CounterFact style) is the same target
+    assert score_targets(model, tok, ["q ? "], [" paris london"]) == score_targets(model, tok, ["q ?"],
+                                                                                   ["paris london"])
 
 
 def test_teacher_forced_evaluate_zsre_style(tok):

@@ -6,6 +6,8 @@ r"""Evaluate edits and what they cost: WILD, teacher-forced, an optional LLM jud
   locality both against the dataset answer and as agreement with the pre-edit model.
 * :mod:`~crispedit_lite.evaluation.teacher_forced`: token-level Rel / Gen / Spec as MEMIT and
   EasyEdit define them (CrispEdit Table 3).
+* :mod:`~crispedit_lite.evaluation.runner`: :func:`evaluate_run`, all of the above before and after
+  an edit, for the command line and the notebooks.
 * :mod:`~crispedit_lite.evaluation.capability`: offline capability proxies for CPU runs
   (perplexity, KL to the base model, a probe set); :mod:`~crispedit_lite.evaluation.harness`: the
   paper's lm-eval benchmarks for GPU runs.
@@ -33,6 +35,7 @@ from crispedit_lite.evaluation.harness import (
 )
 from crispedit_lite.evaluation.judge import JUDGE_PROMPT, OpenAIJudge, make_judge, parse_grade
 from crispedit_lite.evaluation.records import EditRecord
+from crispedit_lite.evaluation.runner import EVALS, default_proxy_texts, evaluate_run
 from crispedit_lite.evaluation.teacher_forced import (
     score_targets,
     target_nll,
@@ -57,11 +60,11 @@ from crispedit_lite.evaluation.wild import (
 )
 
 __all__ = [
-    "CHAT_SYSTEM_PROMPT", "CONTEXTS", "EditRecord", "HarnessTask", "JUDGE_PROMPT", "OpenAIJudge",
-    "PAPER_TASKS", "QA_TEMPLATE", "STOP_STRINGS", "contains_match", "exact_match",
-    "extract_harness_metrics", "format_prompt", "greedy_generate", "harness_config", "kl_to_base",
-    "locality_agreement", "make_judge", "normalize_answer", "parse_grade", "perplexity",
-    "pre_edit_locality", "probe_accuracy", "run_harness", "score_targets", "select_known_probes",
-    "target_nll", "target_token_accuracy", "teacher_forced_evaluate", "token_logprobs",
-    "truncate_at_stop", "wild_evaluate",
+    "CHAT_SYSTEM_PROMPT", "CONTEXTS", "EVALS", "EditRecord", "HarnessTask", "JUDGE_PROMPT",
+    "OpenAIJudge", "PAPER_TASKS", "QA_TEMPLATE", "STOP_STRINGS", "contains_match", "default_proxy_texts",
+    "evaluate_run", "exact_match", "extract_harness_metrics", "format_prompt", "greedy_generate",
+    "harness_config", "kl_to_base", "locality_agreement", "make_judge", "normalize_answer",
+    "parse_grade", "perplexity", "pre_edit_locality", "probe_accuracy", "run_harness", "score_targets",
+    "select_known_probes", "target_nll", "target_token_accuracy", "teacher_forced_evaluate",
+    "token_logprobs", "truncate_at_stop", "wild_evaluate",
 ]

@@ -15,7 +15,9 @@ of neighbourhood prompts with :math:`\overline{\mathrm{NLL}}(x, y^{\rm true}) <
 \overline{\mathrm{NLL}}(x, y^{\rm new})` (CrispEdit Table 3; dossier §9.2). All ×100.
 
 The target tokens are those of ``x + " " + y`` after the first ``len(tokenize(x))`` tokens, as in
-EasyEdit. Batches are right-padded (EasyEdit left-pads without position ids, which shifts the
+EasyEdit (trailing space of :math:`x` and surrounding spaces of :math:`y` are stripped first, so a
+target stored as ``" Paris"`` is not joined with two spaces).
+Batches are right-padded (EasyEdit left-pads without position ids, which shifts the
 positions of padded rows; right padding makes every row exactly its unpadded self).
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
@@ -37,6 +39,7 @@ __all__ = ["score_targets", "target_token_accuracy", "target_nll", "teacher_forc
 
 
 def _encode_pair(tokenizer: Any, prompt: str, target: str, index: int) -> tuple[list[int], int]:
+    prompt, target = prompt.rstrip(), target.strip()  # " Paris" and "Paris" give the same string
     full = tokenizer(f"{prompt} {target}").input_ids
     n_prompt = len(tokenizer(prompt).input_ids)
     if len(full) <= n_prompt:

@@ -1,0 +1,137 @@
+r"""One call for the command line and the notebooks: every metric of a run, before or after an edit.
+
+:func:`evaluate_run` evaluates the model once before editing (``base=None``) and once after
+(``base=`` the first result). The "before" result carries what the "after" pass compares against:
+the pre-edit answers to the locality prompts (for ``loc_agreement``) and the base model's
+next-token log-probabilities on held-out capability text (for the KL proxy), in ``state``, which
+is not meant to be written to JSON.
+
+Evaluations (``evals``): ``"wild"`` (:func:`~.wild.wild_evaluate`), ``"teacher_forced"``
+(:func:`~.teacher_forced.teacher_forced_evaluate`), ``"proxies"`` (perplexity and KL to the base
+model on held-out capability text, and probe accuracy when probes are given) and ``"lm_eval"``
+(:func:`~.harness.run_harness`, GPU and network).
+
+Derived in notebook ``06_crispedit_on_a_small_lm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from crispedit_lite.evaluation.capability import kl_to_base, perplexity, probe_accuracy, token_logprobs
+from crispedit_lite.evaluation.harness import run_harness
+from crispedit_lite.evaluation.judge import make_judge
+from crispedit_lite.evaluation.teacher_forced import teacher_forced_evaluate
+from crispedit_lite.evaluation.wild import wild_evaluate
+
+__all__ = ["EVALS", "default_proxy_texts", "evaluate_run"]
+
+EVALS = ("wild", "teacher_forced", "proxies", "lm_eval")
+
+
+def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 256) -> list[str]:
+    """Held-out capability text: documents ``skip .. skip + n`` of the offline corpus's shuffle.
+
+    With the same ``seed``, the K-FAC sample (the first ``n_capability <= skip`` documents of the same
+    shuffle, :func:`crispedit_lite.capability.capability_texts`) and these texts are disjoint.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    from crispedit_lite.capability import capability_texts
+
+    return list(capability_texts("offline", n=skip + n, seed=seed))[skip:]
+
+
+def evaluate_run(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[Any],
+    evals: Sequence[str] = ("wild", "teacher_forced", "proxies"),
+    *,
+    base: dict[str, Any] | None = None,
+    judge: bool | Callable[[str, str, str], float] | None = False,
+    progress: bool = True,
+    contexts: Sequence[str] | None = None,
+    specificity: str = "accuracy",
+    proxy_texts: Sequence[str] | None = None,
+    proxy_max_length: int = 128,
+    probes: Sequence[tuple[str, str]] | None = None,
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+    lm_eval_limit: int | None = 200,
+) -> dict[str, Any]:
+    """Run the chosen evaluations; ``{"metrics", "generations", "state"}``.
+
+    Args:
+        evals: any of :data:`EVALS`. base: the result of this function on the unedited model, or
+            ``None`` when this *is* the unedited model. judge: ``True`` for :func:`~.judge.make_judge`
+            (needs ``OPENAI_API_KEY``), a callable judge, or ``False``/``None`` (exact match).
+        contexts: WILD contexts; default ``("qa", "none")`` plus ``"chat"`` when the tokenizer has
+            a chat template. specificity: teacher-forced Spec rule (``"nll_comparison"`` for
+            CounterFact). proxy_texts: held-out capability text (default
+            :func:`default_proxy_texts`); the base log-probs kept for the KL take
+            ``4 * len(texts) * proxy_max_length * vocab`` bytes (≈ 200 MB for SmolLM2 at the
+            defaults). probes: ``(question, answer)`` pairs for probe accuracy (contains-match in
+            the first context). lm_eval_limit: examples per lm-eval task.
+
+    Returns:
+        ``metrics`` (JSON-ready scores ×100, perplexity, KL in nats), ``generations`` (the WILD
+        per-record answers) and ``state`` (pre-edit answers, base log-probs, proxy texts).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    evals = list(dict.fromkeys(evals))
+    unknown = [e for e in evals if e not in EVALS]
+    if unknown:
+        raise ValueError(f"unknown evaluation(s) {unknown}; expected some of {list(EVALS)}")
+    if judge is True:
+        judge = make_judge()
+        if judge is None:
+            raise ValueError("judge=True needs an API key in OPENAI_API_KEY")
+    judge = judge or None
+    if contexts is None:
+        contexts = ("qa", "none") + (("chat",) if getattr(tokenizer, "chat_template", None) else ())
+    base_state = (base or {}).get("state", {})
+    metrics: dict[str, Any] = {}
+    generations: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+
+    if "wild" in evals:
+        pre = base_state.get("pre_edit_locality")
+        out = wild_evaluate(model, tokenizer, requests, contexts=contexts, judge=judge,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            pre_edit_locality=pre, progress=progress)
+        metrics["wild"] = {"scores": out["scores"], "settings": out["settings"]}
+        generations = out["records"]
+        # this run's locality answers are the pre-edit answers of the next run
+        state["pre_edit_locality"] = pre if pre is not None else {
+            c: {e["question"]: e["answer"] for r in out["records"] for e in r[c]["loc"]} for c in contexts}
+    if "teacher_forced" in evals:
+        out = teacher_forced_evaluate(model, tokenizer, requests, specificity=specificity,
+                                      batch_size=batch_size)
+        metrics["teacher_forced"] = {"scores": out["scores"], "settings": out["settings"]}
+    if "proxies" in evals:
+        texts = list(proxy_texts) if proxy_texts is not None else base_state.get("proxy_texts")
+        texts = texts if texts is not None else default_proxy_texts()
+        kw = {"max_length": proxy_max_length, "batch_size": max(1, batch_size // 4)}
+        proxies: dict[str, Any] = {"n_texts": len(texts), "max_length": proxy_max_length,
+                                   "perplexity": perplexity(model, tokenizer, texts, **kw)}
+        if "base_logprobs" in base_state:
+            state["base_logprobs"] = base_state["base_logprobs"]
+            proxies["kl_to_base"] = kl_to_base(model, tokenizer, texts, base=state["base_logprobs"], **kw)
+        else:
+            proxies["kl_to_base"] = 0.0  # this is the base model
+            state["base_logprobs"] = token_logprobs(model, tokenizer, texts, **kw)
+        state["proxy_texts"] = texts
+        if probes:
+            res = probe_accuracy(model, tokenizer, probes, context=contexts[-1], scorer="contains",
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size)
+            proxies["probe_accuracy"] = res["accuracy"]
+            proxies["probe_context"] = res["context"]
+        metrics["proxies"] = proxies
+    if "lm_eval" in evals:
+        metrics["lm_eval"] = run_harness(model, tokenizer, limit=lm_eval_limit)["scores"]
+    return {"metrics": metrics, "generations": generations, "state": state}

@@ -50,3 +50,11 @@ def test_before_and_after(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         evaluate_run(model, tok, reqs, ["wild"], judge=True)
+
+
+def test_default_proxy_texts_are_held_out():
+    from crispedit_lite.capability import capability_texts
+    from crispedit_lite.evaluation import default_proxy_texts
+
+    held_out = default_proxy_texts(n=4, seed=3)
+    assert len(held_out) == 4 and not set(held_out) & set(capability_texts("offline", n=256, seed=3))

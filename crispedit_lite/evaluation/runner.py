@@ -33,16 +33,25 @@ EVALS = ("wild", "teacher_forced", "proxies", "lm_eval")
 
 
 def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 256) -> list[str]:
-    """Held-out capability text: documents ``skip .. skip + n`` of the offline corpus's shuffle.
+    """Held-out capability text: the next ``n`` distinct documents of the offline corpus's shuffle.
 
     With the same ``seed``, the K-FAC sample (the first ``n_capability <= skip`` documents of the same
-    shuffle, :func:`crispedit_lite.capability.capability_texts`) and these texts are disjoint.
+    shuffle, :func:`crispedit_lite.capability.capability_texts`) and these texts share no document
+    (the corpus repeats a few texts; repeats of the first ``skip`` are passed over).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     from crispedit_lite.capability import capability_texts
 
-    return list(capability_texts("offline", n=skip + n, seed=seed))[skip:]
+    docs = list(capability_texts("offline", n=skip + 4 * n, seed=seed))
+    seen, out = set(docs[:skip]), []
+    for d in docs[skip:]:
+        if d not in seen and len(out) < n:
+            out.append(d)
+            seen.add(d)
+    if len(out) < n:
+        raise ValueError(f"default_proxy_texts: only {len(out)} held-out documents after skipping {skip}")
+    return out
 
 
 def evaluate_run(

@@ -56,5 +56,5 @@ def test_default_proxy_texts_are_held_out():
     from crispedit_lite.capability import capability_texts
     from crispedit_lite.evaluation import default_proxy_texts
 
-    held_out = default_proxy_texts(n=4, seed=3)
-    assert len(held_out) == 4 and not set(held_out) & set(capability_texts("offline", n=256, seed=3))
+    held_out = default_proxy_texts(seed=3)
+    assert len(held_out) == 8 and not set(held_out) & set(capability_texts("offline", n=128, seed=3))

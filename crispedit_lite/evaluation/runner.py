@@ -32,7 +32,7 @@ __all__ = ["EVALS", "default_proxy_texts", "evaluate_run"]
 EVALS = ("wild", "teacher_forced", "proxies", "lm_eval")
 
 
-def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 256) -> list[str]:
+def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 128) -> list[str]:
     """Held-out capability text: the next ``n`` distinct documents of the offline corpus's shuffle.
 
     With the same ``seed``, the K-FAC sample (the first ``n_capability <= skip`` documents of the same
@@ -41,9 +41,9 @@ def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 256) -> list[str]
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.capability import capability_texts
+    from crispedit_lite.capability import capability_texts, offline_documents
 
-    docs = list(capability_texts("offline", n=skip + 4 * n, seed=seed))
+    docs = list(capability_texts("offline", n=len(offline_documents(2000)), seed=seed))
     seen, out = set(docs[:skip]), []
     for d in docs[skip:]:
         if d not in seen and len(out) < n:

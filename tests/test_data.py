@@ -1,0 +1,247 @@
+"""Edit requests and dataset loaders: round trips per format, malformed records, sources."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crispedit_lite.data import (
+    BUILTIN_EDIT_SETS,
+    EditRequest,
+    load_edits,
+    parse_records,
+    read_records,
+)
+
+# One record per format, copied in shape from the files the paper used (dossier §8.2).
+ZSRE = {
+    "subject": "Watts Humphrey",
+    "src": "What university did Watts Humphrey attend?",
+    "pred": "Trinity College",
+    "rephrase": "What university did Watts Humphrey take part in?",
+    "alt": "University of Michigan",
+    "answers": ["Illinois Institute of Technology"],
+    "loc": "nq question: who played desmond doss father in hacksaw ridge",
+    "loc_ans": "Hugo Weaving",
+    "cond": "Trinity College >> University of Michigan || "
+            "What university did Watts Humphrey attend?",
+}
+COUNTERFACT = {
+    "case_id": 1884,
+    "prompt": "Reedy Glacier is in",
+    "target_new": "Asia",
+    "subject": "Reedy Glacier",
+    "ground_truth": "Antarctica",
+    "rephrase_prompt": "Reedy Glacier is located in the continent",
+    "locality_prompt": "Mount Erebus, in",
+    "locality_ground_truth": "Antarctica",
+}
+WIKI_3K = {
+    "prompt": "Who was the doctoral advisor of Benjamin Wah?",
+    "target_new": "Chittoor V. Ramamoorthy",
+    "subject": "Benjamin Wah",
+    "rephrase_prompt": "Who served as Benjamin Wah's doctoral advisor?",
+    "locality_prompt": "Who was the doctoral advisor of Benjamin Fain?",
+    "locality_ground_truth": "Vitaly Ginzburg",
+}
+WIKI_UPSTREAM = {
+    "subject": "Benjamin Wah",
+    "update": "Who was the doctoral advisor of Benjamin Wah?",
+    "ans": "Chittoor V. Ramamoorthy",
+    "rephrase": "Who served as Benjamin Wah's doctoral advisor?",
+    "loc": "Who was the doctoral advisor of Benjamin Fain?",
+    "loc_ans": "Vitaly Ginzburg",
+    "mhop": "Where did the doctoral advisor of Benjamin Wah study?",
+    "mhop_ans": "Stanford University",
+}
+ROME = {
+    "case_id": 0,
+    "pararel_idx": 2796,
+    "requested_rewrite": {
+        "prompt": "The mother tongue of {} is",
+        "relation_id": "P103",
+        "target_new": {"str": "English", "id": "Q1860"},
+        "target_true": {"str": "French", "id": "Q150"},
+        "subject": "Danielle Darrieux",
+    },
+    "paraphrase_prompts": [
+        "Shayna does this and Yossel goes still. Danielle Darrieux is a native speaker of",
+        "Danielle Darrieux, a native"],
+    "neighborhood_prompts": ["The mother tongue of Léon Blum is",
+                             "Michel Rocard is a native speaker of"],
+    "attribute_prompts": ["J.R.R. Tolkien is a native speaker of"],
+    "generation_prompts": ["Danielle Darrieux's mother tongue is"],
+}
+
+
+def write(tmp_path, records, name="edits.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_zsre_round_trip(tmp_path):
+    (r,) = load_edits(write(tmp_path, [ZSRE]), format="zsre")
+    assert (r.prompt, r.target_new, r.subject) == (ZSRE["src"], ZSRE["alt"], ZSRE["subject"])
+    assert r.rephrase_prompt == ZSRE["rephrase"]
+    # the official code: loc[13:].capitalize() + "?"
+    assert r.locality_prompt == "Who played desmond doss father in hacksaw ridge?"
+    assert r.locality_prompt == ZSRE["loc"][13:].capitalize() + "?"
+    assert r.locality_answer == "Hugo Weaving"
+    assert r.ground_truth == "Illinois Institute of Technology"
+    assert r.case_id == 0 and r.extra["pred"] == "Trinity College"
+
+
+def test_counterfact_and_wiki_3k_round_trip(tmp_path):
+    a, b = load_edits(write(tmp_path, [COUNTERFACT, WIKI_3K]))
+    assert a == EditRequest("Reedy Glacier is in", "Asia", "Reedy Glacier",
+                            COUNTERFACT["rephrase_prompt"], "Mount Erebus, in", "Antarctica",
+                            "Antarctica", 1884, {})
+    assert b.prompt == WIKI_3K["prompt"] and b.locality_answer == "Vitaly Ginzburg"
+    assert b.case_id == 1 and b.ground_truth is None
+    (c,) = load_edits(write(tmp_path, [WIKI_3K]), format="wikibigedit")
+    assert c == b.__class__(**{**b.to_dict(), "case_id": 0})
+
+
+def test_wikibigedit_upstream_fields(tmp_path):
+    (r,) = load_edits(write(tmp_path, [WIKI_UPSTREAM]), format="wikibigedit")
+    assert (r.prompt, r.target_new) == (WIKI_UPSTREAM["update"], WIKI_UPSTREAM["ans"])
+    assert (r.rephrase_prompt, r.locality_prompt, r.locality_answer) == (
+        WIKI_UPSTREAM["rephrase"], WIKI_UPSTREAM["loc"], WIKI_UPSTREAM["loc_ans"])
+    assert r.extra["mhop_ans"] == "Stanford University"
+    assert load_edits(write(tmp_path, [WIKI_UPSTREAM]))[0] == r  # auto-detected
+
+
+def test_rome_round_trip(tmp_path):
+    (r,) = load_edits(write(tmp_path, [ROME]))
+    assert r.prompt == "The mother tongue of Danielle Darrieux is"
+    assert (r.target_new, r.ground_truth, r.locality_answer) == ("English", "French", "French")
+    assert r.rephrase_prompt == ROME["paraphrase_prompts"][0]
+    assert r.locality_prompt == "The mother tongue of Léon Blum is"
+    assert r.extra["neighborhood_prompts"] == ROME["neighborhood_prompts"]
+    assert r.extra["attribute_prompts"] == ROME["attribute_prompts"]
+
+
+def test_jsonl_and_wrapped_object(tmp_path):
+    lines = tmp_path / "edits.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in [COUNTERFACT, WIKI_3K]) + "\n")
+    assert len(load_edits(lines)) == 2
+    wrapped = write(tmp_path, {"meta": {"x": 1}, "records": [COUNTERFACT]}, "wrapped.json")
+    assert load_edits(wrapped)[0].case_id == 1884
+
+
+def test_limit_and_seed(tmp_path):
+    recs = [{**COUNTERFACT, "case_id": i} for i in range(20)]
+    path = write(tmp_path, recs)
+    assert [r.case_id for r in load_edits(path, limit=3)] == [0, 1, 2]
+    a = [r.case_id for r in load_edits(path, limit=5, seed=7)]
+    assert a == [r.case_id for r in load_edits(path, limit=5, seed=7)]
+    assert a != [0, 1, 2, 3, 4] and len(set(a)) == 5
+    with pytest.raises(ValueError, match="limit"):
+        load_edits(path, limit=-1)
+
+
+@pytest.mark.parametrize(
+    "record, fmt, message",
+    [
+        ({k: v for k, v in ZSRE.items() if k != "alt"}, "zsre",
+         r"record 1: field 'alt' is missing \(ZsRE MEND format expects subject, src, alt, "
+         r"rephrase, loc, loc_ans\)"),
+        ({**ZSRE, "src": ""}, "zsre", r"record 1: field 'src' must be a non-empty string"),
+        ({**COUNTERFACT, "target_new": 3}, "counterfact",
+         r"record 1: field 'target_new' must be a non-empty string, got 3"),
+        ({k: v for k, v in COUNTERFACT.items() if k != "locality_prompt"}, "auto",
+         r"record 1: field 'locality_prompt' is missing \(CounterFact"),
+        ({**ROME, "requested_rewrite": {**ROME["requested_rewrite"], "prompt": "No placeholder"}},
+         "rome", r"record 1: field 'requested_rewrite.prompt' has no '\{\}' placeholder"),
+        ({**ROME, "requested_rewrite": {**ROME["requested_rewrite"], "target_new": {}}}, "rome",
+         r"record 1: field 'requested_rewrite.target_new.str' is missing"),
+        ({**ROME, "paraphrase_prompts": []}, "rome",
+         r"record 1: field 'paraphrase_prompts' must be a non-empty list of strings"),
+        ({"question": "?", "answer": "!"}, "auto", r"record 1: cannot tell the format"),
+        (["not", "a", "dict"], "auto", r"record 1: expected a JSON object, got list"),
+    ],
+)
+def test_malformed_records_name_index_and_field(tmp_path, record, fmt, message):
+    good = {"zsre": ZSRE, "rome": ROME}.get(fmt, COUNTERFACT)
+    with pytest.raises(ValueError, match=message):
+        load_edits(write(tmp_path, [good, record]), format=fmt)
+
+
+def test_bad_format_and_sources(tmp_path):
+    with pytest.raises(ValueError, match="format must be one of"):
+        parse_records([COUNTERFACT], format="mquake")
+    with pytest.raises(ValueError, match="is not a file, a URL"):
+        load_edits(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        load_edits(bad)
+    with pytest.raises(ValueError, match="'records' or 'data' list"):
+        load_edits(write(tmp_path, {"meta": 1}, "obj.json"))
+
+
+def test_edit_request_validates():
+    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
+        EditRequest("  ", "Paris")
+    with pytest.raises(ValueError, match="target_new must be a non-empty string"):
+        EditRequest("The capital of France is", "")
+    r = EditRequest("p", "t", case_id=3)
+    assert json.loads(json.dumps(r.to_dict()))["case_id"] == 3
+
+
+def test_url_source_error_is_clear():
+    # port 9 (discard) on localhost: refused at once, no external network involved
+    with pytest.raises(OSError, match="could not download edit records from http://127.0.0.1:9/"):
+        read_records("http://127.0.0.1:9/edits.json")
+
+
+def test_hub_source_error_is_clear(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+    with pytest.raises(OSError, match="could not load the Hugging Face dataset 'someone/no-such"):
+        read_records("hf:someone/no-such-edits")
+
+
+def test_builtin_edit_set_loads():
+    requests = load_edits("smollm2-counterfacts")
+    assert 40 <= len(requests) <= 60
+    assert set(BUILTIN_EDIT_SETS) == {"smollm2-counterfacts"}
+    for r in requests:
+        assert r.rephrase_prompt and r.locality_prompt and r.locality_answer and r.ground_truth
+        assert r.target_new != r.ground_truth
+        base = r.extra["base_model"]
+        assert base["p_ground_truth"] > base["p_target_new"]
+    assert len({r.case_id for r in requests}) == len(requests)
+    # no locality prompt is itself edited, so a batch edit of the whole set cannot change it
+    assert not {r.locality_prompt for r in requests} & {r.prompt for r in requests}
+
+
+@pytest.mark.slow
+def test_builtin_edit_set_measurements_reproduce():
+    """Recorded base-model probabilities (tools/verify_edit_set.py) match a fresh measurement."""
+    import torch
+
+    from crispedit_lite.batches import tokenize_edits
+    from crispedit_lite.models import load_model
+
+    model, tok = load_model("smollm2-135m-instruct")
+    requests = load_edits("smollm2-counterfacts")
+    for field, prompt_of in [("p_ground_truth", lambda r: r.prompt),
+                             ("p_locality", lambda r: r.locality_prompt)]:
+        answers = [r.ground_truth if field == "p_ground_truth" else r.locality_answer
+                   for r in requests]
+        batch = tokenize_edits([(prompt_of(r), a) for r, a in zip(requests, answers)], tok)
+        with torch.no_grad():
+            logp = model(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
+        labels = batch["labels"][:, 1:]
+        tok_logp = logp[:, :-1].gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        p = (tok_logp * (labels != -100)).sum(1).exp()
+        recorded = torch.tensor([r.extra["base_model"][field] for r in requests])
+        assert torch.allclose(p, recorded, atol=2e-3), (field, (p - recorded).abs().max())

@@ -36,6 +36,25 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.nbval_sanitize_with = str(candidate)
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_is_not_leaked(request: pytest.FixtureRequest):
+    """Fail the test that leaves torch's (global, thread-local) grad mode disabled, and restore it.
+
+    A ``with torch.no_grad():`` around a ``yield`` in a generator that is not exhausted keeps grad mode
+    off in the caller; without this guard every later test that backpropagates fails mysteriously.
+    """
+    import torch
+
+    before = torch.is_grad_enabled()
+    yield
+    if torch.is_grad_enabled() != before:
+        torch.set_grad_enabled(before)
+        pytest.fail(
+            f"{request.node.nodeid} changed torch's global grad mode (enabled={before} before, "
+            f"{not before} after); look for torch.no_grad() around a yield, or set_grad_enabled"
+        )
+
+
 def _is_nbval_item(item: pytest.Item) -> bool:
     return Path(str(item.path)).suffix == ".ipynb"
 

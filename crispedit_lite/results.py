@@ -47,9 +47,9 @@ SCHEMA: dict[str, Any] = {
                 "seed": {"type": "integer"}, "config": {"type": "object"},
             },
         },
-        "metrics": {"type": "object",
-                    "additionalProperties": {"type": "object",
-                                             "additionalProperties": {"type": ["number", "null"]}}},
+        # {"before": {...}, "after": {...}}: nested groups of scores (wild.scores.qa.rel, ...)
+        "metrics": {"type": "object", "required": ["after"],
+                    "additionalProperties": {"type": "object"}},
         "generations": {"type": "array", "items": {"type": "object"}},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
         "memory": {"type": "object"},

@@ -239,7 +239,8 @@ def _lora(model, requests, collate, config, layers, progress) -> EditResult:
     for p in model.parameters():
         p.requires_grad_(False)
     steps = config.epochs * math.ceil(len(requests) / config.batch_size)
-    lcfg = AdaLoraConfig(init_r=config.lora_rank, target_r=config.lora_rank, r=config.lora_rank,
+    # AdaLoRA starts at peft's default init_r = 12 and prunes to target_r = 8 (EasyEdit's setup)
+    lcfg = AdaLoraConfig(init_r=max(12, config.lora_rank + 1), target_r=config.lora_rank,
                          lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                          target_modules=list(config.lora_targets), layers_to_transform=layers,
                          total_step=max(steps, 2), tinit=0, tfinal=0)

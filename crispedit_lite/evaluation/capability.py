@@ -64,12 +64,14 @@ def _batches(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_length:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for s in range(0, len(encoded), batch_size):
-                ids, mask = pad_right(encoded[s : s + batch_size], pad_id)
-                ids, mask = ids.to(device), mask.to(device)
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                yield F.log_softmax(logits.float(), dim=-1), ids, mask
+        for s in range(0, len(encoded), batch_size):
+            ids, mask = pad_right(encoded[s : s + batch_size], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            # no_grad only around the forward pass: a generator that held it across ``yield`` would
+            # leave gradients switched off for the caller until the generator is exhausted
+            with torch.no_grad():
+                logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            yield logp, ids, mask
     finally:
         model.train(was_training)
 

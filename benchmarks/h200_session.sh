@@ -15,17 +15,16 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-# 1. issue 4: the CLI, end to end, on a random LLaMA-3-8B-shaped model: K-FAC, eigh, 100 edits.
-for method in crispedit ft; do
-  timeout 170 python3 -m crispedit_lite edit --model random:llama3-8b-shape \
-    --tokenizer .devcarry/tokenizer --data .devcarry/synthetic_edits_100.json --n-edits 100 \
-    --dataset-name synthetic-100 --method $method --preset paper --n-capability 64 \
-    --capability-source offline --device cuda --dtype bfloat16 --eval wild,teacher_forced,proxies \
-    --results-dir "$OUT/cli" --cache-dir /tmp/kfac --run-id h200-random-llama3-8b-$method \
-    --no-progress 2>&1 | grep -v -i warning | tee "$OUT/cli-$method.log"
-done
+# 1. issue 4: the CLI, end to end, on a random LLaMA-3-8B-shaped model: K-FAC, eigh, 100 edits,
+#    25 epochs (random weights never reach the early stop), WILD + teacher-forced + proxies before/after.
+timeout 220 python3 -m crispedit_lite edit --model random:llama3-8b-shape \
+  --tokenizer .devcarry/tokenizer --data .devcarry/synthetic_edits_100.json --n-edits 100 \
+  --dataset-name synthetic-100 --method crispedit --preset paper --n-capability 64 \
+  --capability-source offline --device cuda --dtype bfloat16 --eval wild,teacher_forced,proxies \
+  --results-dir "$OUT" --cache-dir /tmp/kfac --run-id h200-random-llama3-8b-crispedit \
+  --no-progress 2>&1 | grep -v -i warning | tee "$OUT/cli-crispedit.log"
 
 # 2. issue 5: the scale benchmark (K-FAC throughput, eigh, projection variants, step time, schedule).
-timeout 330 python3 benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b --out "$OUT/scale-h200.json" \
+timeout 320 python3 benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b --out "$OUT/scale-h200.json" \
   2>&1 | tee "$OUT/scale-h200.log"
 echo "session done"

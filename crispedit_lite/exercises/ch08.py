@@ -15,10 +15,11 @@ __all__ = ["check_alphaedit_update", "check_gn_quadratic"]
 
 
 def check_alphaedit_update(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
-    r"""Exercise 8.1: ``fn(K0, k, r)`` is the minimum-norm :math:`\Delta\mathbf W` with
-    :math:`\Delta\mathbf W\mathbf K_0=0` and :math:`\Delta\mathbf W\mathbf k=\mathbf r`.
+    r"""Exercise 8.1: ``fn(K0, k, r)`` is the minimum-norm update meeting both constraints.
 
-    That is :math:`\mathbf r(\mathbf P\mathbf k)^\top/\|\mathbf P\mathbf k\|^2`, :math:`\mathbf P` the projector
+    The update :math:`\Delta\mathbf W` with :math:`\Delta\mathbf W\mathbf K_0=0` and
+    :math:`\Delta\mathbf W\mathbf k=\mathbf r` of least norm is
+    :math:`\mathbf r(\mathbf P\mathbf k)^\top/\|\mathbf P\mathbf k\|^2`, :math:`\mathbf P` the projector
     onto the orthogonal complement of the columns of :math:`\mathbf K_0` (AlphaEdit's null-space
     constraint for one key). Derived in notebook ``08_one_framework``.
     """
@@ -44,7 +45,9 @@ def check_alphaedit_update(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> No
 
 
 def check_gn_quadratic(fn: Callable[[Tensor, Tensor], float]) -> None:
-    r"""Exercise 8.2: ``fn(logits, jv)`` is :math:`\sum_t\mathbf u_t^\top(\mathrm{diag}\,\mathbf p_t-
+    r"""Exercise 8.2: ``fn(logits, jv)`` is the Gauss-Newton quadratic form of a softmax output.
+
+    That is :math:`\sum_t\mathbf u_t^\top(\mathrm{diag}\,\mathbf p_t-
     \mathbf p_t\mathbf p_t^\top)\mathbf u_t` with :math:`\mathbf p_t=\mathrm{softmax}(\mathbf z_t)`,
     :math:`\mathbf u_t` = row ``t`` of ``jv``. Derived in notebook ``08_one_framework``.
     """

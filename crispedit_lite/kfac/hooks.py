@@ -84,7 +84,15 @@ def resolve_modules(model: nn.Module, module_names: Sequence[str]) -> dict[str, 
 
 
 def _forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor, bool]:
-    """Run the model; return (predictions, targets, causal) for a mapping or an (inputs, targets) pair."""
+    """Run the model; return (predictions, targets, causal) for a mapping or an (inputs, targets) pair.
+
+    Tensors of the batch are moved to the device of the model's parameters.
+    """
+    device = next(model.parameters()).device
+    if isinstance(batch, Mapping):
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+        batch = tuple(v.to(device) if isinstance(v, Tensor) else v for v in batch)
     if isinstance(batch, Mapping):
         if "input_ids" not in batch:
             raise ValueError(f"a mapping batch needs 'input_ids'; got keys {sorted(batch)}")

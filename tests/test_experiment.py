@@ -1,0 +1,133 @@
+"""experiment.run_experiment and the command line, on a randomly initialised tiny LLaMA (offline).
+
+The tokenizer is a word-level one built here from the bundled edit set's words (no hub access);
+the model is ``random:tiny-llama`` (vocabulary 512). Metrics of a random model are meaningless, but
+they must be *reproducible*: the same settings and seed on a CPU give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from importlib import resources
+
+import pytest
+
+from crispedit_lite.cli import main
+from crispedit_lite.editing import cpu_config
+from crispedit_lite.experiment import run_experiment
+from crispedit_lite.results import read_results, validate_result
+
+FAST = dict(epochs=2, batch_size=4, n_capability=4, capability_max_length=32, layers=(1, 2))
+SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A word-level tokenizer over the bundled edit set's most frequent words, saved to a folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    text = resources.files("crispedit_lite").joinpath("resources/smollm2_counterfacts.json").read_text()
+    words = Counter(re.findall(r"\w+|[^\w\s]", " ".join(json.dumps(r) for r in json.loads(text)["records"])))
+    vocab = SPECIALS + [w for w, _ in words.most_common(500 - len(SPECIALS))]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
+                                  bos_token="<s>")
+    out = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def _run(tokenizer_dir, results_dir, method="crispedit", run_id=None, **changes):
+    cfg = cpu_config(method, **{**FAST, **changes})
+    return run_experiment(cfg, model="random:tiny-llama", tokenizer=tokenizer_dir, n_edits=4,
+                          evals=("wild", "teacher_forced", "proxies"), results_dir=str(results_dir),
+                          run_id=run_id, dataset_name="counterfact", command="pytest", progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(tokenizer_dir, tmp_path_factory):
+    return _run(tokenizer_dir, tmp_path_factory.mktemp("res"), run_id="first")
+
+
+def test_result_json_validates_and_records_the_run(first_run):
+    on_disk = json.loads(open(first_run["_path"]).read())
+    validate_result(on_disk)
+    assert on_disk["run_id"] == "first" and on_disk["command"] == "pytest"
+    s = on_disk["settings"]
+    assert (s["model"], s["dataset"], s["n_edits"], s["method"], s["seed"]) == \
+        ("random:tiny-llama", "counterfact", 4, "crispedit", 0)
+    assert s["config"]["layers"] == [1, 2] and s["config"]["capability_source"] == "offline"
+    assert {"before", "after"} <= set(on_disk["metrics"])
+    assert {"wild", "teacher_forced", "proxies"} <= set(on_disk["metrics"]["after"])
+    assert {"load_s", "eval_before_s", "kfac_s", "train_s", "eval_after_s"} <= set(on_disk["timings"])
+    assert on_disk["generations"] and "cpu_peak_rss_gib" in on_disk["memory"]
+    assert on_disk["environment"]["packages"]["torch"]
+    assert any("random-init" in n for n in on_disk["notes"])
+    assert any("not Wikipedia" in n for n in on_disk["notes"])
+    assert read_results(first_run["_path"].rsplit("/", 1)[0])[0]["run_id"] == "first"
+
+
+def test_same_settings_and_seed_reproduce_the_metrics_exactly(first_run, tokenizer_dir, tmp_path):
+    again = _run(tokenizer_dir, tmp_path, run_id="again")
+    assert again["metrics"] == first_run["metrics"]
+    assert again["generations"] == first_run["generations"]
+    assert again["edit"]["train"][0]["epoch_losses"] == first_run["edit"]["train"][0]["epoch_losses"]
+
+
+def test_results_are_never_overwritten(first_run, tokenizer_dir):
+    path = first_run["_path"]
+    before = open(path).read()
+    with pytest.raises(ValueError, match="never overwritten"):
+        _run(tokenizer_dir, path.rsplit("/", 1)[0], method="ft", run_id="first")
+    assert open(path).read() == before
+
+
+def test_default_run_ids_are_unique(tokenizer_dir, tmp_path):
+    a = _run(tokenizer_dir, tmp_path, method="ft", epochs=1)
+    b = _run(tokenizer_dir, tmp_path, method="ft", epochs=1)
+    assert a["run_id"] != b["run_id"] and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_cli_edit_writes_a_result(tokenizer_dir, tmp_path, capsys):
+    rc = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tokenizer_dir, "--n-edits", "2",
+               "--method", "ft", "--epochs", "1", "--batch-size", "2", "--layers", "1",
+               "--eval", "teacher_forced", "--device", "cpu", "--results-dir", str(tmp_path),
+               "--run-id", "cli", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "wrote " in out and "teacher_forced.scores.rel = " in out
+    (run,) = read_results(tmp_path)
+    assert run["run_id"] == "cli" and run["settings"]["method"] == "ft"
+    assert run["command"].startswith("python -m crispedit_lite edit --model random:tiny-llama")
+    assert run["settings"]["config"]["epochs"] == 1 and run["settings"]["config"]["layers"] == [1]
+
+
+def test_cli_reproduce_unknown_cell_lists_cells(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ValueError, match=r"no reproduce/nonexistent\.yaml; cells include \['table"):
+        main(["reproduce", "nonexistent", "--root", str(root), "--results-root", str(tmp_path)])
+    with pytest.raises(ValueError, match="table1_zsre_crispedit"):
+        main(["reproduce", "table1_zsre_crispedt", "--root", str(root), "--results-root", str(tmp_path)])
+
+
+def test_cli_reproduce_skips_a_finished_cell(tmp_path, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "table1_zsre_crispedit").mkdir()
+    (tmp_path / "table1_zsre_crispedit" / "done.json").write_text("{}")
+    assert main(["reproduce", "table1_zsre_crispedit", "--root", str(root),
+                 "--results-root", str(tmp_path)]) == 0
+    assert "already holds a result; skipping" in capsys.readouterr().out
+
+
+def test_bad_dtype_is_a_clear_error(tokenizer_dir, tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        run_experiment(cpu_config("ft"), model="random:tiny-llama", tokenizer=tokenizer_dir,
+                       dtype="float8", results_dir=str(tmp_path), progress=False)

@@ -70,23 +70,28 @@ class ProjectedAdam(torch.optim.Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.projectors = dict(projectors)
         self.project_update = project_update
+        self._before: dict[Tensor, Tensor] = {}
+        # the projection runs in step hooks around the stock Adam step (not in an overridden
+        # step() calling super().step(), which would make torch fire user step hooks twice)
+        self.register_step_pre_hook(ProjectedAdam._project_gradients)
+        self.register_step_post_hook(ProjectedAdam._project_updates)
 
+    @staticmethod
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        before = {}
-        for p, proj in self.projectors.items():
+    def _project_gradients(opt: ProjectedAdam, args, kwargs) -> None:
+        opt._before = {}
+        for p, proj in opt.projectors.items():
             if p.grad is not None:
                 p.grad.copy_(_project(proj, p.grad))
-                if self.project_update:
-                    before[p] = p.detach().clone()
-        super().step()
-        for p, old in before.items():
-            p.copy_(old + _project(self.projectors[p], p - old))
-        return loss
+                if opt.project_update:
+                    opt._before[p] = p.detach().clone()
+
+    @staticmethod
+    @torch.no_grad()
+    def _project_updates(opt: ProjectedAdam, args, kwargs) -> None:
+        for p, old in opt._before.items():
+            p.copy_(old + _project(opt.projectors[p], p - old))
+        opt._before = {}
 
 
 class ProjectedSGD(torch.optim.Optimizer):

@@ -103,3 +103,16 @@ def test_unprojected_parameters_and_bad_arguments():
     other.grad = torch.ones(3)
     opt.step()
     torch.testing.assert_close(other.detach(), torch.full((3,), 0.9))
+
+
+def test_user_step_hooks_fire_once_per_step():
+    lin, _, proj = setup()
+    torch.optim.Adam([nn.Parameter(torch.ones(1))])  # torch patches Adam.step once one exists
+    opt = ProjectedAdam([lin.weight], {lin.weight: proj}, lr=1e-2)
+    calls = []
+    opt.register_step_post_hook(lambda *a: calls.append(1))
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(lin).backward()
+        opt.step()
+    assert len(calls) == 3

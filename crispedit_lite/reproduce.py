@@ -1,4 +1,4 @@
-r"""Reproduction notebooks' shared code: papermill parameters -> :class:`EditConfig` -> one run -> paper cells.
+r"""Shared code of the reproduction notebooks: papermill parameters -> config -> one run -> paper cells.
 
 Notebooks ``09_reproduce_llama3_8b`` and ``10_reproduce_qwen2_5_1_5b`` take the parameters of
 ``reproduce/<cell>.yaml`` (:data:`PARAMETERS`); :func:`config_from_parameters` turns them into an
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PARAMETERS", "PAPER_MODELS", "repo_root", "resolve_path", "config_from_parameters",
-           "run_cell", "run_metrics", "editable_fractions", "compare_runs", "side_by_side", "load_runs", "scale_summary",
-           "benchmark_summary"]
+           "run_cell", "run_metrics", "editable_fractions", "compare_runs", "side_by_side", "load_runs",
+           "scale_notes", "scale_summary", "benchmark_summary"]
 
 #: The parameters of the reproduction notebooks, as ``reproduce/*.yaml`` sets them.
 PARAMETERS = ("MODEL", "DATASET", "DATA_PATH", "N_EDITS", "METHOD", "GAMMA", "N_CAPABILITY", "LAYERS",
@@ -211,7 +211,7 @@ def compare_runs(runs: Iterable[Mapping[str, Any]], tables: Sequence[str] | None
 
 
 def side_by_side(frame: pd.DataFrame, table: str) -> pd.DataFrame:
-    """One paper table of a :func:`compare_runs` frame: a row per paper row, ``paper``/``this run`` per column.
+    """One table of a :func:`compare_runs` frame: a row per paper row, ``paper``/``this run`` per column.
 
     Rows are ``(dataset, label, setting)`` in the paper's order; columns ``(metric, "paper" | "this
     run")`` in the paper's column order. Derived in notebook ``11_results``.
@@ -258,6 +258,18 @@ def load_runs(*roots: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str
     return sorted(runs, key=lambda r: r["created"]), problems
 
 
+def scale_notes(frame: pd.DataFrame) -> list[str]:
+    """The distinct ``scale notes`` of a :func:`compare_runs` frame, unmeasured columns merged in one.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    notes = {n for s in frame["scale notes"] for n in str(s).split("; ") if n}
+    prefix = "the run did not measure "
+    unmeasured = sorted(n[len(prefix):] for n in notes if n.startswith(prefix))
+    out = sorted(n for n in notes if not n.startswith(prefix))
+    return out + ([f"not measured: {', '.join(unmeasured)}"] if unmeasured else [])
+
+
 def scale_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per table of a :func:`compare_runs` frame: paper cells, cells run, cells at paper scale.
 
@@ -268,11 +280,7 @@ def scale_summary(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for table, g in frame.groupby("table", sort=True):
         ran = g[g["run id"].notna()]
-        notes = {n for s in ran["scale notes"] for n in str(s).split("; ") if n}
-        prefix = "the run did not measure "
-        unmeasured = sorted(n[len(prefix):] for n in notes if n.startswith(prefix))
-        notes = sorted(n for n in notes if not n.startswith(prefix))
-        notes += [f"not measured: {', '.join(unmeasured)}"] if unmeasured else []
+        notes = scale_notes(ran)
         rows.append({"table": table, "paper cells": len(g), "cells run": len(ran),
                      "at paper scale": int(g["paper scale"].sum()),
                      "why not at paper scale": "; ".join(notes) if len(ran) else "not run"})

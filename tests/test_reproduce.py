@@ -29,7 +29,8 @@ def test_parameters_are_the_yaml_keys():
 def test_paper_model_gets_the_paper_preset():
     cfg, preset = config_from_parameters(_yaml("table1_zsre_crispedit"))
     assert preset == "paper"
-    assert (cfg.method, cfg.gamma, cfg.n_capability, cfg.layers) == ("crispedit", 0.7, 10_000, (19, 20, 21, 22, 23))
+    assert (cfg.method, cfg.gamma, cfg.n_capability, cfg.layers) == \
+        ("crispedit", 0.7, 10_000, (19, 20, 21, 22, 23))
     assert (cfg.capability_source, cfg.capability_max_length, cfg.eigh_dtype) == ("wikipedia", 512, "float32")
     assert (cfg.epochs, cfg.batch_size, cfg.seed) == (25, 32, 0)
     seq, _ = config_from_parameters(_yaml("table5_qwen_wikibigedit_crispedit_seq"))

@@ -104,11 +104,19 @@ def _eigh(m: Tensor, name: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         raise ValueError(f"{name} must be a square matrix, got shape {tuple(m.shape)}")
     if not torch.isfinite(m).all():
         raise ValueError(f"{name} contains NaN or Inf")
-    m = m.to(dtype)
-    evals, evecs = torch.linalg.eigh((m + m.T) / 2)
-    # eigenvalues below eigh's rounding level (d * eps * max, the matrix_rank tolerance) are
-    # numerically zero: clamp them, so that gamma = 1 gives the exact null space
-    floor = m.shape[0] * torch.finfo(dtype).eps * evals.abs().max()
+    sym = (m + m.T) / 2
+    evals, evecs = torch.linalg.eigh(sym.to(dtype))
+    eps = torch.finfo(dtype).eps
+    if dtype != torch.float64:
+        # A low-precision eigh gets small eigenvalues wrong by ~eps * max, so the energy rule near
+        # gamma = 1 would miscount them. Use the float64 Rayleigh quotients u_j^T M u_j of the computed
+        # basis instead: they are the curvature the projector actually sees along its directions, sum
+        # exactly to the trace, and err only to second order in the eigenvector error.
+        u = evecs.to(torch.float64)
+        evals, eps = ((sym.to(torch.float64) @ u) * u).sum(0), torch.finfo(torch.float64).eps
+    # values below the rounding level (d * eps * max, the matrix_rank tolerance) are numerically
+    # zero: clamp them, so that gamma = 1 gives the exact null space
+    floor = m.shape[0] * eps * evals.abs().max()
     return torch.where(evals > floor, evals, torch.zeros_like(evals)), evecs
 
 
@@ -161,7 +169,9 @@ class KroneckerProjector:
                 literally: editable iff :math:`\lambda\le\sigma_{k+1}`); equal without ties.
                 See :func:`energy_threshold`.
             eigh_dtype: precision of the eigendecompositions (float32 is the official code's choice
-                and fine for LLM-sized factors on a GPU).
+                and fine for LLM-sized factors on a GPU). Below float64 the eigenvalues used by the
+                energy rule are the float64 Rayleigh quotients of the computed eigenvectors, so the
+                protected energy is exact in that basis even at gamma near 1.
             dtype: precision of the stored eigenbases, i.e. of the projection itself.
             rtol: products within this relative distance of the cut count as tied with it.
             transposed: the weight is stored ``(d_in, d_out)``.

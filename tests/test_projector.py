@@ -163,6 +163,44 @@ def test_null_space_preservation_exact_gamma_one():
     assert proj.editable_fraction == pytest.approx(3 / 6)
 
 
+def _editable_share(proj, A, S):
+    """Share of the curvature S (x) A left editable, measured in float64 in the projector's basis."""
+    a = ((A @ proj.U_in.double()) * proj.U_in.double()).sum(0)
+    s = ((S @ proj.U_out.double()) * proj.U_out.double()).sum(0)
+    return float((proj.mask.double() * torch.outer(s, a)).sum() / (a.sum() * s.sum()))
+
+
+def massive_activation_psd(d, seed, mass=1e4):
+    """One massive input direction over a flat bulk in [0.1, 2], as LLM activations have."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=f64))
+    ev = 0.1 + 1.9 * torch.rand(d, generator=g, dtype=f64)
+    ev[0] = mass
+    return (q * ev) @ q.T
+
+
+@pytest.mark.parametrize("gamma", [0.99, 0.999])
+def test_float32_eigh_keeps_the_energy_guarantee_near_gamma_one(gamma):
+    # the bulk lies near float32 eigh's rounding level d * eps * max (0.6 here): an energy rule on the
+    # raw float32 eigenvalues, floored there, counts a quarter of the bulk as zero and leaves it editable
+    A, S = massive_activation_psd(512, seed=1), random_psd(64, seed=12)
+    proj32 = KroneckerProjector.from_factors(A, S, gamma, eigh_dtype=torch.float32, dtype=f64)
+    proj64 = KroneckerProjector.from_factors(A, S, gamma, eigh_dtype=f64, dtype=f64)
+    assert _editable_share(proj32, A, S) <= 1 - gamma + 1e-9
+    assert _editable_share(proj64, A, S) <= 1 - gamma + 1e-9
+    # float32 does not over-protect either: the same editable fraction to within a few directions
+    assert abs(proj32.editable_fraction - proj64.editable_fraction) < 1e-3
+    # the old rule (raw float32 eigenvalues, floored at d * eps * max) breaks the guarantee here
+    raw = []
+    for m in (S, A):
+        ev = torch.linalg.eigh(m.float())[0].double()
+        raw.append(torch.where(ev > m.shape[0] * torch.finfo(torch.float32).eps * ev.max(), ev, 0))
+    products = torch.outer(*raw)
+    old = KroneckerProjector(U_in=proj32.U_in, U_out=proj32.U_out, eig_in=raw[1], eig_out=raw[0],
+                             mask=products < energy_threshold(products, gamma), gamma=gamma, threshold=0.0)
+    assert _editable_share(old, A, S) > 1.4 * (1 - gamma)
+
+
 def test_fp32_projection_of_bf16_gradient():
     A, S = random_psd(5, seed=1), random_psd(3, seed=2)
     proj = KroneckerProjector.from_factors(A, S, 0.9)

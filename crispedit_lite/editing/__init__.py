@@ -3,8 +3,8 @@
 Derived in notebooks ``06_crispedit_on_a_small_lm``, ``07_sequential_editing``, ``08_one_framework``.
 """
 
-from crispedit_lite.editing.kfac_cache import build_projectors, cache_key, capability_factors
 from crispedit_lite.editing.config import METHODS, EditConfig, cpu_config, paper_config
+from crispedit_lite.editing.kfac_cache import build_projectors, cache_key, capability_factors
 from crispedit_lite.editing.methods import EditResult, edit
 from crispedit_lite.editing.save import save_edited
 from crispedit_lite.editing.trainer import TrainLog, ft_m_loss, train_edits

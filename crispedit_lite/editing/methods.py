@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from crispedit_lite.editing.kfac_cache import build_projectors, capability_factors
 from crispedit_lite.editing.config import EditConfig
+from crispedit_lite.editing.kfac_cache import build_projectors, capability_factors
 from crispedit_lite.editing.trainer import TrainLog, train_edits
 from crispedit_lite.kfac import collect_kfac, merge_kfac
 from crispedit_lite.optim import ProjectedAdam, ProjectedSGD

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crispedit_lite.energy import _editable, _eigh, energy_threshold  # noqa: E402
 from crispedit_lite.fastproject import (  # noqa: E402
     EigenbasisLinear,
     FastProjector,
@@ -40,7 +41,7 @@ from crispedit_lite.fastproject import (  # noqa: E402
 )
 from crispedit_lite.kfac import collect_kfac  # noqa: E402
 from crispedit_lite.optim import ProjectedAdam  # noqa: E402
-from crispedit_lite.projector import KroneckerProjector, _editable, _eigh, energy_threshold  # noqa: E402
+from crispedit_lite.projector import KroneckerProjector  # noqa: E402
 
 WEIGHTS = "random init (timings only; no accuracy)"
 N_EDITS, EPOCHS, BATCH = 3000, 25, 32

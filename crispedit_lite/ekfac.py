@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from crispedit_lite.energy import Rule, _check_gamma, _editable, _eigh, energy_threshold
 from crispedit_lite.kfac.factors import KFACFactors
 from crispedit_lite.kfac.hooks import (
     LabelMode,
@@ -46,15 +47,7 @@ from crispedit_lite.kfac.hooks import (
     collect_kfac,
     resolve_modules,
 )
-from crispedit_lite.projector import (
-    DENSE_LIMIT,
-    KroneckerProjector,
-    Rule,
-    _check_gamma,
-    _editable,
-    _eigh,
-    energy_threshold,
-)
+from crispedit_lite.projector import DENSE_LIMIT, KroneckerProjector
 
 __all__ = ["EKFACFactors", "collect_ekfac", "ekfac_from_kfac", "ekfac_projector"]
 
@@ -225,7 +218,7 @@ def ekfac_projector(
     r"""A :class:`~crispedit_lite.projector.KroneckerProjector` masking by the energy rule on :math:`s_{ij}`.
 
     Editable iff :math:`s_{ij}\le\lambda_\gamma` (``"paper"``) or :math:`s_{ij}<\lambda_k` (``"code"``),
-    with :math:`\lambda_\gamma` from :func:`~crispedit_lite.projector.energy_threshold` on all
+    with :math:`\lambda_\gamma` from :func:`~crispedit_lite.energy.energy_threshold` on all
     :math:`s_{ij}`. ``project`` is unchanged: the eigenbasis is K-FAC's. Derived in notebook
     ``03_low_curvature_subspace``.
     """

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from crispedit_lite.projector import Rule, _check_gamma, _editable, energy_threshold
+from crispedit_lite.energy import Rule, _check_gamma, _editable, energy_threshold
 
 __all__ = [
     "DigitsTasks",

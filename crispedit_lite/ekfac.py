@@ -38,15 +38,8 @@ from tqdm.auto import tqdm
 
 from crispedit_lite.energy import Rule, _check_gamma, _editable, _eigh, energy_threshold
 from crispedit_lite.kfac.factors import KFACFactors
-from crispedit_lite.kfac.hooks import (
-    LabelMode,
-    LossName,
-    _backward_vectors,
-    _forward,
-    _loss_terms,
-    collect_kfac,
-    resolve_modules,
-)
+from crispedit_lite.kfac.hooks import LabelMode, LossName, _backward_vectors, _loss_terms, collect_kfac
+from crispedit_lite.kfac.modules import _forward, resolve_modules
 from crispedit_lite.projector import DENSE_LIMIT, KroneckerProjector
 
 __all__ = ["EKFACFactors", "collect_ekfac", "ekfac_from_kfac", "ekfac_projector"]

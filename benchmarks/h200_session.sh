@@ -17,10 +17,11 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 # 1. issue 4: the CLI, end to end, on a random LLaMA-3-8B-shaped model: K-FAC, eigh, 100 edits,
 #    25 epochs (random weights never reach the early stop), WILD + teacher-forced + proxies before/after.
-timeout 220 python3 -m crispedit_lite edit --model random:llama3-8b-shape \
+#    Set CLI_EVAL=teacher_forced,proxies to skip WILD's greedy generation if the device time is short.
+timeout "${CLI_TIMEOUT:-420}" python3 -m crispedit_lite edit --model random:llama3-8b-shape \
   --tokenizer .devcarry/tokenizer --data .devcarry/synthetic_edits_100.json --n-edits 100 \
   --dataset-name synthetic-100 --method crispedit --preset paper --n-capability 64 \
-  --capability-source offline --device cuda --dtype bfloat16 --eval wild,teacher_forced,proxies \
+  --capability-source offline --device cuda --dtype bfloat16 --eval "${CLI_EVAL:-wild,teacher_forced,proxies}" \
   --results-dir "$OUT" --cache-dir /tmp/kfac --run-id h200-random-llama3-8b-crispedit \
   --no-progress 2>&1 | grep -v -i warning | tee "$OUT/cli-crispedit.log"
 

@@ -34,8 +34,14 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
     if model.startswith("random:"):
         if not tokenizer:
             raise ValueError("a random:<shape> model needs a tokenizer (directory or hub id)")
+        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
         net = random_init_model(model.split(":", 1)[1], dtype=DTYPES[dtype], device=device, seed=seed)
-        return net.eval(), prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
+        if len(tok) > net.config.vocab_size:
+            raise ValueError(
+                f"tokenizer {tokenizer!r} has {len(tok)} tokens but {model} has vocab_size "
+                f"{net.config.vocab_size}: its token ids would index past the embedding. Use a tokenizer "
+                "with at most that many tokens, or a larger shape preset (e.g. random:llama3-8b-shape)")
+        return net.eval(), tok
     net, tok = load_model(model, dtype=DTYPES[dtype], device=device)
     if tokenizer:
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))

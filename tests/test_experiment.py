@@ -131,3 +131,17 @@ def test_bad_dtype_is_a_clear_error(tokenizer_dir, tmp_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
         run_experiment(cpu_config("ft"), model="random:tiny-llama", tokenizer=tokenizer_dir,
                        dtype="float8", results_dir=str(tmp_path), progress=False)
+
+
+def test_random_model_with_a_larger_tokenizer_is_a_clear_error(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = SPECIALS + [f"w{i}" for i in range(600)]  # more tokens than tiny-llama's 512 embeddings
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
+                            bos_token="<s>").save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match=r"has 603 tokens but random:tiny-llama has vocab_size 512"):
+        run_experiment(cpu_config("ft"), model="random:tiny-llama", tokenizer=str(tmp_path / "tok"),
+                       results_dir=str(tmp_path / "res"), progress=False)

@@ -27,7 +27,7 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
     """``(model, tokenizer)`` for an embedded name, hub id, local dir, or ``random:<shape preset>``."""
     from transformers import AutoTokenizer
 
-    from crispedit_lite.models import load_model, prepare_tokenizer, random_init_model
+    from crispedit_lite.models import SHAPE_PRESETS, load_model, prepare_tokenizer, random_init_model
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -35,12 +35,14 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
         if not tokenizer:
             raise ValueError("a random:<shape> model needs a tokenizer (directory or hub id)")
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
-        net = random_init_model(model.split(":", 1)[1], dtype=DTYPES[dtype], device=device, seed=seed)
-        if len(tok) > net.config.vocab_size:
+        shape = model.split(":", 1)[1]
+        vocab = SHAPE_PRESETS.get(shape, {}).get("vocab_size")  # checked before building (8B on a GPU)
+        if vocab is not None and len(tok) > vocab:
             raise ValueError(
-                f"tokenizer {tokenizer!r} has {len(tok)} tokens but {model} has vocab_size "
-                f"{net.config.vocab_size}: its token ids would index past the embedding. Use a tokenizer "
-                "with at most that many tokens, or a larger shape preset (e.g. random:llama3-8b-shape)")
+                f"tokenizer {tokenizer!r} has {len(tok)} tokens but {model} has vocab_size {vocab}: its "
+                "token ids would index past the embedding. Use a tokenizer with at most that many "
+                "tokens, or a larger shape preset (e.g. random:llama3-8b-shape)")
+        net = random_init_model(shape, dtype=DTYPES[dtype], device=device, seed=seed)
         return net.eval(), tok
     net, tok = load_model(model, dtype=DTYPES[dtype], device=device)
     if tokenizer:

@@ -129,15 +129,18 @@ def tokenize_edits(
 
 
 def edit_kfac_batches(
-    requests: Sequence[EditLike], tokenizer: Any, batch_size: int = 8, max_length: int = 512
+    requests: Sequence[EditLike], tokenizer: Any, batch_size: int = 8, max_length: int = 512,
+    mask_prompt: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
-    """Batches of full ``prompt + " " + target`` texts for the edit-data K-FAC (no prompt masking).
+    """Batches of full ``prompt + " " + target`` texts for the edit-data K-FAC.
 
-    Derived in notebook ``07_sequential_editing``.
+    ``mask_prompt=False`` (the paper's CrispEdit-Seq) lets every token of the text enter the factors;
+    ``mask_prompt=True`` (the Table 6 ablation) labels the prompt ``-100`` so that only target
+    positions contribute. Derived in notebook ``07_sequential_editing``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return [tokenize_edits(requests[i : i + batch_size], tokenizer, mask_prompt=False,
+    return [tokenize_edits(requests[i : i + batch_size], tokenizer, mask_prompt=mask_prompt,
                            max_length=max_length) for i in range(0, len(requests), batch_size)]
 
 

@@ -103,7 +103,10 @@ def run_experiment(
         torch.cuda.reset_peak_memory_stats(dev)
     requests = load_edits(data, format=data_format, limit=n_edits, seed=config.seed)
     texts, corpus_meta = None, None
-    if config.method in ("crispedit", "crispedit_seq", "adam_nscl"):
+    from crispedit_lite.editing import get_editor, needs_capability
+
+    editor = get_editor(config.method)
+    if needs_capability(config.method):
         corpus = capability_texts(config.capability_source, n=config.n_capability, seed=config.seed)
         texts, corpus_meta = list(corpus), dict(corpus.meta)
     name = dataset_name or str(data)
@@ -132,7 +135,8 @@ def run_experiment(
         "run_id": run_id,
         "command": command,
         "settings": {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
-                     "method": config.method, "seed": config.seed, "dtype": dtype,
+                     "method": config.method, "editor": editor.describe(), "seed": config.seed,
+                     "dtype": dtype,
                      "device": str(dev), "evals": list(evals), "judge": bool(judge),
                      "config": config.to_dict(), "capability_corpus": corpus_meta},
         "metrics": {"before": before["metrics"], "after": after["metrics"]},

@@ -55,7 +55,6 @@ _HARNESS = {"MMLU": "mmlu", "IFEval": "ifeval", "TruthfulQA": "truthfulqa_mc2", 
 for _col, _task in _HARNESS.items():
     METRIC_KEYS[_col] = tuple(f"{p}{_task}{s}" for p in ("lm_eval_", "harness_", "capability_", "")
                               for s in ("_score", ""))
-_CAPABILITY_METHODS = ("crispedit", "crispedit_seq", "adam_nscl")
 
 
 @lru_cache(maxsize=1)
@@ -211,7 +210,9 @@ def scale_issues(result: Mapping[str, Any], table: str | int, setting: Mapping[s
         issues.append(f"n_edits {s.get('n_edits')} (paper: {info['n_edits']})")
     if cfg.get("layers") is not None and list(cfg["layers"]) != list(info["layers"]):
         issues.append(f"layers {cfg['layers']} (paper: {info['layers']})")
-    if method in _CAPABILITY_METHODS:
+    from crispedit_lite.editing.registry import needs_capability, registry
+
+    if method in registry() and needs_capability(method):
         for key in ("gamma", "n_capability", "chunk_size"):
             if key in setting and key in cfg and not _same(cfg[key], setting[key]):
                 issues.append(f"{key} {cfg[key]} (paper: {setting[key]})")

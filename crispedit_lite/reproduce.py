@@ -78,15 +78,19 @@ def resolve_path(path: str | os.PathLike, root: Path | None = None) -> Path:
 
 
 def _method(params: Mapping[str, Any]) -> str:
+    """The registered method of ``METHOD`` + ``SEQUENTIAL`` (``ft`` + True is ``ft_seq``)."""
+    from crispedit_lite.editing.registry import get_editor, registry
+
     method, seq = str(params["METHOD"]), bool(params["SEQUENTIAL"])
-    if method == "crispedit" and seq:
-        return "crispedit_seq"
-    if method == "crispedit_seq" and not seq:
-        raise ValueError("parameters METHOD='crispedit_seq' and SEQUENTIAL=False contradict each other")
-    if seq and method != "crispedit_seq":
-        raise ValueError(f"parameter SEQUENTIAL=True: only CrispEdit has a sequential form here, "
-                         f"got METHOD={method!r}")
-    return method
+    editor = get_editor(method)
+    if editor.sequential == seq:
+        return method
+    if seq:
+        if f"{method}_seq" in registry():
+            return f"{method}_seq"
+        raise ValueError(f"parameter SEQUENTIAL=True: METHOD={method!r} has no sequential form; "
+                         f"sequential methods: {[n for n, e in registry().items() if e.sequential]}")
+    raise ValueError(f"parameters METHOD={method!r} and SEQUENTIAL=False contradict each other")
 
 
 def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:

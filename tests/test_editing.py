@@ -319,7 +319,7 @@ def test_locbf_ft_trains_one_layer(model, tok):
 
 
 def test_configs_validate_and_presets():
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="unknown method 'rome'; known methods: crispedit, "):
         EditConfig(method="rome")
     with pytest.raises(ValueError, match="gamma must lie in"):
         EditConfig(gamma=0.0)

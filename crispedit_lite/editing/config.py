@@ -13,7 +13,14 @@ from typing import Any, Literal
 
 __all__ = ["EditConfig", "METHODS", "paper_config", "cpu_config"]
 
-METHODS = ("crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl")
+
+def __getattr__(name: str) -> Any:
+    """``METHODS``: the names of every registered editor (:mod:`crispedit_lite.editing.registry`)."""
+    if name == "METHODS":
+        from crispedit_lite.editing.registry import editor_names
+
+        return editor_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,15 @@ class EditConfig:
         project_update: with Adam, also project the update so it stays in the subspace.
         chunk_size: edits per chunk for CrispEdit-Seq (paper: 100).
         seq_reshuffle: reshuffle inside a chunk every epoch (official code: no).
+        seq_mask_prompt: CrispEdit-Seq's edit-data K-FAC on target positions only (the Table 6
+            ablation); the paper's default lets the whole prompt + target text in.
         locbf_layer: LocBF-FT's single layer (``None``: the second-to-last edited layer, i.e. 22
             of 19-23 on LLaMA-3-8B as the paper runs it).
         lora_rank, lora_alpha, lora_dropout, lora_targets: AdaLoRA (paper: 8, 32, 0.1, q/v).
+        lora_init_r: AdaLoRA's initial rank (peft's default 12; the official run keeps it).
+        lora_variant: ``"official"`` (rank init_r throughout, ``outputs.loss`` with the orthogonal
+            regulariser, dropout active, fp32 adapters) or ``"allocate"`` (rank allocation down to
+            ``lora_rank``, FT-M loss, no dropout).
         nscl_gamma: Adam-NSCL's energy threshold on the input covariance (paper's run: 0.5).
         nscl_early_stop: Adam-NSCL's early stop (paper's run: 0.05).
         eigh_dtype: ``"float64"`` or ``"float32"`` (the official code) for the eigendecompositions.
@@ -64,11 +77,14 @@ class EditConfig:
     project_update: bool = False
     chunk_size: int = 100
     seq_reshuffle: bool = False
+    seq_mask_prompt: bool = False
     locbf_layer: int | None = None
     lora_rank: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_init_r: int = 12
+    lora_variant: Literal["official", "allocate"] = "official"
     nscl_gamma: float = 0.5
     nscl_early_stop: float = 0.05
     eigh_dtype: Literal["float64", "float32"] = "float64"
@@ -76,8 +92,9 @@ class EditConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        from crispedit_lite.editing.registry import get_editor
+
+        get_editor(self.method)  # an unknown method is an error listing the known ones
         for name in ("epochs", "batch_size", "chunk_size", "n_capability", "capability_max_length"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

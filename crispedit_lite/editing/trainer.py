@@ -88,6 +88,8 @@ def train_edits(
     per_sample: bool = False,
     progress: bool = True,
     desc: str = "edit",
+    loss_fn: Callable[[nn.Module, dict[str, Tensor]], Tensor] | None = None,
+    train_mode: bool = False,
 ) -> TrainLog:
     """Run the FT-M loop over ``requests`` with ``optimizer`` (projected or not).
 
@@ -101,6 +103,11 @@ def train_edits(
             loop does not).
         per_sample: LocBF-FT's per-sequence mean loss.
         progress: a tqdm bar over epochs.
+        loss_fn: ``loss_fn(model, batch)`` in place of :func:`ft_m_loss` (e.g. the official LoRA
+            run's ``outputs.loss``, which includes AdaLoRA's orthogonal regulariser); the skip and
+            stop tests see this loss.
+        train_mode: keep the model in train mode (dropout active), as the official LoRA run does;
+            by default the model is in eval mode, so the edit loss is deterministic.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -110,7 +117,7 @@ def train_edits(
     gen = torch.Generator().manual_seed(seed)
     order = list(range(len(requests)))
     was_training = model.training
-    model.eval()  # no dropout: the edit loss is deterministic, as in the official code
+    model.train(train_mode)  # default eval: no dropout, a deterministic edit loss (official code)
     start = time.perf_counter()
     bar = tqdm(range(epochs), disable=not progress, desc=desc)
     try:
@@ -121,7 +128,8 @@ def train_edits(
             for b in range(0, len(order), batch_size):
                 batch = collate([requests[i] for i in order[b:b + batch_size]])
                 with torch.enable_grad():
-                    loss = ft_m_loss(model, batch, per_sample=per_sample)
+                    loss = (ft_m_loss(model, batch, per_sample=per_sample) if loss_fn is None
+                            else loss_fn(model, batch))
                     losses.append(float(loss.detach()))
                     if losses[-1] < early_stop:
                         log.skipped += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["EditConfig", "METHODS", "paper_config", "cpu_config"]
+__all__ = ["EditConfig", "METHODS", "paper_config", "cpu_config"]  # noqa: F822 (METHODS: module __getattr__)
 
 
 def __getattr__(name: str) -> Any:

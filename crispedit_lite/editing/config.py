@@ -57,6 +57,18 @@ class EditConfig:
         nscl_gamma: Adam-NSCL's energy threshold on the input covariance (paper's run: 0.5).
         nscl_early_stop: Adam-NSCL's early stop (paper's run: 0.05).
         eigh_dtype: ``"float64"`` or ``"float32"`` (the official code) for the eigendecompositions.
+        ultra_modules: UltraEdit's edited modules (``ultra_*`` block): ``"preset"`` (the official
+            per-model ``gate_proj`` / ``up_proj`` layers of ``editing.editors.ultraedit``) or
+            ``"pattern"`` (``module_pattern`` over ``layers``).
+        ultra_lr: UltraEdit's step size eta of the pseudo-values (official: 1e-6).
+        ultra_lambda: UltraEdit's ridge weight lambda (official: 1, the identity).
+        ultra_batch_size: edits per forward/backward pass when UltraEdit collects keys and value
+            gradients (official: 10); the loss is the mean over that pass's target tokens.
+        ultra_token: UltraEdit's positions: ``"ans"`` (official: the positions that predict target
+            tokens) or ``"all"`` (every real token, EasyEdit's ``token: mask``).
+        ultra_normalizer: one lifelong normaliser per weight ``"shape"`` (official: modules of equal
+            shape share it) or per ``"module"``.
+        ultra_variance: ``"exact"`` (streaming equals one-shot statistics) or ``"official"``.
         seed: seeds shuffling and label sampling.
     """
 
@@ -88,6 +100,15 @@ class EditConfig:
     nscl_gamma: float = 0.5
     nscl_early_stop: float = 0.05
     eigh_dtype: Literal["float64", "float32"] = "float64"
+    # --- UltraEdit (ultra_*) ---
+    ultra_modules: Literal["preset", "pattern"] = "preset"
+    ultra_lr: float = 1e-6
+    ultra_lambda: float = 1.0
+    ultra_batch_size: int = 10
+    ultra_token: Literal["ans", "all"] = "ans"
+    ultra_normalizer: Literal["shape", "module"] = "shape"
+    ultra_variance: Literal["exact", "official"] = "exact"
+    # --- end UltraEdit ---
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +126,16 @@ class EditConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        # --- UltraEdit (ultra_*) ---
+        for name, allowed in (("ultra_modules", ("preset", "pattern")), ("ultra_token", ("ans", "all")),
+                              ("ultra_normalizer", ("shape", "module")),
+                              ("ultra_variance", ("exact", "official"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("ultra_lr", "ultra_lambda", "ultra_batch_size"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        # --- end UltraEdit ---
 
     def with_(self, **changes: Any) -> EditConfig:
         """A copy with some fields changed."""

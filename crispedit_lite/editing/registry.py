@@ -36,6 +36,7 @@ __all__ = ["EDITOR_MODULES", "STATISTICS", "EditJob", "Editor", "editor_names", 
 # batch and the sequential variant of one method.
 EDITOR_MODULES: tuple[str, ...] = (
     "crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl",
+    "ultraedit",
 )
 
 STATISTICS: dict[str, str] = {

@@ -62,7 +62,9 @@ def merge_kfac(parts: Sequence[KFACFactors] | Sequence[Mapping[str, KFACFactors]
 
     (CrispEdit Alg. 2; an approximation: the K-FAC of a union of data sets is not
     :math:`\bar{\mathbf A}\otimes\bar{\mathbf S}`). Accepts a sequence of :class:`KFACFactors` or
-    of ``{module: KFACFactors}`` dicts with the same keys. Derived in notebook ``07_sequential_editing``.
+    of ``{module: KFACFactors}`` dicts with the same keys. Parts whose metadata name different
+    ``approx`` (expand factors are about :math:`R` times smaller than reduce ones) or ``labels``
+    modes raise ``ValueError``. Derived in notebook ``07_sequential_editing``.
     """
     if len(parts) == 0:
         raise ValueError("merge_kfac needs at least one set of factors")
@@ -72,6 +74,13 @@ def merge_kfac(parts: Sequence[KFACFactors] | Sequence[Mapping[str, KFACFactors]
             if list(p) != keys:
                 raise ValueError(f"merge_kfac: part {i} has modules {list(p)}, expected {keys}")
         return {k: merge_kfac([p[k] for p in parts]) for k in keys}
+    for key in ("approx", "labels"):  # expand/reduce differ in scale; label modes in meaning
+        tagged = [(i, p.meta[key]) for i, p in enumerate(parts) if p.meta.get(key) is not None]
+        clash = [(i, v) for i, v in tagged if v != tagged[0][1]]
+        if clash:
+            raise ValueError(
+                f"merge_kfac: part {tagged[0][0]} has {key}={tagged[0][1]!r} but part {clash[0][0]} "
+                f"has {key}={clash[0][1]!r}; factors of different {key} cannot be averaged")
     for i, p in enumerate(parts):
         if p.A.shape != parts[0].A.shape or p.S.shape != parts[0].S.shape:
             raise ValueError(f"merge_kfac: part {i} has factor shapes {tuple(p.A.shape)}, "

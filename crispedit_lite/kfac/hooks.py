@@ -36,94 +36,19 @@ Derived in notebook ``04_kfac_step_by_step``; persisted with :mod:`crispedit_lit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from crispedit_lite.kfac.backward import Approx, LabelMode, LossName, _backward_vectors, _loss_terms
+from crispedit_lite.kfac.checkpoint import KFACSums
 from crispedit_lite.kfac.factors import KFACFactors
 from crispedit_lite.kfac.modules import _forward, _is_conv1d, resolve_modules
 
-__all__ = ["collect_kfac", "resolve_modules"]
-
-LabelMode = Literal["true", "sampled", "type2"]
-Approx = Literal["expand", "reduce"]
-LossName = Literal["cross_entropy", "mse"]
-
-
-def _loss_terms(
-    pred: Tensor, target: Tensor, causal: bool, loss: LossName, ignore_index: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Align predictions with targets; return (pred, target, valid) with one loss term per position."""
-    if causal:
-        # position r predicts token r + 1; the last position has no target
-        target = torch.cat(
-            [target[:, 1:], torch.full_like(target[:, :1], ignore_index)], dim=1
-        )
-    if loss == "cross_entropy":
-        if pred.shape[:-1] != target.shape:
-            raise ValueError(
-                f"cross-entropy targets of shape {tuple(target.shape)} do not match predictions "
-                f"{tuple(pred.shape)} (expected targets of shape {tuple(pred.shape[:-1])})"
-            )
-        valid = target != ignore_index
-    else:
-        if pred.shape != target.shape:
-            raise ValueError(f"MSE targets {tuple(target.shape)} != predictions {tuple(pred.shape)}")
-        valid = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
-    return pred, target, valid
-
-
-def _backward_vectors(
-    pred: Tensor,
-    target: Tensor,
-    valid: Tensor,
-    loss: LossName,
-    labels: LabelMode,
-    generator: torch.Generator,
-    max_type2_classes: int,
-) -> Iterable[Tensor]:
-    """Yield the gradients w.r.t. ``pred`` to backpropagate, one per backward pass."""
-    mask = valid.unsqueeze(-1).to(pred.dtype)
-    p = pred.detach().to(torch.promote_types(pred.dtype, torch.float32))
-    if loss == "cross_entropy":
-        probs = torch.softmax(p, dim=-1)
-        if labels == "type2":
-            n_cls = pred.shape[-1]
-            if n_cls > max_type2_classes:
-                raise ValueError(
-                    f"labels='type2' needs one backward pass per class ({n_cls}); "
-                    f"raise max_type2_classes above {max_type2_classes} if you mean it"
-                )
-            sqrt_p = probs.sqrt()
-            for c in range(n_cls):
-                col = -sqrt_p[..., c : c + 1] * probs  # sqrt(p_c) (e_c - p)
-                col[..., c] += sqrt_p[..., c]
-                yield (col * mask).to(pred.dtype)
-            return
-        if labels == "true":
-            y = torch.where(valid, target, torch.zeros_like(target))
-        else:
-            flat = probs.reshape(-1, probs.shape[-1]).cpu()
-            y = torch.multinomial(flat, 1, generator=generator).reshape(target.shape)
-            y = y.to(pred.device)
-        onehot = torch.nn.functional.one_hot(y, pred.shape[-1]).to(p.dtype)
-        yield ((probs - onehot) * mask).to(pred.dtype)  # d/dz of the summed CE
-        return
-    # MSE with loss term ||f - y||^2 per position: Hessian 2 I
-    if labels == "type2":
-        eye = torch.eye(pred.shape[-1], device=pred.device, dtype=p.dtype) * (2.0**0.5)
-        for c in range(pred.shape[-1]):
-            yield (eye[c].expand_as(p) * mask).to(pred.dtype)
-        return
-    if labels == "true":
-        y = target.to(p.dtype)
-    else:
-        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-        y = p + noise * (0.5**0.5)
-    yield (2.0 * (p - y) * mask).to(pred.dtype)
+__all__ = ["accumulate_kfac", "collect_kfac", "resolve_modules"]
 
 
 def collect_kfac(
@@ -145,7 +70,8 @@ def collect_kfac(
 
     Args:
         model: the network; its parameters are frozen for the duration (restored afterwards), so the
-            backward pass stops at the lowest hooked layer.
+            backward pass stops at the lowest hooked layer. Its layers may live on several devices
+            (``device_map``): each layer's sums are accumulated on its own device.
         module_names: names from ``model.named_modules()`` of ``nn.Linear`` (or HF ``Conv1D``) layers.
         batches: either mappings with ``input_ids`` (and optionally ``attention_mask``, ``labels``) for
             a causal LM, whose targets are shifted by one; or ``(inputs, targets)`` pairs whose
@@ -162,8 +88,44 @@ def collect_kfac(
         total: length of ``batches`` for the progress bar, if it has no ``len``.
 
     Returns:
-        ``{module_name: KFACFactors}``; factors are accumulated in fp32 under bf16/fp16/fp32 models
-        (fp64 for fp64 models).
+        ``{module_name: KFACFactors}`` on the CPU; factors are accumulated in fp32 under
+        bf16/fp16/fp32 models (fp64 for fp64 models). :func:`accumulate_kfac` returns the sums.
+
+    Derived in notebook ``04_kfac_step_by_step``.
+    """
+    return accumulate_kfac(model, module_names, batches, labels=labels, approx=approx, loss=loss,
+                           ignore_index=ignore_index, seed=seed, model_id=model_id,
+                           max_type2_classes=max_type2_classes, progress=progress,
+                           total=total).to_factors()
+
+
+def accumulate_kfac(
+    model: nn.Module,
+    module_names: Sequence[str],
+    batches: Iterable[Any],
+    *,
+    labels: LabelMode = "true",
+    approx: Approx = "expand",
+    loss: LossName = "cross_entropy",
+    ignore_index: int = -100,
+    seed: int = 0,
+    model_id: str | None = None,
+    max_type2_classes: int = 1024,
+    progress: bool = True,
+    total: int | None = None,
+    resume: KFACSums | None = None,
+    on_batch: Callable[[KFACSums], None] | None = None,
+) -> KFACSums:
+    r"""The running sums behind :func:`collect_kfac` (same arguments), resumable batch by batch.
+
+    Args:
+        resume: sums of an earlier, interrupted run over the same ``batches``: its first
+            ``resume.batches`` batches are skipped, the sums continue from the saved ones and the
+            label sampler from its saved state, so the result is bit-identical to one pass.
+        on_batch: called with the live :class:`KFACSums` after every batch (e.g. to checkpoint).
+
+    Returns:
+        :class:`KFACSums` (:meth:`KFACSums.to_factors` divides by the term count).
 
     Derived in notebook ``04_kfac_step_by_step``.
     """
@@ -177,9 +139,30 @@ def collect_kfac(
     param = next(model.parameters())
     acc = torch.promote_types(param.dtype, torch.float32)  # fp32 under bf16/fp16, fp64 stays fp64
     generator = torch.Generator().manual_seed(seed)
-    acc_a = {n: None for n in modules}
-    acc_s = {n: None for n in modules}
-    count = 0
+    if model_id is None:
+        model_id = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    meta = {name: {"model_id": str(model_id), "module": name, "labels": labels, "approx": approx,
+                   "loss": loss, "ignore_index": ignore_index, "seed": seed,
+                   "model_dtype": str(param.dtype).replace("torch.", ""),
+                   "transposed": _is_conv1d(mod)} for name, mod in modules.items()}
+    sums = KFACSums(A={}, S={}, meta=meta)
+    for name, mod in modules.items():
+        (d_in, d_out), dev = _dims(mod), mod.weight.device
+        dev = dev if dev.type != "meta" else torch.device("cpu")  # offloaded: moved on first use
+        old_a = resume.A.get(name) if resume is not None else None
+        old_s = resume.S.get(name) if resume is not None else None
+        if old_a is not None and (old_a.shape != (d_in, d_in) or old_s.shape != (d_out, d_out)):
+            raise ValueError(f"resume: module {name!r} has sums of shapes {tuple(old_a.shape)}, "
+                             f"{tuple(old_s.shape)}; the layer needs ({d_in}, {d_in}), ({d_out}, {d_out})")
+        sums.A[name] = (old_a.to(dev, acc) if old_a is not None
+                        else torch.zeros(d_in, d_in, dtype=acc, device=dev))
+        sums.S[name] = (old_s.to(dev, acc) if old_s is not None
+                        else torch.zeros(d_out, d_out, dtype=acc, device=dev))
+    if resume is not None:
+        sums.count, sums.batches = int(resume.count), int(resume.batches)
+        if resume.rng is not None:
+            generator.set_state(resume.rng.clone())
+    skip = sums.batches
     state: dict[str, Any] = {}
 
     def make_hooks(name: str):
@@ -201,55 +184,60 @@ def collect_kfac(
         for p in model.parameters():
             p.requires_grad_(False)
         n_total = total if total is not None else (len(batches) if hasattr(batches, "__len__") else None)
-        for batch in tqdm(batches, total=n_total, disable=not progress, desc="K-FAC"):
+        for i, batch in enumerate(tqdm(batches, total=n_total, disable=not progress, desc="K-FAC")):
+            if i < skip:
+                continue  # done before the checkpoint
             state.clear()
             with torch.enable_grad():
                 pred, target, causal = _forward(model, batch)
                 pred, target, valid = _loss_terms(pred, target, causal, loss, ignore_index)
-                if not valid.any():
-                    continue
-                vecs = list(_backward_vectors(pred, target, valid, loss, labels, generator,
-                                              max_type2_classes))
-                for i, v in enumerate(vecs):
-                    pred.backward(v, retain_graph=i < len(vecs) - 1)
-            for name in modules:
-                a, gs = state[name]["a"], state[name]["g"]
-                if a.shape[:-1] != valid.shape:
-                    raise ValueError(
-                        f"module {name!r} sees inputs of shape {tuple(a.shape)}, whose leading dims "
-                        f"do not match the loss positions {tuple(valid.shape)}"
-                    )
-                a_rows, g_rows = _rows(a.to(acc), [g.to(acc) for g in gs], valid, approx)
-                acc_a[name] = _add(acc_a[name], a_rows.T @ a_rows)
-                acc_s[name] = _add(acc_s[name], sum(g.T @ g for g in g_rows))
-            if approx == "expand" or valid.ndim < 2:
-                count += int(valid.sum())
-            else:
-                count += int(valid.flatten(1).any(1).sum())
+                if valid.any():
+                    vecs = list(_backward_vectors(pred, target, valid, loss, labels, generator,
+                                                  max_type2_classes))
+                    for j, v in enumerate(vecs):
+                        pred.backward(v, retain_graph=j < len(vecs) - 1)
+            if valid.any():
+                _accumulate(sums, state, valid, approx, acc)
+            sums.batches += 1
+            if on_batch is not None:
+                sums.rng = generator.get_state()
+                on_batch(sums)
     finally:
         for h in handles:
             h.remove()
         for p, r in requires.items():
             p.requires_grad_(r)
         model.train(was_training)
-    if count == 0:
-        raise ValueError("collect_kfac saw no valid tokens: batches are empty or every label is ignored")
-    if model_id is None:
-        model_id = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    out = {}
-    for name, mod in modules.items():
-        meta = {
-            "model_id": str(model_id), "module": name, "labels": labels, "approx": approx,
-            "loss": loss, "ignore_index": ignore_index, "seed": seed,
-            "model_dtype": str(param.dtype).replace("torch.", ""), "transposed": _is_conv1d(mod),
-        }
-        out[name] = KFACFactors(A=(acc_a[name] / count).cpu(), S=(acc_s[name] / count).cpu(),
-                                n_tokens=count, meta=meta)
-    return out
+    sums.rng = generator.get_state()
+    return sums
 
 
-def _add(acc: Tensor | None, x: Tensor) -> Tensor:
-    return x if acc is None else acc + x
+def _dims(mod: nn.Module) -> tuple[int, int]:
+    """``(d_in, d_out)`` of a linear layer (Conv1D stores its weight as ``(d_in, d_out)``)."""
+    return (mod.weight.shape[0], mod.nf) if _is_conv1d(mod) else (mod.in_features, mod.out_features)
+
+
+def _accumulate(sums: KFACSums, state: dict[str, Any], valid: Tensor, approx: Approx,
+                acc: torch.dtype) -> None:
+    """Add one batch's terms to the sums, each on its module's device."""
+    for name in sums.A:
+        a, gs = state[name]["a"], state[name]["g"]
+        if a.shape[:-1] != valid.shape:
+            raise ValueError(
+                f"module {name!r} sees inputs of shape {tuple(a.shape)}, whose leading dims "
+                f"do not match the loss positions {tuple(valid.shape)}"
+            )
+        a_rows, g_rows = _rows(a.to(acc), [g.to(acc) for g in gs], valid.to(a.device), approx)
+        sums.A[name] = _add(sums.A[name], a_rows.T @ a_rows)
+        sums.S[name] = _add(sums.S[name], sum(g.T @ g for g in g_rows))
+    if approx == "expand" or valid.ndim < 2:
+        sums.count += int(valid.sum())
+    else:
+        sums.count += int(valid.flatten(1).any(1).sum())
+
+
+def _add(acc: Tensor, x: Tensor) -> Tensor:
+    return acc.to(x.device) + x  # a no-op move unless the sums were made elsewhere
 
 
 def _rows(a: Tensor, gs: list[Tensor], valid: Tensor, approx: Approx) -> tuple[Tensor, list[Tensor]]:

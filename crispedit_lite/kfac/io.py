@@ -1,9 +1,21 @@
-"""Save and load K-FAC factors: one safetensors file whose header carries JSON metadata and a checksum.
+r"""Save and load K-FAC factors: one safetensors file whose header carries JSON metadata and a checksum.
 
 Writes are atomic (a temporary file in the same directory, then ``os.replace``), so an interrupted
-run never leaves a half-written cache, and an existing cache is only replaced by a complete one.
-Loading checks the checksum and, when asked, that the cache was made for the requested settings.
-Derived in notebook ``04_kfac_step_by_step``; reused across runs by ``crispedit_lite.editing``.
+run (even ``kill -9``) never leaves a half-written cache, and an existing cache is only replaced by a
+complete one. Files are created with the permissions of a plain ``open`` (``0o666`` less the umask),
+so a cache shared by a group stays readable. The header states the normalisation: ``A`` and ``S``
+are second moments *divided by the number of terms* ``n_tokens``,
+
+.. math::
+
+    \mathbf A = \frac1T\sum_t \mathbf a_t\mathbf a_t^\top, \qquad
+    \mathbf S = \frac1T\sum_t \mathbf g_t\mathbf g_t^\top,
+
+so MEMIT and AlphaEdit can read ``A`` as their key covariance :math:`\mathbf C = \mathbb E[\mathbf k
+\mathbf k^\top]` (Meng et al. 2023, eq. 15; Fang et al. 2025) and rescale by ``n_tokens`` if they
+want the sum. Loading checks the checksum and, when asked, that the cache was made for the
+requested settings. Derived in notebook ``04_kfac_step_by_step``; reused across runs by
+``crispedit_lite.editing``.
 """
 
 from __future__ import annotations
@@ -12,7 +24,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +37,17 @@ from safetensors.torch import save_file
 
 from crispedit_lite.kfac.factors import KFACFactors
 
-__all__ = ["save_kfac", "load_kfac", "FORMAT_VERSION"]
+__all__ = ["save_kfac", "load_kfac", "atomic_save_tensors", "read_tensors", "file_lock",
+           "move_aside", "FORMAT_VERSION", "NORMALISATION"]
 
 FORMAT_VERSION = 1
+
+#: How ``A`` and ``S`` are normalised, by ``approx`` (written into every cache header).
+NORMALISATION = {
+    "expand": "per-token second moment, divided by the token count n_tokens",
+    "reduce": "per-sequence second moment (token-averaged inputs, token-summed output gradients), "
+              "divided by the sequence count n_tokens",
+}
 
 
 def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -38,31 +61,126 @@ def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                        metadata: Mapping[str, str]) -> Path:
+    """Write a safetensors file atomically (temp file, ``chmod 0o666 & ~umask``, ``os.replace``).
+
+    Derived in notebook ``04_kfac_step_by_step``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(dict(tensors), tmp, metadata=dict(metadata))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0o600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read every tensor of a safetensors file and the JSON header stored under ``field``.
+
+    Raises ``FileNotFoundError`` when absent and ``ValueError`` (naming the file and the reason)
+    when unreadable or lacking the header. Derived in notebook ``04_kfac_step_by_step``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no K-FAC file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(field)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    if raw is None:
+        raise ValueError(f"{path} has no {field} header: not a K-FAC file of this package")
+    try:
+        header = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: the {field} header is not valid JSON ({err})") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the {field} header is a {type(header).__name__}, expected an object")
+    return tensors, header
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    The operating system drops the lock when its holder dies (even by ``kill -9``), so a crashed
+    writer never blocks the next one. Without ``fcntl`` (Windows) nothing is locked.
+    Derived in notebook ``04_kfac_step_by_step``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield path
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def move_aside(path: str | os.PathLike, reason: str) -> Path:
+    """Rename an unusable file to ``<name>.corrupt-<UTC timestamp>`` and warn, naming both and why.
+
+    Returns the new path. Derived in notebook ``04_kfac_step_by_step``.
+    """
+    path = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, aside)
+    warnings.warn(f"{path} is unusable ({reason}); moved it to {aside.name} and recollecting",
+                  stacklevel=3)
+    return aside
+
+
 def save_kfac(factors: Mapping[str, KFACFactors], path: str | os.PathLike) -> Path:
     """Write ``{module: KFACFactors}`` to ``path`` (a ``.safetensors`` file), atomically.
 
+    Besides the JSON header, the file's safetensors metadata states ``normalisation``, ``approx``,
+    ``n_tokens``, ``dtype`` (of the stored factors) and ``model_dtype`` as plain strings.
     Returns the path written. Derived in notebook ``04_kfac_step_by_step``.
     """
     if not factors:
         raise ValueError("save_kfac: nothing to save (empty factors)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     modules: dict[str, Any] = {}
     for name, f in factors.items():
         tensors[f"{name}::A"] = f.A.detach().to("cpu", torch.float32).contiguous()
         tensors[f"{name}::S"] = f.S.detach().to("cpu", torch.float32).contiguous()
         modules[name] = {"n_tokens": int(f.n_tokens), "meta": f.meta}
-    header = {"format_version": FORMAT_VERSION, "modules": modules, "sha256": _checksum(tensors)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"crispedit_lite": json.dumps(header, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    first = next(iter(factors.values()))
+    approx = str(first.meta.get("approx", "expand"))
+    summary = {"normalisation": NORMALISATION.get(approx, NORMALISATION["expand"]),
+               "approx": approx, "n_tokens": str(int(first.n_tokens)), "dtype": "float32",
+               "model_dtype": str(first.meta.get("model_dtype", "unknown"))}
+    header = {"format_version": FORMAT_VERSION, "modules": modules, "sha256": _checksum(tensors),
+              **summary}
+    meta = {"crispedit_lite": json.dumps(header, sort_keys=True), **summary}
+    return atomic_save_tensors(tensors, path, meta)
 
 
 def load_kfac(
@@ -77,25 +195,19 @@ def load_kfac(
 
     Raises:
         FileNotFoundError: no cache at ``path``.
-        ValueError: not a crispedit-lite cache, corrupt (checksum), or metadata that does not match
-            ``expect``; the message names the module and the field.
+        ValueError: not a crispedit-lite cache, unreadable or truncated, corrupt (checksum), or
+            metadata that does not match ``expect``; the message names the file, module and field.
 
     Derived in notebook ``04_kfac_step_by_step``.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no K-FAC cache at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("crispedit_lite")
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
-    if raw is None:
-        raise ValueError(f"{path} has no crispedit_lite header: not a K-FAC cache of this package")
-    header = json.loads(raw)
+    tensors, header = read_tensors(path, "crispedit_lite")
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {header.get('format_version')} != {FORMAT_VERSION}")
+    if not isinstance(header.get("modules"), dict) or "sha256" not in header:
+        raise ValueError(f"{path}: the header lacks 'modules' or 'sha256'; the cache is corrupt")
     if _checksum(tensors) != header["sha256"]:
         raise ValueError(f"{path}: checksum mismatch, the cache is corrupt; delete it and recollect")
     expect = dict(expect or {})
@@ -106,6 +218,9 @@ def load_kfac(
             raise ValueError(f"{path}: cache lacks modules {missing}; it has {list(header['modules'])}")
     out = {}
     for name, info in header["modules"].items():
+        if not isinstance(info, dict) or not isinstance(info.get("meta"), dict) or \
+                f"{name}::A" not in tensors or f"{name}::S" not in tensors:
+            raise ValueError(f"{path}: module {name!r} has no factors or no metadata; corrupt cache")
         for key, value in expect.items():
             have = info["meta"].get(key)
             if have != value:
@@ -113,6 +228,9 @@ def load_kfac(
                     f"{path}: module {name!r} was collected with {key}={have!r}, requested {value!r}"
                 )
         if wanted is None or name in wanted:
-            out[name] = KFACFactors(A=tensors[f"{name}::A"], S=tensors[f"{name}::S"],
-                                    n_tokens=info["n_tokens"], meta=info["meta"])
+            try:
+                out[name] = KFACFactors(A=tensors[f"{name}::A"], S=tensors[f"{name}::S"],
+                                        n_tokens=int(info.get("n_tokens", 0)), meta=info["meta"])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: module {name!r}: {err}") from err
     return out

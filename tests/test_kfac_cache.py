@@ -1,0 +1,206 @@
+"""The capability K-FAC cache: self-healing, locking, permissions, key, checkpointed resumption."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+import time
+
+import pytest
+import torch
+from test_editing import CAP_TEXT, tiny_tokenizer
+
+import crispedit_lite.kfac.hooks as khooks
+from crispedit_lite.editing import cache_key, capability_factors
+from crispedit_lite.editing.kfac_cache import corpus_fingerprint
+from crispedit_lite.kfac import load_kfac, save_kfac
+from crispedit_lite.kfac.io import file_lock
+from crispedit_lite.models import random_init_model
+
+MODULES = ["model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"]
+TEXTS = [CAP_TEXT, "the dog runs", "a b c d e f g h", "the cat lies on the red house",
+         "berlin is a big city", "the river lies in the city"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture()
+def model():
+    return random_init_model("tiny-llama", seed=0)
+
+
+def _cap(model, tok, tmp_path, **kw):
+    kw = {"max_length": 64, "cache_dir": tmp_path, "progress": False, **kw}
+    return capability_factors(model, tok, MODULES, TEXTS, **kw)
+
+
+def _equal(f, g):
+    assert list(f) == list(g)
+    for m in f:
+        assert torch.equal(f[m].A, g[m].A) and torch.equal(f[m].S, g[m].S)
+        assert f[m].n_tokens == g[m].n_tokens
+
+
+# --- self-healing ------------------------------------------------------------------------------------
+
+
+def _flip_last_byte(path):
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _wrong_model(path):
+    f = load_kfac(path)
+    for x in f.values():
+        x.meta["model_id"] = "another-model"
+    save_kfac(f, path)
+
+
+@pytest.mark.parametrize("damage, reason", [(_flip_last_byte, "checksum mismatch"),
+                                            (_truncate, "not a readable safetensors"),
+                                            (_wrong_model, "collected with model_id='another-model'")])
+def test_unusable_cache_is_moved_aside_with_a_warning_and_recollected(model, tok, tmp_path,
+                                                                       damage, reason):
+    good, info = _cap(model, tok, tmp_path)
+    path = tmp_path / os.path.basename(info["cache"])
+    damage(path)
+    with pytest.warns(UserWarning, match=rf"{path.name} is unusable \(.*{reason}.*moved it to "
+                                         rf"{path.name}\.corrupt-\d{{8}}T"):
+        again, info2 = _cap(model, tok, tmp_path)
+    assert not info2["hit"]
+    _equal(again, good)
+    aside = list(tmp_path.glob(f"{path.name}.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() != path.read_bytes()
+    _, info3 = _cap(model, tok, tmp_path)  # the new entry is a clean hit
+    assert info3["hit"]
+
+
+# --- key, metadata, permissions ------------------------------------------------------------------------
+
+
+def test_cache_key_covers_dtype_approx_and_the_corpus():
+    base = dict(max_length=8, labels="true", seed=0)
+    k = cache_key("m", ["a"], ["x", "y"], **base)
+    assert k == cache_key("m", ["a"], ["x", "y"], **base, dtype="float32", approx="expand")
+    others = {cache_key("m", ["a"], ["x", "y"], **base, dtype="bfloat16"),
+              cache_key("m", ["a"], ["x", "y"], **base, approx="reduce"),
+              cache_key("m", ["a"], ["x\x00y"], **base),
+              cache_key("m", ["a"], ["y", "x"], **base)}
+    assert len(others | {k}) == 5
+    assert corpus_fingerprint(["a\x00b", "c"]) != corpus_fingerprint(["a", "b\x00c"])
+
+
+def test_dtype_and_approx_get_their_own_entries(model, tok, tmp_path):
+    _, a = _cap(model, tok, tmp_path)
+    _, b = _cap(model, tok, tmp_path, approx="reduce")
+    _, c = _cap(model.to(torch.float64), tok, tmp_path)
+    assert len({a["cache"], b["cache"], c["cache"]}) == 3 and not (b["hit"] or c["hit"])
+
+
+def test_entry_states_its_normalisation_in_the_metadata(model, tok, tmp_path):
+    from safetensors import safe_open
+
+    f, info = _cap(model, tok, tmp_path, approx="reduce")
+    with safe_open(info["cache"], framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["approx"] == "reduce" and meta["dtype"] == "float32"
+    assert meta["model_dtype"] == "float32" and int(meta["n_tokens"]) == len(TEXTS)  # sequences
+    assert "divided by the sequence count" in meta["normalisation"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_cache_files_respect_the_umask(model, tok, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        _, info = _cap(model, tok, tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(info["cache"]).st_mode) == mode
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+
+def test_second_process_waits_for_the_lock_then_hits(model, tok, tmp_path):
+    first, info = _cap(model, tok, tmp_path / "elsewhere")
+    path = tmp_path / os.path.basename(info["cache"])
+    out = {}
+    with file_lock(path.with_suffix(".lock")):  # "the first process" is collecting
+        worker = threading.Thread(target=lambda: out.update(r=_cap(model, tok, tmp_path)))
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and not path.exists()  # blocked, not collecting on its own
+        shutil.copy(info["cache"], path)  # the first process's entry appears
+    worker.join(60)
+    factors, info2 = out["r"]
+    assert info2["hit"]
+    _equal(factors, first)
+
+
+# --- checkpointed collection -------------------------------------------------------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("labels", ["true", "sampled"])
+def test_resumed_collection_equals_an_uninterrupted_one_exactly(model, tok, tmp_path, monkeypatch,
+                                                                 labels):
+    whole, _ = _cap(model, tok, tmp_path / "whole", labels=labels)
+    forward = khooks._forward
+    calls = {"n": 0}
+
+    def dies_in_batch_5(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Killed  # killed after 4 batches; the last checkpoint holds 2
+        return forward(*args)
+
+    monkeypatch.setattr(khooks, "_forward", dies_in_batch_5)
+    with pytest.raises(Killed):
+        _cap(model, tok, tmp_path, labels=labels, checkpoint_every=2)
+    assert len(list(tmp_path.glob("*.ckpt"))) == 1 and not list(tmp_path.glob("*.safetensors"))
+    calls["n"] = -100
+    resumed, info = _cap(model, tok, tmp_path, labels=labels, checkpoint_every=2)
+    assert info["resumed_from_batch"] == 4 and calls["n"] == -100 + len(TEXTS) - 4
+    _equal(resumed, whole)
+    assert not list(tmp_path.glob("*.ckpt"))  # removed once the entry is written
+
+
+def test_checkpoint_for_other_settings_is_set_aside(model, tok, tmp_path, monkeypatch):
+    forward = khooks._forward
+    calls = {"n": 0}
+
+    def dies(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Killed
+        return forward(*args)
+
+    monkeypatch.setattr(khooks, "_forward", dies)
+    with pytest.raises(Killed):
+        _cap(model, tok, tmp_path, checkpoint_every=3)
+    monkeypatch.setattr(khooks, "_forward", forward)
+    ckpt = next(tmp_path.glob("*.ckpt"))
+    shutil.copy(ckpt, tmp_path / "keep")
+    with pytest.warns(UserWarning, match="written with batch_size=1, now 2"):
+        got, info = _cap(model, tok, tmp_path, checkpoint_every=3, batch_size=2)
+    assert info["resumed_from_batch"] == 0
+    whole, _ = _cap(model, tok, tmp_path / "whole", batch_size=2)
+    _equal(got, whole)
+
+
+def test_checkpoint_every_must_be_positive(model, tok, tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
+        _cap(model, tok, tmp_path, checkpoint_every=0)

@@ -13,29 +13,48 @@ from torch import Tensor
 
 from crispedit_lite.projector import energy_rank
 
-__all__ = ["check_energy_rank", "check_dense_projector"]
+__all__ = ["check_gamma_for_tolerance", "check_dense_projector"]
 
 
-def check_energy_rank(my_energy_rank: Callable[[Tensor, float], int]) -> None:
-    r"""Exercise 3.1: ``my_energy_rank(eigenvalues, gamma)`` is the :math:`k` of CrispEdit eq. 3.
+def _gamma_for_tolerance(eigenvalues: Tensor, eps: float) -> float:
+    """Independent reference: a plain Python loop over the clamped eigenvalues."""
+    vals = [max(float(v), 0.0) for v in eigenvalues.tolist()]
+    total = sum(vals)
+    return sum(v for v in vals if v > eps) / total
 
-    Compared with :func:`crispedit_lite.projector.energy_rank` on hand-made and random spectra
-    (unsorted input, exact hits of :math:`\gamma`). Derived in notebook ``03_low_curvature_subspace``.
+
+def check_gamma_for_tolerance(fn: Callable[[Tensor, float], float]) -> None:
+    r"""Exercise 3.1: ``fn(eigenvalues, eps)``, the :math:`\gamma` at which the energy rule meets a tolerance.
+
+    To guarantee :math:`\Delta^\top\mathbf M\Delta\le\varepsilon\|\Delta\|^2` on the editable
+    subspace, every eigenvalue above :math:`\varepsilon` must be protected; the energy rule does
+    exactly that at
+
+    .. math::
+
+        \gamma(\varepsilon)=\frac{\sum_{i:\,\sigma_i>\varepsilon}\sigma_i}{\sum_i\sigma_i}
+
+    (eigenvalues in any order; negative round-off clamped to zero; "energy" is the trace, not squared
+    eigenvalues). Compared with a plain loop on hand-made and random spectra, including an
+    :math:`\varepsilon` equal to an eigenvalue. Derived in notebook ``03_low_curvature_subspace``.
     """
-    hand = torch.tensor([1.0, 4.0, 3.0, 2.0], dtype=torch.float64)
-    cases = [(hand, g) for g in (0.4, 0.41, 0.7, 0.95, 1.0)]
+    hand = torch.tensor([1.0, 4.0, 3.0, 2.0, -1e-12], dtype=torch.float64)
+    cases = [(hand, e) for e in (0.5, 2.0, 2.5, 3.999, 4.0)]
     g = torch.Generator().manual_seed(7)
-    for _ in range(5):
+    for _ in range(4):
         ev = torch.rand(30, generator=g, dtype=torch.float64) ** 4
-        cases += [(ev, gamma) for gamma in (0.5, 0.9, 0.99)]
-    for ev, gamma in cases:
-        want = energy_rank(ev, gamma)
-        got = int(my_energy_rank(ev.clone(), gamma))
-        assert got == want, (
-            f"for eigenvalues {ev.tolist()[:6]}... and gamma={gamma}: expected k={want}, got {got}. "
-            "Sort descending, take the cumulative sum over the total, and return the first r "
-            "(counting from 1) whose ratio is >= gamma"
-        )
+        cases += [(ev, float(e)) for e in (ev.max() * 1e-3, ev.median(), ev.max() * 0.5)]
+    for ev, eps in cases:
+        want = _gamma_for_tolerance(ev, eps)
+        got = float(fn(ev.clone(), eps))
+        assert 0.0 <= got <= 1.0 + 1e-12, f"gamma is a fraction of the total curvature, got {got}"
+        squares = float((ev.clamp_min(0)[ev > eps] ** 2).sum() / (ev.clamp_min(0) ** 2).sum())
+        if abs(got - squares) < 1e-9 and abs(want - squares) > 1e-9:
+            raise AssertionError("energy is the sum of eigenvalues (the trace), not of their squares")
+        assert abs(got - want) < 1e-9, (
+            f"for eigenvalues {[round(v, 4) for v in ev.tolist()[:6]]}... and eps={eps:.4g}: expected "
+            f"gamma={want:.6f}, got {got:.6f}. Protect every eigenvalue strictly above eps; gamma is their "
+            "share of the sum of all (clamped) eigenvalues")
     print("correct")
 
 

@@ -6,13 +6,15 @@ when it is right. Derived in notebook ``04_kfac_step_by_step``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crispedit_lite.curvature import gauss_newton_matrix
 
-__all__ = ["check_commutation", "check_single_example", "check_output_factors"]
+__all__ = ["check_commutation", "check_single_example", "check_exact_output_block"]
 
 
 def check_commutation(P: Tensor, d_out: int, d_in: int) -> None:
@@ -66,28 +68,54 @@ def check_single_example(
     print("correct")
 
 
-def check_output_factors(S_true: Tensor, S_type2: Tensor, logits: Tensor, y: Tensor) -> None:
-    r"""Exercise 4.3: output-layer factors from the logits alone.
+def _dense_output_block(a: Tensor, logits: Tensor) -> Tensor:
+    """Independent reference: per example, J^T H J with the Jacobian of W -> W a from autograd."""
+    a, logits = a.double(), logits.double()
+    d_out, d_in = logits.shape[1], a.shape[1]
+    G = torch.zeros(d_out * d_in, d_out * d_in, dtype=torch.float64)
+    W = torch.zeros(d_out, d_in, dtype=torch.float64)
+    for t in range(len(a)):
+        J = torch.autograd.functional.jacobian(lambda w, t=t: w @ a[t], W).reshape(d_out, -1)
+        p = torch.softmax(logits[t], -1)
+        G += J.T @ (torch.diag(p) - torch.outer(p, p)) @ J
+    return G / len(a)
+
+
+def check_exact_output_block(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    r"""Exercise 4.3: ``fn(a, logits)`` is the exact Gauss-Newton block of the output layer.
+
+    For the output layer :math:`\mathbf s_t=\mathbf W\mathbf a_t` are the logits, so
+    :math:`\boldsymbol\Gamma_t=\mathrm{diag}(\mathbf p_t)-\mathbf p_t\mathbf p_t^\top` and
 
     .. math::
 
-        \mathbf S_{\rm true} = \tfrac1N\textstyle\sum_n (\mathbf p_n-\mathbf e_{y_n})
-        (\mathbf p_n-\mathbf e_{y_n})^\top, \qquad
-        \mathbf S_{\rm type2} = \tfrac1N\textstyle\sum_n
-        \mathrm{diag}(\mathbf p_n)-\mathbf p_n\mathbf p_n^\top.
+        \mathbf G_{\mathbf W}=\frac1T\sum_t\boldsymbol\Gamma_t\otimes\mathbf a_t\mathbf a_t^\top
 
-    Derived in notebook ``04_kfac_step_by_step``.
+    in PyTorch's row-major order (the mean of Kronecker products, not K-FAC's Kronecker product of
+    means). Compared with a dense :math:`\mathbf J^\top\mathbf H\mathbf J` built from autograd
+    Jacobians, on random inputs. Derived in notebook ``04_kfac_step_by_step``.
     """
-    p = torch.softmax(logits.detach().double(), -1)
-    r = p - F.one_hot(y, p.shape[-1]).double()
-    want_true = r.T @ r / len(y)
-    want_type2 = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)
-    S_true, S_type2 = torch.as_tensor(S_true).double(), torch.as_tensor(S_type2).double()
-    assert S_true.shape == want_true.shape, f"S must be {tuple(want_true.shape)}"
-    assert torch.allclose(S_true, want_true, atol=1e-5), (
-        "S_true: average the outer products of p - onehot(y) (the gradient of the *summed* CE)"
-    )
-    assert torch.allclose(S_type2, want_type2, atol=1e-5), (
-        "S_type2: average the softmax Hessians diag(p) - p p^T; no labels are needed"
-    )
+    g = torch.Generator().manual_seed(4)
+    for T, d_in, C in ((7, 3, 4), (1, 2, 3), (12, 4, 2)):
+        a = torch.randn(T, d_in, generator=g, dtype=torch.float64)
+        logits = 2 * torch.randn(T, C, generator=g, dtype=torch.float64)
+        want = _dense_output_block(a, logits)
+        got = torch.as_tensor(fn(a.clone(), logits.clone())).double()
+        n = C * d_in
+        assert got.shape == (n, n), (
+            f"the block of a ({C}, {d_in}) weight is ({n}, {n}), got {tuple(got.shape)}")
+        p = torch.softmax(logits, -1)
+        S = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)
+        kfac = torch.kron(S, a.T @ a / T)
+        if T > 1 and torch.allclose(got, kfac, atol=1e-9) and not torch.allclose(want, kfac, atol=1e-9):
+            raise AssertionError("that is K-FAC's kron(S, A), the Kronecker product of the means; the exact "
+                                 "block is the mean of the per-example Kronecker products")
+        swapped = sum(torch.kron(torch.outer(x, x), torch.diag(q) - torch.outer(q, q))
+                      for x, q in zip(a, p)) / T
+        if torch.allclose(got, swapped, atol=1e-9) and not torch.allclose(want, swapped, atol=1e-9):
+            raise AssertionError("the order is column-major: PyTorch's W.reshape(-1) is row-major, so the "
+                                 "output factor comes first, kron(Gamma_t, a_t a_t^T)")
+        assert torch.allclose(got, want, atol=1e-9), (
+            f"wrong for T={T}, d_in={d_in}, C={C}: average over examples kron(diag(p_t) - p_t p_t^T, "
+            "a_t a_t^T) (a mean, not a sum)")
     print("correct")

@@ -6,26 +6,31 @@ when it is right. Derived in notebook ``10_reproduce_qwen2_5_1_5b``.
 
 from __future__ import annotations
 
-from crispedit_lite import costs
+import hashlib
+
 from crispedit_lite.editing import EditConfig
 
 __all__ = ["check_qwen_factor_bytes", "check_qwen_seq_config"]
+
+_SHA = "3081bcf339189a85b61cf9238137357b2fa8346d2d26e57befa113f9b13354ee"  # the expected integer
 
 
 def check_qwen_factor_bytes(n_bytes: int) -> None:
     r"""Exercise 10.1: fp32 bytes of the K-FAC factors of Qwen-2.5-1.5B's three edited ``down_proj``.
 
     Per layer :math:`A` is :math:`d_{in}\times d_{in}` and :math:`S` is :math:`d_{out}\times d_{out}`
-    (:math:`d_{in}=8960`, :math:`d_{out}=1536`), 4 bytes each; layers 4, 5 and 6.
+    (:math:`d_{in}=8960`, :math:`d_{out}=1536`), 4 bytes each; layers 4, 5 and 6. The expected
+    integer is stored as a SHA-256 digest.
     Derived in notebook ``10_reproduce_qwen2_5_1_5b``.
     """
-    s = costs.DOWN_PROJ_SHAPES["Qwen-2.5-1.5B"]
-    per_layer = 4 * (s.d_in**2 + s.d_out**2)
+    d_in, d_out = 8960, 1536
+    per_layer = 4 * (d_in**2 + d_out**2)
     got = int(n_bytes)
     assert got != per_layer, "that is one layer; CrispEdit edits three on Qwen-2.5-1.5B (4, 5, 6)"
-    assert got != 3 * (s.d_in**2 + s.d_out**2), "count 4 bytes per fp32 entry"
-    assert got != 3 * 4 * (s.d_in * s.d_out), "the factors are square: d_in^2 and d_out^2, not d_in*d_out"
-    assert got == 3 * per_layer, f"3 layers x 4 bytes x (d_in^2 + d_out^2), d_in={s.d_in}, d_out={s.d_out}"
+    assert got != 3 * (d_in**2 + d_out**2), "count 4 bytes per fp32 entry"
+    assert got != 3 * 4 * (d_in * d_out), "the factors are square: d_in^2 and d_out^2, not d_in*d_out"
+    assert hashlib.sha256(str(got).encode()).hexdigest() == _SHA, (
+        "3 layers x 4 bytes x (d_in^2 + d_out^2), d_in = 8960, d_out = 1536")
     print("correct")
 
 

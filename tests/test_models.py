@@ -195,3 +195,65 @@ def test_embedded_model_shapes_padding_and_cache(smollm2):
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp
     w = "model.layers.20.mlp.down_proj.weight"
     assert torch.equal(dict(again.named_parameters())[w], dict(model.named_parameters())[w])
+
+
+# ----------------------------------------------------------------------------- device_map
+
+
+def _device_map(model) -> dict[str, str]:
+    names = ["model.embed_tokens", *[f"model.layers.{i}" for i in range(len(model.model.layers))],
+             "model.norm", "model.rotary_emb", "lm_head"]
+    return dict.fromkeys(names, "cpu")
+
+
+def test_load_model_device_map_and_kfac_projectors_ftm_through_accelerate_hooks(tmp_path):
+    """Every entry "cpu", but dispatched with accelerate's hooks: the multi-device code path."""
+    from accelerate import dispatch_model
+    from test_editing import CAP_TEXT, REQUESTS
+    from test_editing import tiny_tokenizer as word_tokenizer
+
+    from crispedit_lite.batches import tokenize_capability, tokenize_edits
+    from crispedit_lite.editing import build_projectors, train_edits
+    from crispedit_lite.kfac import collect_kfac
+    from crispedit_lite.optim import ProjectedAdam
+
+    random_init_model("tiny-llama", seed=3).save_pretrained(tmp_path)
+    word_tokenizer().save_pretrained(tmp_path)
+    plain, tok = load_model(str(tmp_path))
+    mapped, _ = load_model(str(tmp_path), device_map=_device_map(plain))
+    assert {p.device.type for p in mapped.parameters()} == {"cpu"} and not mapped.training
+    dispatch_model(mapped, _device_map(mapped), force_hooks=True)  # one device: hooks forced
+    assert set(mapped.hf_device_map.values()) == {"cpu"}
+    assert hasattr(mapped.model.layers[2], "_hf_hook") and not hasattr(plain.model.layers[2], "_hf_hook")
+    modules = ["model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"]
+    batches = tokenize_capability([CAP_TEXT, "the dog runs"], tok, max_length=64, batch_size=2)
+    for labels in ("true", "sampled"):
+        fp = collect_kfac(plain, modules, batches, labels=labels, progress=False)
+        fm = collect_kfac(mapped, modules, batches, labels=labels, progress=False)
+        for m in modules:
+            assert fm[m].A.device.type == "cpu" and fm[m].n_tokens == fp[m].n_tokens
+            torch.testing.assert_close(fm[m].A, fp[m].A, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(fm[m].S, fp[m].S, rtol=1e-6, atol=1e-7)
+    weights = {}
+    for model in (plain, mapped):
+        projectors, _ = build_projectors(model, fp, 0.9)
+        params = [model.get_submodule(m).weight for m in modules]
+        assert all(projectors[w].U_in.device == w.device for w in params)
+        for p in model.parameters():
+            p.requires_grad_(any(p is w for w in params))
+        opt = ProjectedAdam(params, projectors, lr=1e-2)
+        log = train_edits(model, REQUESTS, lambda b: tokenize_edits(b, tok), opt, epochs=2,
+                          batch_size=2, progress=False)
+        assert log.steps > 0
+        weights[model is mapped] = [w.detach().clone() for w in params]
+    for a, b in zip(weights[False], weights[True]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(weights[True][0], dict(random_init_model("tiny-llama", seed=3)
+                                                  .named_parameters())[modules[0] + ".weight"])
+
+
+def test_load_model_device_map_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"give device \('cuda'\) or device_map \('auto'\), not both"):
+        load_model(str(tmp_path), device="cuda", device_map="auto")
+    with pytest.raises(ValueError, match="device_map must be None, a dict .* got 'everywhere'"):
+        load_model(str(tmp_path), device_map="everywhere")

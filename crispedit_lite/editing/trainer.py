@@ -61,7 +61,7 @@ def ft_m_loss(model: nn.Module, batch: dict[str, Tensor], per_sample: bool = Fal
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
     logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
-    labels = batch["labels"].to(device)[:, 1:]
+    labels = batch["labels"].to(logits.device)[:, 1:]  # the last layer's device under a device_map
     logits = logits[:, :-1].float()
     tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                           ignore_index=-100, reduction="none").view_as(labels)

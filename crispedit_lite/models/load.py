@@ -22,6 +22,8 @@ from crispedit_lite.models.presets import SHAPE_PRESETS
 
 __all__ = ["load_model", "prepare_tokenizer", "random_init_model"]
 
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
     """Right padding; a missing pad token becomes the EOS token (no new token, no resizing).
@@ -41,6 +43,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[nn.Module, Any]:
     """Load ``(model, tokenizer)``: the embedded model, a local directory, or a Hugging Face hub id.
 
@@ -49,7 +52,12 @@ def load_model(
             ``save_pretrained``, or a hub id (downloaded by transformers into the Hugging Face
             cache).
         dtype: parameter dtype (the paper loads bf16 for CrispEdit, fp32 for plain fine-tuning).
-        device: where to put the model.
+        device: where to put the model (leave at ``"cpu"`` when giving ``device_map``).
+        device_map: spread the layers over several devices through transformers/accelerate:
+            ``"auto"`` (also ``"balanced"``, ``"balanced_low_0"``, ``"sequential"``) fills the
+            visible GPUs in order, a dict maps module names to devices (``{"model.layers.0":
+            0, ..., "lm_head": 1}``). Each layer then computes, accumulates its K-FAC factors and
+            holds its projector on its own device. ``None``: the whole model on ``device``.
         cache_dir: cache root for the embedded model (see :func:`cache_root`); for a hub id,
             passed on to ``from_pretrained`` as its ``cache_dir`` when given.
 
@@ -72,7 +80,14 @@ def load_model(
         source = name
         if cache_dir is not None:
             kw["cache_dir"] = str(cache_dir)
-    if str(device) != "cpu":
+    if device_map is not None:
+        if str(device) != "cpu":
+            raise ValueError(f"give device ({device!r}) or device_map ({device_map!r}), not both")
+        if not (isinstance(device_map, dict) or device_map in _DEVICE_MAPS):
+            raise ValueError(f"device_map must be None, a dict of module -> device, or one of "
+                             f"{list(_DEVICE_MAPS)}; got {device_map!r}")
+        kw["device_map"] = device_map
+    elif str(device) != "cpu":
         kw["device_map"] = str(device)  # load straight onto the accelerator (needs accelerate)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
@@ -85,8 +100,9 @@ def load_model(
             f"could not load model {name!r} from the Hugging Face hub{why}. Use a local "
             f"directory, or the embedded {sorted(EMBEDDED_MODELS)}. Cause: {err}"
         ) from err
-    model.to(device).eval()
-    return model, prepare_tokenizer(tokenizer)
+    if device_map is None:
+        model.to(device)
+    return model.eval(), prepare_tokenizer(tokenizer)
 
 
 def random_init_model(

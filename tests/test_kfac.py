@@ -222,3 +222,15 @@ def test_bad_inputs_are_named():
         KFACFactors(A=torch.ones(2, 3), S=torch.eye(2), n_tokens=3)
     with pytest.raises(ValueError, match="at least one"):
         merge_kfac([])
+
+
+def test_merge_refuses_mixed_approx_or_labels():
+    eye = torch.eye(2)
+    base = KFACFactors(A=eye, S=eye, n_tokens=3, meta={"approx": "expand", "labels": "true"})
+    red = KFACFactors(A=eye, S=eye, n_tokens=3, meta={"approx": "reduce", "labels": "true"})
+    smp = KFACFactors(A=eye, S=eye, n_tokens=3, meta={"approx": "expand", "labels": "sampled"})
+    with pytest.raises(ValueError, match="part 0 has approx='expand' but part 1 has approx='reduce'"):
+        merge_kfac([base, red])
+    with pytest.raises(ValueError, match="part 0 has labels='true' but part 2 has labels='sampled'"):
+        merge_kfac([base, base, smp])
+    assert merge_kfac([base, KFACFactors(A=eye, S=eye, n_tokens=1)]).n_tokens == 4  # untagged: allowed

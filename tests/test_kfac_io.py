@@ -94,3 +94,67 @@ def test_header_is_plain_json(tmp_path):
     assert header["format_version"] == kio.FORMAT_VERSION and len(header["sha256"]) == 64
     with pytest.raises(ValueError, match="nothing to save"):
         save_kfac({}, tmp_path / "e.safetensors")
+
+
+def test_header_states_the_normalisation_for_covariance_readers(tmp_path):
+    from safetensors import safe_open
+
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["normalisation"] == kio.NORMALISATION["expand"]
+    assert "divided by the token count" in meta["normalisation"]
+    assert meta["n_tokens"] == "123" and meta["approx"] == "expand" and meta["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_files_get_0666_less_the_umask(tmp_path, umask, mode):
+    import stat
+
+    old = os.umask(umask)
+    try:
+        path = save_kfac(factors(), tmp_path / "k.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_malformed_headers_are_value_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    t = {"m::A": torch.eye(2), "m::S": torch.eye(2)}
+    for raw, match in [("{not json", "not valid JSON"), ("[1, 2]", "is a list"),
+                       (json.dumps({"format_version": 1}), "lacks 'modules' or 'sha256'")]:
+        p = tmp_path / "bad.safetensors"
+        save_file(t, str(p), metadata={"crispedit_lite": raw})
+        with pytest.raises(ValueError, match=match):
+            load_kfac(p)
+    header = {"format_version": 1, "sha256": kio._checksum(t), "modules": {"m": {"n_tokens": 0,
+                                                                                "meta": {}}}}
+    save_file(t, str(p), metadata={"crispedit_lite": json.dumps(header)})
+    with pytest.raises(ValueError, match=r"bad.safetensors: module 'm': .*n_tokens must be positive"):
+        load_kfac(p)
+
+
+def test_move_aside_renames_and_warns(tmp_path):
+    p = tmp_path / "k.safetensors"
+    p.write_text("junk")
+    with pytest.warns(UserWarning, match=r"k.safetensors is unusable \(because\); moved it to "
+                                         r"k.safetensors.corrupt-"):
+        aside = kio.move_aside(p, "because")
+    assert not p.exists() and aside.read_text() == "junk"
+
+
+def test_file_lock_excludes_a_second_holder(tmp_path):
+    import fcntl
+
+    with kio.file_lock(tmp_path / "x.lock"):
+        fd = os.open(tmp_path / "x.lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / "x.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+    os.close(fd)

@@ -204,3 +204,40 @@ def test_checkpoint_for_other_settings_is_set_aside(model, tok, tmp_path, monkey
 def test_checkpoint_every_must_be_positive(model, tok, tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
         _cap(model, tok, tmp_path, checkpoint_every=0)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import crispedit_lite.kfac.hooks as khooks
+from test_editing import tiny_tokenizer
+from test_kfac_cache import MODULES, TEXTS
+from crispedit_lite.editing import capability_factors
+from crispedit_lite.models import random_init_model
+forward, calls = khooks._forward, [0]
+def dies(*args):
+    calls[0] += 1
+    if calls[0] == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return forward(*args)
+khooks._forward = dies
+capability_factors(random_init_model("tiny-llama", seed=0), tiny_tokenizer(), MODULES, TEXTS,
+                   max_length=64, cache_dir=sys.argv[1], progress=False, checkpoint_every=2)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_collection_resumes_from_the_last_checkpoint(model, tok, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert len(list(tmp_path.glob("*.ckpt"))) == 1 and not list(tmp_path.glob("*.safetensors"))
+    resumed, info = _cap(model, tok, tmp_path, checkpoint_every=2)  # the dead holder's lock is gone
+    assert info["resumed_from_batch"] == 2
+    whole, _ = _cap(model, tok, tmp_path / "whole")
+    _equal(resumed, whole)

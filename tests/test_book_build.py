@@ -323,3 +323,42 @@ def test_mathjax_cdn_fallback_kicks_in_without_the_local_copy(built_book, chromi
     dom = _soup(_dump_dom(chromium, broken / (_toc_files()[0] + ".html"), tmp_path))
     fallback = dom.find(id="mathjax-cdn-fallback")
     assert fallback is not None and fallback["src"].startswith("https://cdn.jsdelivr.net/npm/mathjax@3")
+
+
+DIAGRAM_PAGE = "book/diagrams"
+_PROBE_JS = """
+const srcs = %s; const out = {}; let n = 0;
+function done() {
+  if (++n === srcs.length) document.getElementById('sizes').textContent = JSON.stringify(out);
+}
+srcs.forEach(s => { const im = new Image();
+  im.onload = () => { out[s] = [im.naturalWidth, im.naturalHeight]; done(); };
+  im.onerror = () => { out[s] = [0, 0]; done(); }; im.src = s; });
+"""
+
+
+@pytest.mark.browser
+def test_diagram_page_shows_every_figure_in_chromium(built_book, chromium, tmp_path):
+    """Every diagram on the pictures page is a captioned figure whose SVG Chromium decodes."""
+    page = _page(built_book, DIAGRAM_PAGE)
+    dom = _soup(_dump_dom(chromium, page, tmp_path))
+    figures = dom.select("figure")
+    srcs = [img.get("src", "") for fig in figures for img in fig.find_all("img")]
+    assert len(srcs) >= 4 and all(s.endswith(".svg") for s in srcs), f"{DIAGRAM_PAGE}: figures {srcs}"
+    for fig in figures:
+        img, caption = fig.find("img"), fig.find("figcaption")
+        assert img.get("alt", "").strip(), f"{DIAGRAM_PAGE}: {img.get('src')} has no alt text"
+        assert caption is not None and len(caption.get_text(" ").split()) >= 10, (
+            f"{DIAGRAM_PAGE}: {img.get('src')} has no caption"
+        )
+    # a probe page beside it loads each SVG as an image and records the decoded size
+    probe = page.parent / "_diagram_probe.html"
+    probe.write_text(
+        f"<html><body><pre id='sizes'></pre><script>{_PROBE_JS % json.dumps(srcs)}</script></body></html>",
+        encoding="utf-8",
+    )
+    sizes = json.loads(_soup(_dump_dom(chromium, probe, tmp_path)).find(id="sizes").get_text() or "{}")
+    missing = set(srcs) - set(sizes)
+    assert not missing, f"{DIAGRAM_PAGE}: Chromium did not finish loading {missing}"
+    broken = [s for s, (w, h) in sizes.items() if w < 400 or h < 100]
+    assert not broken, f"{DIAGRAM_PAGE}: Chromium could not draw {broken}: {sizes}"

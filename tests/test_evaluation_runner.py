@@ -27,7 +27,9 @@ def test_before_and_after(monkeypatch):
             rec("capital of italy ?", "paris", "w1 w2 ?", "w3 ?", "london")]
     kw = dict(proxy_texts=TEXTS, probes=[("capital of france ?", "paris")], max_new_tokens=5, progress=False)
     before = evaluate_run(model, tok, reqs, base=None, **kw)
-    assert set(before["metrics"]) == {"wild", "teacher_forced", "proxies"}
+    assert set(before["metrics"]) == {"wild", "teacher_forced", "probability", "proxies", "side_by_side"}
+    assert before["metrics"]["wild"]["decoding"] == "official"  # no chat template
+    assert before["metrics"]["wild"]["base_answers"]["official"] == before["state"]["pre_edit_locality"]
     assert before["metrics"]["proxies"]["kl_to_base"] == 0.0
     assert set(before["state"]["pre_edit_locality"]["qa"]) == {"city ?", "w3 ?"}
     json.dumps(before["metrics"])  # JSON-ready
@@ -43,7 +45,8 @@ def test_before_and_after(monkeypatch):
     assert after["metrics"]["proxies"]["kl_to_base"] > 0.0
     ppl_before = before["metrics"]["proxies"]["perplexity"]
     assert after["metrics"]["proxies"]["perplexity"] != pytest.approx(ppl_before)
-    assert after["state"]["pre_edit_locality"] is before["state"]["pre_edit_locality"]
+    assert after["state"]["pre_edit_locality"] == before["state"]["pre_edit_locality"]
+    assert "base_answers" not in after["metrics"]["wild"]  # only the unedited model's are kept
     assert "probe_accuracy" in after["metrics"]["proxies"]
     with pytest.raises(ValueError, match="unknown evaluation"):
         evaluate_run(model, tok, reqs, ["wild", "bleu"])

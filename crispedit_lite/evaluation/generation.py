@@ -6,11 +6,14 @@ WILD decoding (Yang et al. 2025; CrispEdit App. E, dossier §9.1) is greedy,
 
     \hat y_t = \arg\max_v\, p_\theta(v \mid x, \hat y_{<t}), \qquad t = 1, \dots, T_{\max} = 40,
 
-stopping at ``"."``, a newline or EOS. Prompts of a batch are **left**-padded, so that every row's
-next token sits in the last column; transformers derives position ids from the attention mask, so a
-batched row decodes as the same prompt decoded alone (checked in the tests). The tokenizer's
-``padding_side`` and ``pad_token`` are restored afterwards. Unlike the official code we keep the KV
-cache on (``use_cache=True``): greedy decoding is the same, only faster.
+stopping at ``"."``, a newline or EOS. With ``stop_after_first_token=True`` (the "robust" decoding
+of :mod:`~crispedit_lite.evaluation.decoding`) stop strings count only after the first non-blank
+character, so a model that opens its answer with a blank line is not cut to ``""``. Prompts of a
+batch are **left**-padded, so that every row's next token sits in the last column; transformers
+derives position ids from the attention mask, so a batched row decodes as the same prompt decoded
+alone (checked in the tests). The tokenizer's ``padding_side`` and ``pad_token`` are restored
+afterwards. Unlike the official code we keep the KV cache on (``use_cache=True``): greedy decoding is
+the same, only faster.
 
 Teacher-forced batches (:func:`pad_right`) are **right**-padded, so positions need no correction.
 
@@ -89,11 +92,15 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torc
 class _StopOnStrings:
     """Per-row stopping criterion: the decoded continuation contains a stop string."""
 
-    def __init__(self, tokenizer: Any, prompt_width: int, stop_strings: Sequence[str]):
+    def __init__(self, tokenizer: Any, prompt_width: int, stop_strings: Sequence[str],
+                 after_first_token: bool = False):
         self.tokenizer, self.prompt_width, self.stop_strings = tokenizer, prompt_width, tuple(stop_strings)
+        self.after_first_token = after_first_token
 
     def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        if self.after_first_token:
+            texts = [t.lstrip() for t in texts]
         done = [any(s in t for s in self.stop_strings) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -107,6 +114,8 @@ def greedy_generate(
     stop_strings: Sequence[str] = STOP_STRINGS,
     batch_size: int = 16,
     progress: bool = False,
+    stop_after_first_token: bool = False,
+    raw: bool = False,
 ) -> list[str]:
     """Greedy continuations of ``prompts``, cut at the first stop string or EOS, stripped.
 
@@ -118,6 +127,11 @@ def greedy_generate(
         prompts: the fully formatted prompts. max_new_tokens: the WILD budget (40).
         stop_strings: text stops besides EOS. batch_size: prompts per ``generate`` call.
         progress: show a tqdm bar over batches.
+        stop_after_first_token: apply the stop strings only after the first non-blank character
+            (leading whitespace is dropped from the answer). raw: return each continuation as
+            decoded up to EOS, neither cut at a stop string nor stripped (generation still stops at
+            one); ``raw=True, stop_strings=()`` gives the whole greedy continuation, from which
+            every stop rule's answer can be read off (:func:`~.text.truncate_at_stop`).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -153,13 +167,15 @@ def greedy_generate(
                 enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
                 enc = {k: v.to(device) for k, v in enc.items()}
                 width = enc["input_ids"].shape[1]
-                stop = StoppingCriteriaList([_StopOnStrings(tokenizer, width, stop_strings)])
+                stop = StoppingCriteriaList([_StopOnStrings(tokenizer, width, stop_strings,
+                                                            stop_after_first_token)])
                 out = model.generate(**enc, generation_config=config, stopping_criteria=stop)
                 for row, i in enumerate(batch):
                     new = out[row, width:].tolist()
                     cut = next((j for j, t in enumerate(new) if t in eos), len(new))
                     text = tokenizer.decode(new[:cut], skip_special_tokens=True)
-                    answers[i] = truncate_at_stop(text, stop_strings)
+                    answers[i] = text if raw else truncate_at_stop(
+                        text, stop_strings, after_first_token=stop_after_first_token)
     finally:
         model.train(was_training)
     return answers

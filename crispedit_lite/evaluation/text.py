@@ -75,7 +75,8 @@ def contains_match(prediction: str, gold: str | Sequence[str]) -> float:
     return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in golds))
 
 
-def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS) -> str:
+def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS, *,
+                     after_first_token: bool = False) -> str:
     r"""Cut ``text`` at the first occurrence of any stop string and strip surrounding whitespace.
 
     The official code stops generation when the text *ends* with a stop string and then strips that
@@ -84,8 +85,15 @@ def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS) -> s
     An answer that starts with a stop string (a model that opens with a newline) becomes ``""``,
     as in the official code.
 
+    With ``after_first_token=True`` (the "robust" WILD decoding) the leading whitespace is skipped
+    first and stop strings count only from the first non-blank character on:
+    ``truncate_at_stop("\n\nThe answer is: Hamlet.", after_first_token=True) ==
+    "The answer is: Hamlet"``, where the official rule gives ``""``.
+
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
+    if after_first_token:
+        text = text.lstrip()
     cut = len(text)
     for stop in stop_strings:
         if not stop:

@@ -22,7 +22,10 @@ the judge's "contains the gold target" criterion. Locality is reported two ways:
 official code computes, an *absolute* accuracy) and ``loc_agreement`` = the fraction of locality
 prompts on which the edited model's answer equals the *pre-edit* model's answer after SQuAD
 normalisation (what "unchanged elsewhere" means; needs the pre-edit generations, see
-:func:`pre_edit_locality`).
+:func:`pre_edit_locality`). ``decoding`` picks the paper's decoding (``"official"``) or the one for
+small instruct models (``"robust"``: chat template in the QA context, stop strings after the first
+non-blank character; :mod:`~crispedit_lite.evaluation.decoding`); by default the robust one when the
+tokenizer has a chat template.
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
@@ -34,45 +37,22 @@ from typing import Any
 
 from torch import nn
 
+from crispedit_lite.evaluation.decoding import (
+    CHAT_SYSTEM_PROMPT,
+    CONTEXTS,
+    QA_TEMPLATE,
+    decoding_settings,
+    format_prompt,
+    resolve_decodings,
+)
 from crispedit_lite.evaluation.generation import greedy_generate
 from crispedit_lite.evaluation.records import locality_pairs, record_text
 from crispedit_lite.evaluation.text import STOP_STRINGS, contains_match, exact_match, normalize_answer
 
 __all__ = ["QA_TEMPLATE", "CHAT_SYSTEM_PROMPT", "CONTEXTS", "format_prompt", "pre_edit_locality",
-           "locality_agreement", "wild_evaluate"]
-
-#: The "QA context" template of WILD (``qa_inst`` in the CrispEdit code).
-QA_TEMPLATE = "Please answer the question:\n\nQ: {question}\nA:"
-#: System prompt of the ``"chat"`` context (``chat_temp`` in the CrispEdit code).
-CHAT_SYSTEM_PROMPT = "You are a helpful, respectful and honest assistant."
-#: Context name -> template; ``"none"`` passes the prompt verbatim; ``"chat"`` wraps the QA template
-#: in the tokenizer's chat template after :data:`CHAT_SYSTEM_PROMPT`.
-CONTEXTS: dict[str, str] = {"qa": QA_TEMPLATE, "none": "{question}", "chat": QA_TEMPLATE}
+           "locality_agreement", "wild_evaluate", "wild_generate"]
 
 Judge = Callable[[str, str, str], float]
-
-
-def format_prompt(question: str, context: str, tokenizer: Any = None) -> str:
-    """The model input for ``question`` in a WILD context (``"qa"``, ``"none"`` or ``"chat"``).
-
-    ``"chat"`` needs the ``tokenizer`` (with a chat template); a BOS token that the template writes
-    and the tokenizer would add again is dropped from the text, so the prompt has one BOS.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
-    if context not in CONTEXTS:
-        raise ValueError(f"unknown WILD context {context!r}; expected one of {sorted(CONTEXTS)}")
-    text = CONTEXTS[context].format(question=question)
-    if context != "chat":
-        return text
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError("WILD context 'chat' needs a tokenizer with a chat template")
-    messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": text}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and tokenizer.bos_token_id in tokenizer("x").input_ids:
-        text = text[len(bos) :]
-    return text
 
 
 def _check_contexts(contexts: Sequence[str], tokenizer: Any) -> list[str]:
@@ -84,6 +64,28 @@ def _check_contexts(contexts: Sequence[str], tokenizer: Any) -> list[str]:
     return contexts
 
 
+def _one_decoding(decoding: str | None, tokenizer: Any) -> str:
+    if decoding == "both" or not (decoding is None or isinstance(decoding, str)):
+        raise ValueError("decoding: one WILD decoding ('official' or 'robust') or None, "
+                         f"got {decoding!r}")
+    return resolve_decodings(decoding, tokenizer)[0]
+
+
+def wild_generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], context: str, *,
+                  decoding: str | None = None, **kwargs: Any) -> tuple[list[str], list[str]]:
+    """``(inputs, answers)``: the WILD inputs of ``questions`` in ``context`` and the greedy answers.
+
+    ``decoding``: ``"official"``, ``"robust"`` or ``None`` (robust when the tokenizer has a chat
+    template); ``kwargs`` go to :func:`~.generation.greedy_generate`.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    decoding = _one_decoding(decoding, tokenizer)
+    inputs = [format_prompt(q, context, tokenizer, decoding) for q in questions]
+    stop_first = decoding_settings(decoding, tokenizer)["stop_after_first_token"]
+    return inputs, greedy_generate(model, tokenizer, inputs, stop_after_first_token=stop_first, **kwargs)
+
+
 def pre_edit_locality(
     model: nn.Module,
     tokenizer: Any,
@@ -93,10 +95,12 @@ def pre_edit_locality(
     max_new_tokens: int = 40,
     batch_size: int = 16,
     progress: bool = False,
+    decoding: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """Greedy answers of the *unedited* model to every locality prompt, for ``loc_agreement``.
 
-    Run it before editing (or on the base model) and pass the result to :func:`wild_evaluate`.
+    Run it before editing (or on the base model) and pass the result to :func:`wild_evaluate`
+    with the same ``decoding``.
 
     Returns:
         ``{context: {locality prompt: answer}}`` (JSON-serialisable; keyed by prompt text, so it
@@ -107,8 +111,8 @@ def pre_edit_locality(
     prompts = list(dict.fromkeys(p for i, r in enumerate(requests) for p, _ in locality_pairs(r, i)))
     out: dict[str, dict[str, str]] = {}
     for c in _check_contexts(contexts, tokenizer):
-        answers = greedy_generate(model, tokenizer, [format_prompt(p, c, tokenizer) for p in prompts],
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        _, answers = wild_generate(model, tokenizer, prompts, c, decoding=decoding,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
         out[c] = dict(zip(prompts, answers))
     return out
 
@@ -139,6 +143,7 @@ def wild_evaluate(
     pre_edit_locality: Mapping[str, Mapping[str, str]] | None = None,
     progress: bool = True,
     fallback: str = "exact_match",
+    decoding: str | None = None,
 ) -> dict[str, Any]:
     """WILD Rel / Gen / Loc of an (edited) model over edit records, with every answer kept.
 
@@ -154,6 +159,8 @@ def wild_evaluate(
         pre_edit_locality: output of :func:`pre_edit_locality`; enables ``loc_agreement``.
         progress: tqdm bars during generation. fallback: the scorer without a judge,
             ``"exact_match"`` (the official code's) or ``"contains"`` (:func:`~.text.contains_match`).
+        decoding: ``"official"`` (the paper's), ``"robust"`` or ``None`` (robust when the tokenizer
+            has a chat template); see :mod:`~crispedit_lite.evaluation.decoding`.
 
     Returns:
         ``{"settings": ..., "scores": {context: {"rel", "gen", "loc", "loc_agreement", "rel_em",
@@ -167,6 +174,7 @@ def wild_evaluate(
     if fallback not in ("exact_match", "contains"):
         raise ValueError(f"fallback must be 'exact_match' or 'contains', got {fallback!r}")
     contexts = _check_contexts(contexts, tokenizer)
+    decoding = _one_decoding(decoding, tokenizer)
     requests = list(requests)
     if not requests:
         raise ValueError("wild_evaluate: no requests")
@@ -194,9 +202,9 @@ def wild_evaluate(
     ]
     scores: dict[str, dict[str, Any]] = {}
     for c in contexts:
-        inputs = [format_prompt(q, c, tokenizer) for _, _, q, _ in items]
-        answers = greedy_generate(model, tokenizer, inputs, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, progress=progress)
+        inputs, answers = wild_generate(model, tokenizer, [q for _, _, q, _ in items], c,
+                                        decoding=decoding, max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, progress=progress)
         per_record: list[dict[str, Any]] = [{"rel": None, "gen": None, "loc": []} for _ in requests]
         acc: dict[str, list[float]] = {f"{k}{suffix}": [] for suffix in ("", "_em", "_contains")
                                        for k in ("rel", "gen", "loc")}
@@ -229,6 +237,6 @@ def wild_evaluate(
         "contexts": contexts, "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "stop_strings": [*STOP_STRINGS, "<eos>"], "n_records": len(requests),
         "scorer": getattr(judge, "name", "llm_judge") if judge is not None else fallback,
-        "loc_agreement": pre_edit_locality is not None,
+        "loc_agreement": pre_edit_locality is not None, **decoding_settings(decoding, tokenizer),
     }
     return {"settings": settings, "scores": scores, "records": records}

@@ -61,7 +61,7 @@ def check_penalized_loss(
         out = fn(model, base, xe, ye, xc, lam)
         assert isinstance(out, Tensor) and out.numel() == 1, (
             "return a scalar tensor (so that it can be backpropagated)")
-        got = float(out)
+        got = float(out.detach())
         if lam and abs(got - reverse_kl) < 1e-6 * max(1.0, abs(want)) and abs(want - reverse_kl) > 1e-6:
             raise AssertionError("the penalty uses KL(p_model || p_base); the constraint is "
                                  "KL(p_base || p_model): average sum_c p0_c (log p0_c - log p_c)")

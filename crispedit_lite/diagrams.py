@@ -15,16 +15,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-from crispedit_lite.energy import energy_threshold  # noqa: E402
+from crispedit_lite.energy import energy_threshold
 
 __all__ = ["DIAGRAMS", "crispedit_seq_diagram", "kfac_hooks_diagram", "kronecker_mask_diagram",
            "reproduction_diagram", "save_all"]

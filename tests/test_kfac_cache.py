@@ -241,3 +241,13 @@ def test_kill_9_during_collection_resumes_from_the_last_checkpoint(model, tok, t
     assert info["resumed_from_batch"] == 2
     whole, _ = _cap(model, tok, tmp_path / "whole")
     _equal(resumed, whole)
+
+
+def test_build_projectors_refuses_offloaded_weights(model, tok, tmp_path):
+    from crispedit_lite.editing import build_projectors
+
+    f, _ = _cap(model, tok, tmp_path)
+    projectors, _ = build_projectors(model, f, 0.9)
+    assert all(p.U_in.device == w.device for w, p in projectors.items())
+    with pytest.raises(ValueError, match=r"module 'model.layers.1.mlp.down_proj' is offloaded"):
+        build_projectors(random_init_model("tiny-llama", device="meta"), f, 0.9)

@@ -46,6 +46,8 @@ class KFACSums:
         batches: number of batches consumed so far (including batches without valid tokens).
         rng: ``torch.Generator.get_state()`` of the label sampler after those batches, or ``None``.
         meta: ``{module: metadata}`` that :meth:`to_factors` attaches (JSON-serialisable).
+
+    Derived in notebook ``04_kfac_step_by_step``.
     """
 
     A: dict[str, Tensor]

@@ -41,7 +41,7 @@ __all__ = ["PARAMETERS", "PAPER_MODELS", "repo_root", "resolve_path", "config_fr
 #: The parameters of the reproduction notebooks, as ``reproduce/*.yaml`` sets them.
 PARAMETERS = ("MODEL", "DATASET", "DATA_PATH", "N_EDITS", "METHOD", "GAMMA", "N_CAPABILITY", "LAYERS",
               "SEQUENTIAL", "CHUNK_SIZE", "JUDGE", "RUN_LM_EVAL", "RESULTS_DIR", "SEED", "DEVICE",
-              "DTYPE", "EPOCHS", "BATCH_SIZE")
+              "DTYPE", "EPOCHS", "BATCH_SIZE", "CONFIG")
 
 #: The paper's models and the tables they fill (CrispEdit Table 2: edited ``down_proj`` layers).
 PAPER_MODELS: dict[str, dict[str, Any]] = {
@@ -100,10 +100,11 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
     Wikipedia capability text, 512-token texts) applies when ``MODEL`` is one of :data:`PAPER_MODELS`,
     the CPU preset (:func:`~crispedit_lite.editing.cpu_config`: offline capability text, 128 tokens)
     otherwise. Either way ``GAMMA`` (:math:`\gamma`), ``N_CAPABILITY`` (:math:`n`), ``LAYERS``,
-    ``CHUNK_SIZE``, ``EPOCHS``, ``BATCH_SIZE`` and ``SEED`` override the preset, and ``METHOD`` with
+    ``CHUNK_SIZE``, ``EPOCHS``, ``BATCH_SIZE``, ``SEED`` and the optional ``CONFIG`` (a mapping of
+    other :class:`~crispedit_lite.editing.EditConfig` fields) override the preset, and ``METHOD`` with
     ``SEQUENTIAL`` gives the method. Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    missing = [k for k in PARAMETERS if k not in params]
+    missing = [k for k in PARAMETERS if k not in params and k != "CONFIG"]  # CONFIG is optional
     if missing:
         raise ValueError(f"reproduction parameters lack {missing}")
     method = _method(params)
@@ -111,6 +112,10 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
                    chunk_size=int(params["CHUNK_SIZE"]), epochs=int(params["EPOCHS"]),
                    batch_size=int(params["BATCH_SIZE"]), seed=int(params["SEED"]),
                    layers=None if params["LAYERS"] is None else tuple(int(i) for i in params["LAYERS"]))
+    extra = params.get("CONFIG") or {}  # optional: other EditConfig fields (e.g. LoRA-Seq's lr)
+    if not isinstance(extra, Mapping):
+        raise ValueError(f"parameter CONFIG must be a mapping of EditConfig fields, got {extra!r}")
+    changes.update(extra)
     if str(params["MODEL"]) in PAPER_MODELS:
         dataset = str(params["DATASET"])
         if dataset not in _PAPER_DATASETS:

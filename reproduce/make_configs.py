@@ -35,11 +35,20 @@ ZSRE_10K = "data/zsre_mend_10k.json"
 DATASETS = ("zsre", "counterfact", "wikibigedit")
 LABEL = {"zsre": "ZsRE", "counterfact": "CounterFact", "wikibigedit": "WikiBigEdit",
          "crispedit": "CrispEdit", "crispedit_seq": "CrispEdit-Seq", "ft": "FT", "locbf_ft": "LocBF-FT",
-         "lora": "LoRA", "adam_nscl": "Adam-NSCL"}
+         "lora": "LoRA", "adam_nscl": "Adam-NSCL", "memit": "MEMIT", "alphaedit": "AlphaEdit",
+         "ultraedit": "UltraEdit", "ft_seq": "FT-Sequential", "lora_seq": "LoRA-Sequential"}
 QWEN_LABEL = {"crispedit": "CrispEdit (Batch)", "crispedit_seq": "CrispEdit (Seq)"}
 BASELINES = ("ft", "locbf_ft", "lora", "adam_nscl")
+# Table 1 rows run in chunks, as the paper's runs did (dossier: MEMIT and UltraEdit in sequential
+# batches of 32 edits, AlphaEdit in batches of 100, FT-/LoRA-Sequential in chunks of 100; LoRA-Seq with
+# EasyEdit's LoRA settings: 70 steps per chunk, lr 5e-3). The method runs as its sequential form.
+SEQ_BASELINES: dict[str, dict[str, Any]] = {
+    "memit": {"CHUNK_SIZE": 32}, "alphaedit": {"CHUNK_SIZE": 100}, "ultraedit": {"CHUNK_SIZE": 32},
+    "ft_seq": {"CHUNK_SIZE": 100}, "lora_seq": {"CHUNK_SIZE": 100, "EPOCHS": 70, "CONFIG": {"lr": 5e-3}},
+}
+CLOSED_FORM = ("memit", "alphaedit", "ultraedit")  # their own layers: the editor's model preset
 FP32 = ("ft", "locbf_ft")  # the official code trains these in fp32 (dossier §8.5)
-CAPABILITY = ("crispedit", "crispedit_seq", "adam_nscl")
+CAPABILITY = ("crispedit", "crispedit_seq", "adam_nscl", "memit", "alphaedit")
 BEGIN, END = "<!-- cells:begin (written by reproduce/make_configs.py) -->", "<!-- cells:end -->"
 
 # Throughputs behind the estimates (one H100/H200-class GPU, bf16; not measured here; an A100 takes
@@ -82,15 +91,20 @@ def estimate(model: str, method: str, dataset: str, n_edits: int, n_capability: 
 
 def cell(name: str, regenerates: str, *, model: str, dataset: str, method: str, gamma: float,
          n_capability: int, n_edits: int = 3000, data_path: str | None = None,
-         same_as: str | None = None) -> tuple[str, str]:
+         same_as: str | None = None, sequential: bool | None = None,
+         extra: dict[str, Any] | None = None) -> tuple[str, str]:
     """``(file name, yaml text)`` of one cell group."""
+    seq = method in ("crispedit_seq", "ft_seq", "lora_seq") if sequential is None else sequential
     params: dict[str, Any] = {
         "MODEL": model, "DATASET": dataset, "DATA_PATH": data_path or DATA[dataset], "N_EDITS": n_edits,
-        "METHOD": method, "GAMMA": gamma, "N_CAPABILITY": n_capability, "LAYERS": LAYERS[model],
-        "SEQUENTIAL": method == "crispedit_seq", "CHUNK_SIZE": 100, "JUDGE": True, "RUN_LM_EVAL": True,
+        "METHOD": method, "GAMMA": gamma, "N_CAPABILITY": n_capability,
+        "LAYERS": None if method in CLOSED_FORM else LAYERS[model],
+        "SEQUENTIAL": seq, "CHUNK_SIZE": 100, "JUDGE": True, "RUN_LM_EVAL": True,
         "RESULTS_DIR": f"results/{name}", "SEED": 0, "DEVICE": "cuda",
         "DTYPE": "float32" if method in FP32 else "bfloat16", "EPOCHS": 25, "BATCH_SIZE": 32,
+        "CONFIG": {},
     }
+    params.update(extra or {})
     memory, time = estimate(model, method, dataset, n_edits, n_capability)
     nb = NB[model]
     header = [
@@ -110,6 +124,10 @@ def cell(name: str, regenerates: str, *, model: str, dataset: str, method: str, 
 
 
 def _yaml(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, dict):  # flow style; {} for an empty mapping
+        return "{" + ", ".join(f"{k}: {_yaml(x)}" for k, x in v.items()) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, list):
@@ -146,18 +164,28 @@ def cells() -> list[tuple[str, str]]:
                 what += "; Table 7, n = 0 (no projection)"
             out.append(cell(f"table1_{ds}_{suffix}", what, model=LLAMA, dataset=ds, method=method,
                             gamma=g, n_capability=n))
-    for method in ("crispedit", "locbf_ft", "adam_nscl"):
+        for method, extra in SEQ_BASELINES.items():
+            n, g = _paper_nd(LLAMA, method, ds)
+            chunks = f"in chunks of {extra['CHUNK_SIZE']} edits, as the paper's run"
+            out.append(cell(f"table1_{ds}_{method}",
+                            f"Table 1, {LABEL[ds]}, {LABEL[method]} row ({chunks}); Table 3, same row",
+                            model=LLAMA, dataset=ds, method=method, gamma=g, n_capability=n,
+                            sequential=True, extra=extra))
+    for method in ("crispedit", "locbf_ft", "adam_nscl", "alphaedit", "ultraedit"):
         n, g = (1000, 0.7) if method != "adam_nscl" else (10_000, 0.7)
+        extra = SEQ_BASELINES.get(method)
         out.append(cell(f"table4_zsre10k_{method}", f"Table 4 (10,000 ZsRE edits), {LABEL[method]} row",
                         model=LLAMA, dataset="zsre", method=method, gamma=g, n_capability=n,
-                        n_edits=10_000, data_path=ZSRE_10K))
+                        n_edits=10_000, data_path=ZSRE_10K, sequential=True if extra else None, extra=extra))
     for ds in DATASETS:
-        for method in ("crispedit", "crispedit_seq", "ft", "locbf_ft", "adam_nscl"):
+        for method in ("crispedit", "crispedit_seq", "ft", "locbf_ft", "adam_nscl", "alphaedit",
+                       "ultraedit"):
             n, g = _paper_nd(QWEN, method, ds)
             label = QWEN_LABEL.get(method, LABEL[method])
             what = f"Table 5 (Qwen-2.5-1.5B), {LABEL[ds]}, {label} row"
+            extra = SEQ_BASELINES.get(method)
             out.append(cell(f"table5_qwen_{ds}_{method}", what, model=QWEN, dataset=ds, method=method,
-                            gamma=g, n_capability=n))
+                            gamma=g, n_capability=n, sequential=True if extra else None, extra=extra))
     for n in (10, 50, 100, 500, 1000, 10_000, 50_000, 100_000):
         same = "table8_zsre_gamma0.9" if n == 10_000 else None
         out.append(cell(f"table7_n{n}", f"Table 7 (capability-set size, ZsRE, gamma = 0.9), n = {n:,} row",

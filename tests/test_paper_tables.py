@@ -274,7 +274,7 @@ def test_reproduce_configs_are_generated():
 def test_reproduce_configs_hold_the_paper_settings():
     yaml = pytest.importorskip("yaml")
     load = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "reproduce").glob("*.yaml")}
-    assert len(load) == 65
+    assert len(load) == 88
     c = load["table1_zsre_crispedit"]
     assert (c["MODEL"], c["DATASET"], c["N_EDITS"], c["METHOD"], c["GAMMA"], c["N_CAPABILITY"], c["LAYERS"]) \
         == (LLAMA, "zsre", 3000, "crispedit", 0.7, 10_000, [19, 20, 21, 22, 23])
@@ -294,10 +294,22 @@ def test_reproduce_configs_hold_the_paper_settings():
             load["table5_qwen_zsre_crispedit_seq"]["GAMMA"]) == (30, 0.995)
     assert load["table7_n500"]["N_CAPABILITY"] == 500 and load["table7_n500"]["GAMMA"] == 0.9
     assert load["table8_counterfact_gamma0.95"]["GAMMA"] == 0.95
+    # the closed-form and sequential baselines run in the paper's chunks, on their own layer presets
+    m = load["table1_zsre_memit"]
+    assert (m["METHOD"], m["SEQUENTIAL"], m["CHUNK_SIZE"], m["LAYERS"]) == ("memit", True, 32, None)
+    a = load["table1_counterfact_alphaedit"]
+    assert (a["METHOD"], a["SEQUENTIAL"], a["CHUNK_SIZE"], a["GAMMA"]) == ("alphaedit", True, 100, 0.9)
+    assert load["table1_wikibigedit_ultraedit"]["CHUNK_SIZE"] == 32
+    ls = load["table1_zsre_lora_seq"]
+    assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"], ls["CONFIG"]) == ("lora_seq", True, 70, {"lr": 5e-3})
+    assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
+    assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
+            "table5_qwen_wikibigedit_ultraedit"} <= set(load)
     keys = set(c)
     for name, cfg in load.items():
         assert set(cfg) == keys, name
-        assert cfg["RESULTS_DIR"] == f"results/{name}" and cfg["EPOCHS"] == 25 and cfg["BATCH_SIZE"] == 32
+        epochs = 70 if name.endswith("lora_seq") else 25
+        assert cfg["RESULTS_DIR"] == f"results/{name}" and cfg["EPOCHS"] == epochs and cfg["BATCH_SIZE"] == 32
         text = (ROOT / "reproduce" / f"{name}.yaml").read_text()
         assert "(estimate" in text and f"-f reproduce/{name}.yaml" in text
 

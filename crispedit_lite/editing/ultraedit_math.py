@@ -37,7 +37,7 @@ R^{d_{\rm out}}`. Stacked as rows, :math:`\mathbf K` is ``(T, d_in)`` and :math:
    MEMIT's update with the preserved-key covariance replaced by :math:`\mathbf I` (official code:
    :math:`\lambda=1`, :math:`\eta=10^{-6}`).
 
-Everything here runs in float64. Derived in notebook ``08_one_framework``.
+Everything here runs in float64, on the device of its inputs. Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class LifelongNormalizer:
         if self.variance == "official" and m < 2:
             raise ValueError("variance='official' needs at least 2 rows per update (the batch's "
                              "unbiased variance is undefined for one row)")
+        if self.mean.device != z.device:  # the statistics live where the features do
+            self.mean, self.m2 = self.mean.to(z.device), self.m2.to(z.device)
         bmean = z.mean(0)
         bm2 = ((z - bmean) ** 2).sum(0)
         if self.variance == "official":
@@ -112,13 +114,13 @@ class LifelongNormalizer:
         if self.variance == "official":
             return (self.m2 / (self.n - 1 + self.eps)).clamp_min(0).sqrt()
         if self.n < 2:
-            return torch.zeros(self.size, dtype=_F64)
+            return torch.zeros(self.size, dtype=_F64, device=self.mean.device)
         return (self.m2 / (self.n - 1)).sqrt()
 
     def normalize(self, z: Tensor) -> Tensor:
         r""":math:`(\mathbf z-\boldsymbol\mu)/(\boldsymbol\sigma+\epsilon)`, row by row (float64)."""
         z = _rows(z, "features z", self.size)
-        return (z - self.mean) / (self.std + self.eps)
+        return (z - self.mean.to(z.device)) / (self.std.to(z.device) + self.eps)
 
 
 def pseudo_values(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, lr: float) -> Tensor:
@@ -159,7 +161,7 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
     if keys.shape[0] != values.shape[0]:
         raise ValueError(f"keys and values need one row per token: {keys.shape[0]} vs "
                          f"{values.shape[0]}")
-    gram = keys.T @ keys + lam * torch.eye(keys.shape[1], dtype=_F64)
+    gram = keys.T @ keys + lam * torch.eye(keys.shape[1], dtype=_F64, device=keys.device)
     return torch.cholesky_solve(keys.T @ values, torch.linalg.cholesky(gram))
 
 

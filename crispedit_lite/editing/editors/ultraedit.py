@@ -113,8 +113,8 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
     One forward pass with a hook on every module; the loss is the mean cross-entropy of the batch's
     target tokens (:func:`~crispedit_lite.editing.trainer.ft_m_loss`) and
     :math:`\mathbf g_t=\partial\mathcal L/\partial\mathbf s_t` comes from ``torch.autograd.grad``
-    (no ``.grad`` is left behind). Returns ``{module: (K, G)}``, float64 on the CPU, one row per
-    recorded position. Derived in notebook ``08_one_framework``.
+    (no ``.grad`` is left behind). Returns ``{module: (K, G)}``, float64 on the model's device, one
+    row per recorded position. Derived in notebook ``08_one_framework``.
     """
     from crispedit_lite.editing.trainer import ft_m_loss
 
@@ -146,7 +146,7 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
         for name, mod in mods.items():
             mod.weight.requires_grad_(flags[name])
     mask = _positions(batch, token).to(grads[0].device)
-    return {name: (keys[name][mask].to("cpu", torch.float64), g[mask].to("cpu", torch.float64))
+    return {name: (keys[name][mask].to(torch.float64), g[mask].to(torch.float64))
             for name, g in zip(modules, grads, strict=True)}
 
 

@@ -3,28 +3,71 @@ r"""One edit experiment end to end: load, evaluate before, edit, evaluate after,
 The command line (``python -m crispedit_lite edit``) and the reproduction notebooks
 (``09_reproduce_llama3_8b``, ``10_reproduce_qwen2_5_1_5b``) are thin wrappers around
 :func:`run_experiment`, so a notebook run and a CLI run with the same settings are the same run.
+Every check that can fail on the settings alone (evaluations, dtype, where the JSON goes, the edit
+data, the capability text) runs before the model is loaded, so a mistake costs seconds, not the
+minutes of loading an 8B model, and a refused run writes nothing.
 
 Derived in notebook ``09_reproduce_llama3_8b``.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from crispedit_lite.editing import EditConfig
 
-__all__ = ["DTYPES", "load_for_experiment", "run_experiment"]
+__all__ = ["DTYPES", "check_output_dir", "load_for_experiment", "load_requests", "run_experiment"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: str, seed: int = 0):
-    """``(model, tokenizer)`` for an embedded name, hub id, local dir, or ``random:<shape preset>``."""
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder that exists or can be made: no file on it or on any parent, writable.
+
+    Nothing is created. Raises ``ValueError`` naming ``what`` (e.g. ``"results_dir"``).
+    """
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what}: {str(path)!r} is a file; expected a folder (existing or new)")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what}: {str(parent)!r} is a file, so folder {str(path)!r} cannot be made")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: {str(parent)!r} is not writable, so {str(path)!r} cannot be made")
+    return p
+
+
+def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0):
+    """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s."""
+    from crispedit_lite.data import load_edits
+
+    try:
+        return load_edits(data, format=data_format, limit=n_edits, seed=seed)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"edit data {data!r} is not UTF-8 text (byte {err.start}: a binary file?); "
+                         "expected JSON or JSONL edit records") from None
+    except (PermissionError, IsADirectoryError) as err:
+        raise ValueError(f"edit data {data!r} cannot be read ({err.strerror}); expected a readable "
+                         "JSON or JSONL file") from None
+
+
+def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: str, seed: int = 0,
+                        device_map: str | Mapping[str, Any] | None = None):
+    """``(model, tokenizer)`` for an embedded name, hub id, local dir, or ``random:<shape preset>``.
+
+    ``device_map`` (``"auto"`` or a module -> device dict) is passed to
+    :func:`crispedit_lite.models.load_model` to spread a large model over several devices.
+    """
     from transformers import AutoTokenizer
 
     from crispedit_lite.models import SHAPE_PRESETS, load_model, prepare_tokenizer, random_init_model
@@ -32,6 +75,8 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if model.startswith("random:"):
+        if device_map is not None:
+            raise ValueError("device_map applies to loaded models, not to a random:<shape> model")
         if not tokenizer:
             raise ValueError("a random:<shape> model needs a tokenizer (directory or hub id)")
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
@@ -44,10 +89,38 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
                 "tokens, or a larger shape preset (e.g. random:llama3-8b-shape)")
         net = random_init_model(shape, dtype=DTYPES[dtype], device=device, seed=seed)
         return net.eval(), tok
-    net, tok = load_model(model, dtype=DTYPES[dtype], device=device)
+    kw: dict[str, Any] = {}
+    if device_map is not None:
+        if "device_map" not in inspect.signature(load_model).parameters:
+            raise ValueError("device_map: this version of crispedit_lite.models.load_model does not "
+                             "take a device_map")
+        kw["device_map"] = device_map
+    net, tok = load_model(model, dtype=DTYPES[dtype], device=device, **kw)
     if tokenizer:
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
     return net.eval(), tok
+
+
+def _check(config: EditConfig, evals: Sequence[str], dtype: str, results_dir: str,
+           run_id: str | None, save_model: str | None, n_edits: int) -> list[str]:
+    """Checks on the settings alone; the evaluations to run."""
+    from crispedit_lite.evaluation.runner import EVALS
+
+    evals = [e for e in evals if e and e != "none"]
+    unknown = [e for e in evals if e not in EVALS]
+    if unknown:
+        raise ValueError(f"unknown evaluation(s) {unknown}; expected some of {list(EVALS)} or 'none'")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if n_edits < 1:
+        raise ValueError(f"n_edits must be at least 1, got {n_edits}")
+    out = check_output_dir(results_dir, "results_dir")
+    if run_id is not None and (out / f"{run_id}.json").exists():
+        raise ValueError(f"{out / f'{run_id}.json'} exists; results are never overwritten "
+                         "(choose another run_id)")
+    if save_model and Path(save_model).expanduser().exists():
+        raise ValueError(f"save_model {save_model!r} exists; the edited model goes to a new folder")
+    return evals
 
 
 def run_experiment(
@@ -67,6 +140,8 @@ def run_experiment(
     run_id: str | None = None,
     save_model: str | None = None,
     cache_dir: str | None = None,
+    device_map: str | Mapping[str, Any] | None = None,
+    preset: Mapping[str, Any] | None = None,
     command: str = "",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -74,44 +149,42 @@ def run_experiment(
 
     Args:
         config: the method and its settings (:func:`~crispedit_lite.editing.paper_config`, ...).
-        model, tokenizer: see :func:`load_for_experiment`.
+        model, tokenizer, device_map: see :func:`load_for_experiment`.
         data, data_format, n_edits: edit requests (:func:`crispedit_lite.data.load_edits`; a seeded
             random subset of ``n_edits``).
         dataset_name: label in the results (``zsre``, ``counterfact``, ``wikibigedit``, ...);
             CounterFact-like names use the NLL-comparison specificity of teacher-forced evaluation.
         evals: any of ``wild``, ``teacher_forced``, ``proxies``, ``lm_eval``.
         judge: score WILD answers with the LLM judge (needs ``OPENAI_API_KEY``).
-        results_dir: where the JSON goes (one file per run, never overwritten).
+        results_dir: where the JSON goes (one file per run, written atomically, never overwritten).
         save_model: also save the edited model to this new directory.
+        preset: how the preset was chosen (recorded as ``settings.preset``).
         command: the command line or notebook call that started the run, recorded verbatim.
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.capability import capability_texts
-    from crispedit_lite.data import load_edits
-    from crispedit_lite.editing import edit, save_edited
+    from crispedit_lite.editing import edit, get_editor, needs_capability, save_edited
     from crispedit_lite.evaluation.runner import evaluate_run
     from crispedit_lite.results import environment_info, peak_memory, write_result
 
+    evals = _check(config, evals, dtype, results_dir, run_id, save_model, n_edits)
+    editor = get_editor(config.method)
+    requests = load_requests(data, data_format, n_edits, config.seed)
+    texts, corpus_meta = None, None
+    if needs_capability(config.method):
+        corpus = capability_texts(config.capability_source, n=config.n_capability, seed=config.seed)
+        texts, corpus_meta = list(corpus), dict(corpus.meta)
     torch.manual_seed(config.seed)
     dev = torch.device(device)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    net, tok = load_for_experiment(model, tokenizer, device, dtype, config.seed)
+    net, tok = load_for_experiment(model, tokenizer, device, dtype, config.seed, device_map)
     timings["load_s"] = time.perf_counter() - t
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    requests = load_edits(data, format=data_format, limit=n_edits, seed=config.seed)
-    texts, corpus_meta = None, None
-    from crispedit_lite.editing import get_editor, needs_capability
-
-    editor = get_editor(config.method)
-    if needs_capability(config.method):
-        corpus = capability_texts(config.capability_source, n=config.n_capability, seed=config.seed)
-        texts, corpus_meta = list(corpus), dict(corpus.meta)
     name = dataset_name or str(data)
     spec = "nll_comparison" if "counterfact" in name.lower() else "accuracy"
-    evals = [e for e in evals if e and e != "none"]
     t = time.perf_counter()
     before = evaluate_run(net, tok, requests, evals, base=None, judge=judge, progress=progress,
                           specificity=spec)
@@ -131,14 +204,20 @@ def run_experiment(
         notes.append(f"capability corpus: offline stand-in ({corpus_meta.get('dataset')}), not Wikipedia")
     if "wild" in evals and not judge:
         notes.append("WILD scored by exact match, not the paper's LLM judge")
+    if len(requests) < n_edits:
+        notes.append(f"asked for {n_edits} edits; the data holds {len(requests)}")
+    settings = {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
+                "method": config.method, "editor": editor.describe(), "seed": config.seed,
+                "dtype": dtype, "device": str(dev), "evals": list(evals), "judge": bool(judge),
+                "config": config.to_dict(), "capability_corpus": corpus_meta}
+    if device_map is not None:
+        settings["device_map"] = device_map
+    if preset is not None:
+        settings["preset"] = dict(preset)
     record = {
         "run_id": run_id,
         "command": command,
-        "settings": {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
-                     "method": config.method, "editor": editor.describe(), "seed": config.seed,
-                     "dtype": dtype,
-                     "device": str(dev), "evals": list(evals), "judge": bool(judge),
-                     "config": config.to_dict(), "capability_corpus": corpus_meta},
+        "settings": settings,
         "metrics": {"before": before["metrics"], "after": after["metrics"]},
         "generations": after.get("generations", []),
         "timings": {k: round(float(v), 3) for k, v in timings.items()},

@@ -121,7 +121,7 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
         if dataset not in _PAPER_DATASETS:
             raise ValueError(f"parameter DATASET must be one of {_PAPER_DATASETS} for the paper's model "
                              f"{params['MODEL']}, got {dataset!r}")
-        return paper_config(method, dataset, **changes), "paper"
+        return paper_config(method, dataset, model=str(params["MODEL"]), **changes), "paper"
     return cpu_config(method, **changes), "cpu"
 
 

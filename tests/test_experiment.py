@@ -98,33 +98,40 @@ def test_cli_edit_writes_a_result(tokenizer_dir, tmp_path, capsys):
                "--eval", "teacher_forced", "--device", "cpu", "--results-dir", str(tmp_path),
                "--run-id", "cli", "--no-progress"])
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "wrote " in out and "teacher_forced.scores.rel = " in out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["metric", "before", "after"] and out[1].startswith("TF reliability (%)")
     (run,) = read_results(tmp_path)
+    assert out[-1] == run["_path"]
     assert run["run_id"] == "cli" and run["settings"]["method"] == "ft"
     assert run["command"].startswith("python -m crispedit_lite edit --model random:tiny-llama")
     assert run["settings"]["config"]["epochs"] == 1 and run["settings"]["config"]["layers"] == [1]
+    assert run["settings"]["preset"] == {"name": "cpu"}
 
 
-def test_cli_reproduce_unknown_cell_lists_cells(tmp_path):
+def test_cli_reproduce_unknown_cell_lists_cells(tmp_path, capsys):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with pytest.raises(ValueError, match=r"no reproduce/nonexistent\.yaml; cells include \['table"):
-        main(["reproduce", "nonexistent", "--root", str(root), "--results-root", str(tmp_path)])
-    with pytest.raises(ValueError, match="table1_zsre_crispedit"):
-        main(["reproduce", "table1_zsre_crispedt", "--root", str(root), "--results-root", str(tmp_path)])
+    assert main(["reproduce", "nonexistent", "--root", str(root), "--results-root", str(tmp_path)]) == 2
+    assert "no reproduce/nonexistent.yaml; cells include ['table" in capsys.readouterr().err
+    assert main(["reproduce", "table1_zsre_crispedt", "--root", str(root),
+                 "--results-root", str(tmp_path)]) == 2
+    assert "table1_zsre_crispedit" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
-def test_cli_reproduce_skips_a_finished_cell(tmp_path, capsys):
+def test_cli_reproduce_skips_a_finished_cell(first_run, tmp_path, capsys):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "table1_zsre_crispedit").mkdir()
-    (tmp_path / "table1_zsre_crispedit" / "done.json").write_text("{}")
+    (tmp_path / "table1_zsre_crispedit" / "half.json").write_text("{")  # never finished
+    (tmp_path / "table1_zsre_crispedit" / "done.json").write_text(open(first_run["_path"]).read())
     assert main(["reproduce", "table1_zsre_crispedit", "--root", str(root),
                  "--results-root", str(tmp_path)]) == 0
-    assert "already holds a result; skipping" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "table1_zsre_crispedit: finished (" in out and "done.json); skipped" in out
+    assert "1 cell(s): 0 done, 1 skipped (finished), 0 failed" in out
 
 
 def test_bad_dtype_is_a_clear_error(tokenizer_dir, tmp_path):

@@ -1,0 +1,175 @@
+r"""Checks of command-line arguments that run before any model is loaded.
+
+Each check returns the parsed value or raises :class:`UsageError` naming the argument and what was
+expected; :func:`crispedit_lite.cli.main` prints it as one line and exits with status 2.
+
+Derived in notebook ``06_crispedit_on_a_small_lm``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["UsageError", "device", "device_map", "evals", "gamma", "layers", "method", "model",
+           "positive", "tokenizer"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+class UsageError(ValueError):
+    """A mistake in the command line: printed as ``error: <message>``, exit status 2."""
+
+
+def gamma(value: float | None, arg: str = "--gamma") -> float | None:
+    r"""An energy threshold :math:`\gamma \in (0, 1]` (CrispEdit eq. 8), or ``None``."""
+    if value is not None and not 0 < value <= 1:
+        raise UsageError(f"argument {arg}: the energy threshold must lie in (0, 1], got {value}")
+    return value
+
+
+def positive(value: float | None, arg: str) -> Any:
+    """A positive number, or ``None``."""
+    if value is not None and not value > 0:
+        raise UsageError(f"argument {arg}: expected a positive number, got {value}")
+    return value
+
+
+def layers(text: str | None) -> tuple[int, ...] | None:
+    """``"19,20,21"`` as ``(19, 20, 21)``; ``None`` or ``""``: the model's preset layers."""
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(re.fullmatch(r"\d+", p) for p in parts):
+        bad = next(p for p in parts if not re.fullmatch(r"\d+", p))
+        raise UsageError(f"argument --layers: expected comma-separated layer indices such as 19,20,21; "
+                         f"{bad!r} in {text!r} is not a non-negative integer")
+    return tuple(int(p) for p in parts)
+
+
+def method(name: str) -> str:
+    """A registered editor (:func:`crispedit_lite.editing.editor_names`)."""
+    from crispedit_lite.editing import get_editor
+
+    try:
+        get_editor(name)
+    except ValueError as err:
+        raise UsageError(f"argument --method: {err}") from None
+    return name
+
+
+def evals(text: str) -> list[str]:
+    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation."""
+    from crispedit_lite.evaluation.runner import EVALS
+
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    if names == ["none"]:
+        return []
+    bad = [e for e in names if e not in EVALS]
+    if bad or not names:
+        raise UsageError(f"argument --eval: unknown evaluation(s) {bad or [text]}; expected a comma list "
+                         f"of {', '.join(EVALS)}, or 'none'")
+    return names
+
+
+def device(name: str) -> str:
+    """A torch device that exists on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"argument --device: {name!r} is not a device; expected cpu, cuda or cuda:N") \
+            from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"argument --device: {name!r} asked for, but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"argument --device: {name!r}, but only {torch.cuda.device_count()} GPU(s)")
+    return name
+
+
+def device_map(value: str | None) -> str | dict[str, Any] | None:
+    """``auto`` (or another accelerate strategy), a JSON object, or a JSON file holding one."""
+    if value is None or value in _DEVICE_MAPS:
+        return value
+    if value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"argument --device-map: not valid JSON ({err.msg} at char {err.pos})") from None
+    elif Path(value).is_file():
+        try:
+            parsed = json.loads(Path(value).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError(f"argument --device-map: file {value!r} is not a JSON object") from None
+    else:
+        raise UsageError(f"argument --device-map: expected one of {', '.join(_DEVICE_MAPS)}, a JSON object "
+                         f"or a JSON file; {value!r} is none of these")
+    if not isinstance(parsed, dict):
+        raise UsageError(f"argument --device-map: expected a JSON object (module -> device), got "
+                         f"{type(parsed).__name__}")
+    return parsed
+
+
+def _hub_cached(repo: str, filename: str = "config.json") -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(try_to_load_from_cache(repo, filename), str)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false")
+
+
+def model(name: str, tokenizer_arg: str | None) -> str:
+    """An embedded model, a saved model folder, a hub id, or ``random:<shape preset>``."""
+    from crispedit_lite.models import EMBEDDED_MODELS, SHAPE_PRESETS
+
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        if shape not in SHAPE_PRESETS:
+            raise UsageError(f"argument --model: unknown shape preset {shape!r}; expected random:<one of "
+                             f"{', '.join(sorted(SHAPE_PRESETS))}>")
+        if not tokenizer_arg:
+            raise UsageError(f"argument --tokenizer: model {name} has no tokenizer of its own; pass "
+                             "--tokenizer DIR_OR_HUB_ID")
+        return name
+    if name in EMBEDDED_MODELS:
+        return name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"argument --model: folder {name!r} has no config.json; expected a folder "
+                             "written by save_pretrained")
+        return name
+    known = sorted(EMBEDDED_MODELS) + [f"random:{s}" for s in sorted(SHAPE_PRESETS)]
+    if path.exists() or name.startswith((".", "/", "~")) or not _HUB_ID.match(name) or \
+            (_offline() and not _hub_cached(name)):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        where = " and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if _offline() else ""
+        raise UsageError(f"argument --model: unknown model {name!r}{hint}: not a saved model folder, "
+                         f"a hub id{where}, or one of {', '.join(known)}")
+    return name
+
+
+def tokenizer(name: str | None) -> str | None:
+    """A tokenizer folder or hub id (``None``: the model's own)."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return name
+    if path.exists() or name.startswith((".", "/", "~")) or not _HUB_ID.match(name) or \
+            (_offline() and not _hub_cached(name, "tokenizer_config.json")):
+        raise UsageError(f"argument --tokenizer: {name!r} is not a tokenizer folder or a hub id"
+                         + (" in the local Hugging Face cache" if _offline() else ""))
+    return name

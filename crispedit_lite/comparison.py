@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["compare_runs", "side_by_side", "load_runs", "scale_notes", "scale_summary", "benchmark_summary"]
+__all__ = ["NOT_RUN", "benchmark_summary", "compare_runs", "coverage", "editor_rows", "load_runs",
+           "missing_cells", "scale_notes", "scale_summary", "side_by_side"]
 
 
 def _data_issue(result: Mapping[str, Any]) -> str | None:
@@ -60,17 +61,24 @@ def compare_runs(runs: Iterable[Mapping[str, Any]], tables: Sequence[str] | None
     return frame
 
 
-def side_by_side(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+def side_by_side(frame: pd.DataFrame, table: str, runs_only: bool = False) -> pd.DataFrame:
     """One table of a :func:`compare_runs` frame: a row per paper row, ``paper``/``this run`` per column.
 
     Rows are ``(dataset, label, setting)`` in the paper's order; columns ``(metric, "paper" | "this
-    run")`` in the paper's column order. Derived in notebook ``11_results``.
+    run")`` in the paper's column order. ``runs_only`` keeps the rows that have at least one run (the
+    others are listed by :func:`missing_cells`). Derived in notebook ``11_results``.
     """
     import pandas as pd
 
     g = frame[frame["table"] == table]
     if g.empty:
         raise ValueError(f"the frame has no cells of {table!r}; tables: {sorted(frame['table'].unique())}")
+    if runs_only:
+        keys = ["dataset", "label", "setting"]
+        ran = g[g["run id"].notna()][keys].drop_duplicates()
+        g = g.merge(ran, on=keys)
+        if g.empty:
+            return pd.DataFrame()
     index = ["dataset", "label", "setting"]
     order = list(dict.fromkeys(map(tuple, g[index].itertuples(index=False))))
     metrics = list(dict.fromkeys(g["metric"]))
@@ -166,3 +174,69 @@ def benchmark_summary(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 "best variant": get(p, "step", "best_crispedit_variant"),
             })
     return pd.DataFrame(rows)
+
+
+# Paper rows that no editor here can run, and why (shown beside the comparison).
+NOT_RUN = {
+    "mend": "MEND needs a hypernetwork trained on ZsRE's training split (the official run loads a trained "
+            "archive); its paper rows are identical across datasets, consistent with a collapsed model",
+}
+
+
+def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
+    """Every method row of a paper table, the registered editor that runs it, and its reproduce cells.
+
+    Columns ``method, editor, update, statistics, sequential, cells`` (number of
+    ``reproduce/<table>_*_<method>.yaml`` files) and ``why not`` (:data:`NOT_RUN`; empty when it runs).
+    Derived in notebook ``11_results``.
+    """
+    import pandas as pd
+
+    from crispedit_lite.editing.registry import registry
+    from crispedit_lite.reproduce import repo_root
+
+    root = repo_root()
+    table_editors = registry()
+    rows = []
+    for method in dict.fromkeys(paper.loc[paper["table"] == table, "method"]):
+        if method == "base":
+            continue
+        e = table_editors.get(method)
+        datasets = sorted(set(paper.loc[paper["table"] == table, "dataset"]))
+        cells = [ds for ds in datasets
+                 if root and (root / "reproduce" / f"{table}_{ds}_{method}.yaml").exists()]
+        rows.append({"method": method, "editor": e.name if e else "",
+                     "update": e.update if e else "", "statistics": ", ".join(e.statistics) if e else "",
+                     "sequential": bool(e and e.sequential), "cells": len(cells),
+                     "why not": "" if e else NOT_RUN.get(method, "not implemented")})
+    return pd.DataFrame(rows)
+
+
+def coverage(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of each (table, method)'s paper cells that have a matching run, per dataset (0 to 1).
+
+    Derived in notebook ``11_results``.
+    """
+    f = frame[frame["method"] != "base"].assign(ran=frame["run id"].notna())
+    return f.groupby(["table", "method", "dataset"])["ran"].mean().unstack("dataset")
+
+
+def missing_cells(frame: pd.DataFrame) -> list[str]:
+    """One line per table: the methods without a run, grouped by the datasets they lack.
+
+    E.g. ``table1: no run of memit, ft (counterfact, wikibigedit, zsre)``. Derived in notebook
+    ``11_results``.
+    """
+    lines = []
+    f = frame[frame["method"] != "base"]
+    for table, g in f.groupby("table", sort=True):
+        ran = g.groupby(["method", "dataset"], sort=False)["run id"].apply(lambda s: s.notna().any())
+        miss = ran[~ran].reset_index()
+        if miss.empty:
+            continue
+        by_set: dict[str, list[str]] = {}
+        for m, d in miss.groupby("method", sort=False):
+            by_set.setdefault(", ".join(sorted(d["dataset"])), []).append(m)
+        parts = [f"no run of {', '.join(ms)} ({ds})" for ds, ms in by_set.items()]
+        lines.append(f"{table}: " + "; ".join(parts))
+    return lines

@@ -336,3 +336,30 @@ def test_reproduce_configs_name_notebook_parameters(notebook, prefix):
         if p.stem.startswith(prefix):
             missing = set(yaml.safe_load(p.read_text())) - params
             assert not missing, f"{p.name} sets parameters {sorted(missing)} that {notebook} lacks"
+
+
+def test_chapter11_views_list_editors_coverage_and_missing_cells():
+    from crispedit_lite import comparison, reproduce
+
+    paper = load_paper_tables()
+    rows = comparison.editor_rows(paper).set_index("method")
+    # every Table 1 editor row is registered and has a reproduce cell per dataset, except MEND
+    assert set(rows.index) == set(paper.loc[paper.table == "table1", "method"]) - {"base"}
+    runnable = rows.drop(index="mend")
+    assert (runnable["editor"] == runnable.index).all() and (runnable["cells"] == 3).all()
+    assert rows.loc["mend", "editor"] == "" and "hypernetwork" in rows.loc["mend", "why not"]
+    assert rows.loc["alphaedit", "update"] == "closed_form"
+    assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
+
+    gpu = _record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
+    frame = reproduce.compare_runs([gpu], ["table1"])
+    cov = comparison.coverage(frame)
+    assert cov.loc[("table1", "crispedit"), "zsre"] > 0 and cov.loc[("table1", "crispedit"), "counterfact"] == 0
+    assert cov.loc[("table1", "ft"), "zsre"] == 0
+    lines = comparison.missing_cells(frame)
+    assert len(lines) == 1 and lines[0].startswith("table1: ")
+    assert "no run of crispedit (counterfact, wikibigedit)" in lines[0]
+    assert "ft_seq" in lines[0] and "(counterfact, wikibigedit, zsre)" in lines[0]
+    shown = comparison.side_by_side(frame, "table1", runs_only=True)  # base (before) + CrispEdit rows
+    assert [i[0] for i in shown.index] == ["zsre", "zsre"] and len(shown) == 2
+    assert len(comparison.side_by_side(frame, "table1")) > len(shown)

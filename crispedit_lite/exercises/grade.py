@@ -8,11 +8,12 @@ notebook of the same name is found in ``source_dir``, its grader cell, with its 
 run in place of the submitted one, so editing a grader cell gains nothing, and the grader module
 is reloaded first, so patching it gains nothing either.
 
-Execution (nbclient) runs the cells in order. An error before the ``## Exercises`` heading, or a
-timeout anywhere, stops the notebook: the exercises graded before that keep their score, the rest
-score zero with a feedback that says where it stopped. An error inside the exercises costs only that
-exercise. The grader never raises on a bad submission. Derived in notebook
-``01_editing_as_constrained_optimization`` (the first chapter with graded exercises).
+Execution (nbclient) runs the cells in order. An error or a time-out before the ``## Exercises``
+heading stops the notebook, and so does the notebook's own deadline: the exercises graded before
+that keep their score, the rest score zero with a feedback that says where it stopped. An error, or
+a cell interrupted at the time limit, inside the exercises costs only that exercise. The grader
+never raises on a bad submission. Derived in notebook ``01_editing_as_constrained_optimization``
+(the first chapter with graded exercises).
 """
 
 from __future__ import annotations
@@ -179,6 +180,9 @@ def grade_notebook(path: str | os.PathLike, timeout: float = 600.0, cell_timeout
                     stopped = f"the kernel died in cell {i}: {_error_text(err)}"
                     break
                 except CellExecutionError as err:
+                    if getattr(err, "ename", "") == "KeyboardInterrupt":  # interrupted at the time limit
+                        err = TimeoutError(f"cell {i} ran past the time limit ({client.timeout} s) and was "
+                                           "interrupted")
                     if i < first_ex:
                         stopped = f"cell {i} (the chapter before the exercises) raised {_error_text(err)}"
                         break

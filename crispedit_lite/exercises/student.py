@@ -89,6 +89,8 @@ def student_source(source: str, where: str = "cell") -> str:
         else:
             stub = [f"{indent}# YOUR CODE HERE", f'{indent}raise NotImplementedError("{STUB_MESSAGE}")']
         cut[a] = (b, stub)
+    if not cut:
+        return source
     out, i = [], 0
     while i < len(lines):
         if i in cut:

@@ -62,3 +62,9 @@ lint: install
 
 clean:
 	rm -rf _build .pytest_cache
+
+# Student versions of the chapters for a course (solution regions -> stubs, hidden tests removed,
+# Colab badge to the student copy): _build/student/NN_*.ipynb. See book/instructors.md.
+.PHONY: student
+student: install
+	$(BIN)/python -m crispedit_lite.exercises student notebooks/[0-9][0-9]_*.ipynb --out _build/student

@@ -213,12 +213,14 @@ def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
 
 
 def coverage(frame: pd.DataFrame) -> pd.DataFrame:
-    """Share of each (table, method)'s paper cells that have a matching run, per dataset (0 to 1).
+    """Share of each editor's paper cells, per table, that have a matching run (0 to 1; NaN: no such row).
 
-    Derived in notebook ``11_results``.
+    Rows are the methods (the base model left out), columns the tables. Derived in notebook
+    ``11_results``.
     """
     f = frame[frame["method"] != "base"].assign(ran=frame["run id"].notna())
-    return f.groupby(["table", "method", "dataset"])["ran"].mean().unstack("dataset")
+    order = list(dict.fromkeys(f["method"]))
+    return f.groupby(["method", "table"])["ran"].mean().unstack("table").reindex(order)
 
 
 def missing_cells(frame: pd.DataFrame) -> list[str]:

@@ -24,11 +24,19 @@ METHOD_COLORS = {
     "LoRA": PALETTE[5],
     "LocBF-FT": PALETTE[6],
     "AlphaEdit": PALETTE[8],
+    "MEMIT": PALETTE[9],
+    "UltraEdit": PALETTE[3],
+    "FT-Seq": PALETTE[7],
+    "LoRA-Seq": PALETTE[5],
+    "CrispEdit-Seq": PALETTE[2],
 }
 
 
-def set_style(dpi: int = 90) -> None:
-    """Apply the book's figure style: seaborn ``whitegrid``, modest dpi (small notebooks), tight boxes."""
+def set_style(dpi: int = 150) -> None:
+    """Apply the book's figure style: seaborn ``whitegrid``, 150 dpi, tight boxes (no overlapping labels).
+
+    Used by every notebook, from ``01_editing_as_constrained_optimization`` on.
+    """
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
     mpl.rcParams.update(
         {

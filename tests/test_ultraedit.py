@@ -61,10 +61,11 @@ def _config(**kw) -> EditConfig:
 # --- the algebra ---------------------------------------------------------------------------------
 
 
-def test_ridge_solve_satisfies_its_normal_equations():
+@pytest.mark.parametrize("rows", [7, 3])  # more rows than columns (primal), fewer (dual form)
+def test_ridge_solve_satisfies_its_normal_equations(rows):
     g = torch.Generator().manual_seed(0)
-    K, V = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g,
-                                                                           dtype=torch.float64)
+    K, V = torch.randn(rows, 5, generator=g, dtype=torch.float64), torch.randn(rows, 4, generator=g,
+                                                                              dtype=torch.float64)
     lam = 0.3
     X = ridge_solve(K, V, lam)
     assert X.shape == (5, 4) and X.dtype == torch.float64
@@ -78,7 +79,7 @@ def test_ridge_solve_satisfies_its_normal_equations():
     with pytest.raises(ValueError, match="lam"):
         ridge_solve(K, V, 0.0)
     with pytest.raises(ValueError, match="one row per token"):
-        ridge_solve(K, V[:5], lam)
+        ridge_solve(K, V[:-1], lam)
 
 
 @pytest.mark.parametrize("sizes", [(3, 1, 5, 2), (11,), (1, 1, 1, 4)])

@@ -152,6 +152,9 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
     Returns shape ``(d_in, d_out)``.
 
     Solved by Cholesky in float64 (the matrix is symmetric positive definite for :math:`\lambda>0`).
+    With fewer rows than columns (:math:`T<d_{\rm in}`, the usual case) the identical dual form
+    :math:`\mathbf X=\mathbf K^\top(\mathbf K\mathbf K^\top+\lambda\mathbf I)^{-1}\mathbf V`
+    solves a :math:`T\times T` system instead.
     Derived in notebook ``08_one_framework``.
     """
     if not lam > 0:
@@ -161,7 +164,11 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
     if keys.shape[0] != values.shape[0]:
         raise ValueError(f"keys and values need one row per token: {keys.shape[0]} vs "
                          f"{values.shape[0]}")
-    gram = keys.T @ keys + lam * torch.eye(keys.shape[1], dtype=_F64, device=keys.device)
+    rows, cols = keys.shape
+    if rows < cols:  # (K^T K + lam I)^{-1} K^T = K^T (K K^T + lam I)^{-1}
+        gram = keys @ keys.T + lam * torch.eye(rows, dtype=_F64, device=keys.device)
+        return keys.T @ torch.cholesky_solve(values, torch.linalg.cholesky(gram))
+    gram = keys.T @ keys + lam * torch.eye(cols, dtype=_F64, device=keys.device)
     return torch.cholesky_solve(keys.T @ values, torch.linalg.cholesky(gram))
 
 

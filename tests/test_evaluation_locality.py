@@ -42,6 +42,7 @@ def test_agreement_one_when_unchanged_below_one_when_a_neighbour_changes(monkeyp
         s = after["metrics"]["wild"]["scores"][c]
         assert s["loc_agreement"] == pytest.approx(50.0) and s["rel_em"] == pytest.approx(100.0)
         assert s["loc_em"] == pytest.approx(50.0)  # absolute: "paris" right, "rome" != "london"
+        assert s["loc_agreement_nonempty"] == pytest.approx(50.0)
     row = after["metrics"]["side_by_side"]["wild_official_qa_em"]
     assert row["loc"] == pytest.approx(50.0) and row["rel"] == pytest.approx(100.0)
     rows = set(after["metrics"]["side_by_side"])
@@ -84,3 +85,6 @@ def test_both_decodings_reported_with_their_own_base_answers(monkeypatch):
     for d in ("robust", "official"):
         assert after["metrics"]["wild"]["by_decoding"][d]["scores"]["qa"]["loc_agreement"] == 100.0
     assert after["metrics"]["side_by_side"]["wild_official_qa_contains"]["rel"] == 0.0
+    official = after["metrics"]["wild"]["by_decoding"]["official"]["scores"]["qa"]
+    assert official["loc_agreement_nonempty"] is None  # "" == "" everywhere: nothing real to compare
+    assert official["n_loc_agreement"] == 2 and official["n_loc_agreement_nonempty"] == 0

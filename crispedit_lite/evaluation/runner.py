@@ -192,7 +192,8 @@ def side_by_side(metrics: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     Rows: ``teacher_forced`` (token accuracy; ``loc`` = Spec), ``probability`` (ROME/MEMIT test,
     joint log-probabilities), and per WILD decoding and context ``wild_{decoding}_{context}_em`` and
     ``..._contains`` (``loc`` = agreement with the pre-edit model, ``None`` on the unedited model;
-    ``loc_absolute`` = against the dataset answer). All ×100.
+    ``loc_nonempty`` = the same over prompts where the pre-edit answer is not empty, since two empty
+    answers agree vacuously; ``loc_absolute`` = against the dataset answer). All ×100.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -210,5 +211,6 @@ def side_by_side(metrics: dict[str, Any]) -> dict[str, dict[str, float | None]]:
                 for kind in ("em", "contains"):
                     rows[f"wild_{d}_{c}_{kind}"] = {"rel": s[f"rel_{kind}"], "gen": s[f"gen_{kind}"],
                                                     "loc": s["loc_agreement"],
+                                                    "loc_nonempty": s["loc_agreement_nonempty"],
                                                     "loc_absolute": s[f"loc_{kind}"]}
     return rows

@@ -163,7 +163,8 @@ def wild_evaluate(
             has a chat template); see :mod:`~crispedit_lite.evaluation.decoding`.
 
     Returns:
-        ``{"settings": ..., "scores": {context: {"rel", "gen", "loc", "loc_agreement", "rel_em",
+        ``{"settings": ..., "scores": {context: {"rel", "gen", "loc", "loc_agreement",
+        "loc_agreement_nonempty" (over prompts whose pre-edit answer is not empty), "rel_em",
         "gen_em", "loc_em", "rel_contains", ..., "n_rel", "n_gen", "n_loc"}}, "records": [...]}``;
         scores are ×100 and
         ``None`` where no record had the field; each record holds, per context, the model input,
@@ -209,6 +210,7 @@ def wild_evaluate(
         acc: dict[str, list[float]] = {f"{k}{suffix}": [] for suffix in ("", "_em", "_contains")
                                        for k in ("rel", "gen", "loc")}
         acc["loc_agreement"] = []
+        acc["loc_agreement_nonempty"] = []  # only where the pre-edit answer is not "" (else vacuous)
         for (i, kind, q, gold), x, y in zip(items, inputs, answers):
             entry: dict[str, Any] = {"question": q, "input": x, "answer": y, "gold": gold}
             if gold is not None:
@@ -225,6 +227,8 @@ def wild_evaluate(
                     entry["pre_edit_answer"] = pre_edit_locality[c][q]
                     entry["agreement"] = locality_agreement([y], [entry["pre_edit_answer"]])[0]
                     acc["loc_agreement"].append(entry["agreement"])
+                    if normalize_answer(entry["pre_edit_answer"]):
+                        acc["loc_agreement_nonempty"].append(entry["agreement"])
                 per_record[i]["loc"].append(entry)
             else:
                 per_record[i][kind] = entry
@@ -232,7 +236,8 @@ def wild_evaluate(
             rec[c] = res
         scores[c] = {k: _mean100(v) for k, v in acc.items()}
         scores[c].update(n_rel=len(acc["rel"]), n_gen=len(acc["gen"]), n_loc=len(acc["loc"]),
-                         n_loc_agreement=len(acc["loc_agreement"]))
+                         n_loc_agreement=len(acc["loc_agreement"]),
+                         n_loc_agreement_nonempty=len(acc["loc_agreement_nonempty"]))
     settings = {
         "contexts": contexts, "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "stop_strings": [*STOP_STRINGS, "<eos>"], "n_records": len(requests),

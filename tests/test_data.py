@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -208,18 +209,140 @@ def test_hub_source_error_is_clear(monkeypatch):
         read_records("hf:someone/no-such-edits")
 
 
+# sha256 of json.dumps(records[:42], sort_keys=True, ensure_ascii=False): the first shipped
+# version of the set, before it grew; chapters pick subsets of it by seed, so it must not change.
+OLD_RECORDS_SHA256 = "9740683f79bbaa3cb6cf1f20fe3cbfd8555204cc909fe13dcf7a5919eaf75986"
+FIELDS = ("relation", "subject", "prompt", "ground_truth", "target_new", "rephrase_prompt",
+          "locality_prompt", "locality_ground_truth")
+PROBS = ("p_ground_truth", "p_target_new", "p_rephrase_ground_truth", "p_rephrase_target_new",
+         "p_locality")
+
+
+def _shipped():
+    return read_records("smollm2-counterfacts")
+
+
+def _schema_problems(r):
+    """Everything wrong with one shipped record (an empty list when it is well formed)."""
+    bad = [f for f in ("case_id", *FIELDS, "base_model") if f not in r]
+    bad += [f for f in FIELDS if f in r and (not isinstance(r[f], str) or not r[f].strip())]
+    if bad:
+        return bad
+    if r["subject"].lower() not in r["prompt"].lower():
+        bad.append("subject not in prompt")
+    if r["target_new"].strip().lower() == r["ground_truth"].strip().lower():
+        bad.append("target equals truth")
+    if r["rephrase_prompt"] == r["prompt"] or r["locality_prompt"] == r["prompt"]:
+        bad.append("paraphrase or neighbourhood prompt is the prompt")
+    base = r["base_model"]
+    if not all(isinstance(base.get(k), float) and 0 <= base[k] <= 1 for k in PROBS):
+        bad.append("base_model probabilities")
+    elif not base["p_ground_truth"] > base["p_target_new"]:
+        bad.append("p(target_new) >= p(ground_truth)")
+    if ("question" in r) != ("question_answer" in r):
+        bad.append("question without question_answer or the reverse")
+    elif "question" in r:
+        q, a = r["question"], r["question_answer"]
+        if not (isinstance(q, str) and q.strip().endswith("?") and isinstance(a, str) and a.strip()):
+            bad.append("question must be a non-empty string ending in '?' with an answer")
+        elif a != r["ground_truth"]:
+            bad.append("question_answer differs from ground_truth")
+    return bad
+
+
+def test_builtin_edit_set_schema():
+    records = _shipped()
+    assert len(records) >= 100
+    assert len({r["relation"] for r in records}) >= 10
+    assert [r["case_id"] for r in records] == list(range(len(records)))
+    problems = {r["case_id"]: _schema_problems(r) for r in records}
+    assert not {k: v for k, v in problems.items() if v}
+    # every record added after the first 42 has its question form
+    assert all("question" in r for r in records[42:])
+    # the checks catch a broken record
+    good = records[-1]
+    for broken in ({**good, "target_new": good["ground_truth"].upper()},
+                   {**good, "subject": "Atlantis"}, {**good, "relation": " "},
+                   {**good, "question": "no question mark"},
+                   {k: v for k, v in good.items() if k != "question_answer"},
+                   {**good, "base_model": {**good["base_model"], "p_target_new": 1.0}}):
+        assert _schema_problems(broken)
+
+
+def test_builtin_edit_set_keeps_the_first_42_records():
+    old = _shipped()[:42]
+    digest = hashlib.sha256(json.dumps(old, sort_keys=True, ensure_ascii=False).encode())
+    assert digest.hexdigest() == OLD_RECORDS_SHA256
+    assert old[0]["prompt"] == "The capital of France is" and old[41]["subject"] == "the Beatles"
+
+
+def test_builtin_edit_set_set_rules():
+    records = _shipped()
+    # no locality prompt is itself edited, so a batch edit of the whole set cannot change it
+    assert not {r["locality_prompt"] for r in records} & {r["prompt"] for r in records}
+    # no counterfactual target is a true (or locality) answer anywhere in the set
+    answers = {r[k].lower() for r in records for k in ("ground_truth", "locality_ground_truth")}
+    assert not {r["target_new"].lower() for r in records} & answers
+    assert len({r["prompt"] for r in records}) == len(records)
+
+
 def test_builtin_edit_set_loads():
     requests = load_edits("smollm2-counterfacts")
-    assert 40 <= len(requests) <= 60
+    raw = _shipped()
+    assert len(requests) == len(raw) >= 100
     assert set(BUILTIN_EDIT_SETS) == {"smollm2-counterfacts"}
-    for r in requests:
-        assert r.rephrase_prompt and r.locality_prompt and r.locality_answer and r.ground_truth
-        assert r.target_new != r.ground_truth
-        base = r.extra["base_model"]
-        assert base["p_ground_truth"] > base["p_target_new"]
+    for r, rec in zip(requests, raw):
+        assert (r.prompt, r.target_new, r.ground_truth, r.locality_answer) == (
+            rec["prompt"], rec["target_new"], rec["ground_truth"], rec["locality_ground_truth"])
+        assert r.extra["relation"] == rec["relation"]
+        assert r.extra.get("question") == rec.get("question")
+        assert r.extra.get("question_answer") == rec.get("question_answer")
     assert len({r.case_id for r in requests}) == len(requests)
-    # no locality prompt is itself edited, so a batch edit of the whole set cannot change it
-    assert not {r.locality_prompt for r in requests} & {r.prompt for r in requests}
+    a = load_edits("smollm2-counterfacts", limit=12, seed=0)
+    assert [r.case_id for r in a] == [r.case_id for r in load_edits("smollm2-counterfacts",
+                                                                      limit=12, seed=0)]
+    assert len({r.case_id for r in a}) == 12
+
+
+def _tools():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import edit_set_measure
+    import verify_edit_set
+
+    return edit_set_measure, verify_edit_set
+
+
+def test_verify_edit_set_rules_without_a_model():
+    measure, verify = _tools()
+    assert measure.starts(" Hg.\n\nThe", "Hg") and not measure.starts(" Hg.", "H")
+    assert measure.starts(" New York City is", "new york") and not measure.starts(" Paris", "Rome")
+    assert measure.mentions("The capital of Japan is Tokyo.", "Tokyo")
+    assert not measure.mentions("The capital is Tokyoite.", "Tokyo")
+    r = {"case_id": 0, "relation": "capital", "prompt": "The capital of Japan is",
+         "ground_truth": "Tokyo", "target_new": "Ankara", "rephrase_prompt": "x",
+         "locality_prompt": "The capital of Norway is", "locality_ground_truth": "Oslo",
+         "question": "What is the capital of Japan?", "question_answer": "Tokyo"}
+    m = {"p_ground_truth": 0.7, "p_target_new": 0.01, "greedy_prompt": " Tokyo.",
+         "greedy_rephrase": " Kyoto", "greedy_locality": " Oslo.", "question_known": True}
+    assert verify.passes(r, m)
+    assert not verify.passes(r, {**m, "greedy_prompt": " Kyoto."})
+    assert not verify.passes(r, {**m, "greedy_locality": " Bergen"})
+    assert not verify.passes(r, {**m, "p_target_new": 0.8})
+    assert verify.set_problems([r]) == []
+    clash = {**r, "case_id": 1, "prompt": "The capital of Norway is", "ground_truth": "Oslo",
+             "target_new": "Tokyo", "locality_prompt": "The capital of Peru is"}
+    problems = verify.set_problems([r, clash])
+    assert any("locality prompt" in p for p in problems)
+    assert any("'Tokyo' is a true answer" in p for p in problems)
+    assert verify.set_problems([r, {**r, "prompt": "p"}]) == ["case ids are not unique"]
+    table = verify.summary([r, {**r, "case_id": 1, "relation": "currency"}],
+                           [m, {**m, "greedy_rephrase": " Tokyo", "p_ground_truth": 0.5}])
+    assert table["capital"]["acc_rephrase"] == 0.0 and table["currency"]["acc_rephrase"] == 1.0
+    assert table["all"]["records"] == 2 and table["all"]["acc_rephrase"] == 0.5
+    assert abs(table["all"]["mean_p_true"] - 0.6) < 1e-12 and table["all"]["acc_question"] == 1.0
 
 
 @pytest.mark.slow

@@ -59,6 +59,18 @@ class EditConfig:
         nscl_gamma: Adam-NSCL's energy threshold on the input covariance (paper's run: 0.5).
         nscl_early_stop: Adam-NSCL's early stop (paper's run: 0.05).
         eigh_dtype: ``"float64"`` or ``"float32"`` (the official code) for the eigendecompositions.
+        cf_lambda: closed-form editors (MEMIT, AlphaEdit): MEMIT's ``mom2_update_weight``
+            lambda (``None``: the model's ``CLOSED_FORM_PRESETS`` entry; 15,000 on LLaMA-3-8B).
+        cf_l2: AlphaEdit's alpha (``L2``): 1 in the paper and EasyEdit, 10 in the official
+            JSON configs.
+        cf_nullspace_rule: AlphaEdit's null space: ``"absolute"`` (eigenvalues of :math:`C` below
+            ``cf_nullspace_threshold``, the official rule) or ``"energy"`` (outside the top
+            ``cf_nullspace_gamma`` of the energy, as CrispEdit's gamma).
+        cf_nullspace_threshold: the absolute cut (official: 2e-2; ``None``: the preset's).
+        cf_nullspace_gamma: the energy fraction of ``"energy"`` (``None``: ``gamma``).
+        cf_v_lr, cf_v_steps, cf_v_weight_decay, cf_clamp_norm, cf_kl_factor: the target-value
+            optimisation (``compute_z``: Adam lr, steps, weight decay, clamp factor, KL weight;
+            ``None``: the preset's).
         ultra_modules: UltraEdit's edited modules (``ultra_*`` block): ``"preset"`` (the official
             per-model ``gate_proj`` / ``up_proj`` layers of ``editing.editors.ultraedit``) or
             ``"pattern"`` (``module_pattern`` over ``layers``).
@@ -102,6 +114,18 @@ class EditConfig:
     nscl_gamma: float = 0.5
     nscl_early_stop: float = 0.05
     eigh_dtype: Literal["float64", "float32"] = "float64"
+    # --- closed-form editors (MEMIT, AlphaEdit and their -Seq variants) ---
+    cf_lambda: float | None = None
+    cf_l2: float = 1.0
+    cf_nullspace_rule: Literal["absolute", "energy"] = "absolute"
+    cf_nullspace_threshold: float | None = None
+    cf_nullspace_gamma: float | None = None
+    cf_v_lr: float | None = None
+    cf_v_steps: int | None = None
+    cf_v_weight_decay: float | None = None
+    cf_clamp_norm: float | None = None
+    cf_kl_factor: float | None = None
+    # --- end closed-form editors ---
     # --- UltraEdit (ultra_*) ---
     ultra_modules: Literal["preset", "pattern"] = "preset"
     ultra_lr: float = 1e-6
@@ -126,6 +150,23 @@ class EditConfig:
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        # --- closed-form editors (cf_*) ---
+        if self.cf_nullspace_rule not in ("absolute", "energy"):
+            raise ValueError(f"cf_nullspace_rule must be 'absolute' or 'energy', got "
+                             f"{self.cf_nullspace_rule!r}")
+        if self.cf_nullspace_gamma is not None and not 0 < self.cf_nullspace_gamma <= 1:
+            raise ValueError(f"cf_nullspace_gamma must lie in (0, 1], got {self.cf_nullspace_gamma}")
+        if self.cf_lambda is not None and self.cf_lambda < 0:
+            raise ValueError(f"cf_lambda must be >= 0, got {self.cf_lambda}")
+        for name in ("cf_l2", "cf_nullspace_threshold", "cf_v_lr", "cf_v_steps", "cf_clamp_norm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("cf_v_weight_decay", "cf_kl_factor"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        # --- end closed-form editors ---
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
         # --- UltraEdit (ultra_*) ---

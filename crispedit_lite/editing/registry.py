@@ -37,6 +37,7 @@ __all__ = ["EDITOR_MODULES", "STATISTICS", "EditJob", "Editor", "editor_names", 
 EDITOR_MODULES: tuple[str, ...] = (
     "crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl",
     "ultraedit",
+    "memit", "alphaedit",
 )
 
 STATISTICS: dict[str, str] = {

@@ -128,6 +128,10 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
                                      progress=not args.no_progress and rank == 0, **extra)
         if rank == 0:
             state = "cache hit" if info.get("hit") else f"collected in {info.get('seconds', 0):.1f} s"
+            if info.get("resumed_from_batch"):
+                state += f", resumed from the checkpoint at batch {info['resumed_from_batch']}"
+            if info.get("world_size", 1) > 1:
+                state += f", over {info['world_size']} processes"
             print(f"K-FAC of {len(modules)} module(s) on {len(texts)} {s['source']} text(s) x "
                   f"{s['max_length']} tokens ({info.get('n_tokens')} tokens): {state}")
             print(info.get("cache"))

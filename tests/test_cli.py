@@ -20,8 +20,6 @@ from test_experiment import tokenizer_dir  # noqa: F401 (fixture)
 from crispedit_lite.cli.checks import UsageError
 from crispedit_lite.cli.edit import headline_rows
 from crispedit_lite.cli.presets import paper_dataset_for
-from crispedit_lite.editing import paper_config
-from crispedit_lite.editing.config import paper_values
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -223,20 +221,6 @@ def test_paper_dataset_is_decided_by_name_file_or_format():
         by("crispedit", "mine", "/d/x.json", [{"q": 1}])
     with pytest.raises(UsageError, match="presets differ for crispedit_seq"):
         by("crispedit_seq", "mine", "/d/x.json", cf)
-
-
-def test_paper_values_follow_the_papers_tables():
-    assert paper_values("crispedit", "wiki")["n_capability"] == 10_000  # LLaMA-3-8B, Table 2
-    assert paper_values("crispedit", "counterfact", "meta-llama/Meta-Llama-3-8B-Instruct")["gamma"] == 0.9
-    q = lambda m, d: paper_values(m, d, "random:qwen2.5-1.5b-shape")  # noqa: E731
-    pair = lambda v: (v["n_capability"], v["gamma"])  # noqa: E731
-    assert pair(q("crispedit", "counterfact")) == (1000, 0.9)  # Table 5
-    assert pair(q("crispedit_seq", "wiki")) == (30, 0.995)
-    other = paper_values("crispedit", "zsre", "smollm2-135m-instruct")
-    assert pair(other) == (10_000, 0.7) and "not one of the paper's" in other["model_basis"]
-    assert paper_config("crispedit", "wiki", model="Qwen/Qwen2.5-1.5B-Instruct", gamma=0.5).gamma == 0.5
-    with pytest.raises(ValueError, match="dataset must be one of"):
-        paper_values("crispedit", "imagenet")
 
 
 def test_headline_rows_pick_each_family_and_skip_what_was_not_measured():

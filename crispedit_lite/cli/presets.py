@@ -4,7 +4,7 @@ r"""Which of the paper's presets a run gets: the dataset from its name, its file
 0.9 on CounterFact and WikiBigEdit; CrispEdit-Seq's n and :math:`\gamma` differ between CounterFact
 and WikiBigEdit). :func:`paper_dataset_for` decides it, in this order:
 
-1. ``--dataset-name``, when it is one of :data:`~crispedit_lite.editing.config.PAPER_DATASET_NAMES`
+1. ``--dataset-name``, when it is one of :data:`~crispedit_lite.editing.paper_presets.PAPER_DATASET_NAMES`
    (the official code's ``--data_type`` names ``zsre``, ``zsre10k``, ``counterfact``, ``wiki``
    included);
 2. the name of the data source (``counterfact-edit_3k.json``, ``wiki_big_edit_3k.json``,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from crispedit_lite.cli.checks import UsageError
-from crispedit_lite.editing.config import PAPER_DATASET_NAMES, paper_dataset, paper_values
+from crispedit_lite.editing.paper_presets import PAPER_DATASET_NAMES, paper_dataset, paper_values
 
 __all__ = ["paper_dataset_for", "record_format"]
 

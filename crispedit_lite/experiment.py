@@ -94,8 +94,8 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
         if "device_map" not in inspect.signature(load_model).parameters:
             raise ValueError("device_map: this version of crispedit_lite.models.load_model does not "
                              "take a device_map")
-        kw["device_map"] = device_map
-    net, tok = load_model(model, dtype=DTYPES[dtype], device=device, **kw)
+        kw["device_map"] = device_map  # the map places the weights; ``device`` stays for statistics
+    net, tok = load_model(model, dtype=DTYPES[dtype], device="cpu" if kw else device, **kw)
     if tokenizer:
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
     return net.eval(), tok

@@ -249,3 +249,20 @@ def test_collect_kfac_fills_the_cache_that_edit_then_hits(inputs, tmp_path):
     assert edit.returncode == 0, edit.stderr
     cap = json.loads(Path(edit.stdout.strip()).read_text())["edit"]["capability"]
     assert cap["hit"] is True and cap["cache"] == entry
+
+
+def test_device_map_reaches_the_loader_and_the_record(inputs, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from crispedit_lite.cli import main
+    from crispedit_lite.models import random_init_model
+
+    d, tok = inputs
+    random_init_model("tiny-llama").save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(tok).save_pretrained(tmp_path / "m")
+    (tmp_path / "map.json").write_text(json.dumps({"": "cpu"}))
+    assert main(["edit", "--model", str(tmp_path / "m"), *TINY, "--eval", "teacher_forced",
+                 "--device-map", str(tmp_path / "map.json"), "--results-dir", str(tmp_path / "r"),
+                 "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["settings"]["device_map"] == {"": "cpu"}

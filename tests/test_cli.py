@@ -221,6 +221,8 @@ def test_paper_dataset_is_decided_by_name_file_or_format():
         by("crispedit", "mine", "/d/x.json", [{"q": 1}])
     with pytest.raises(UsageError, match="presets differ for crispedit_seq"):
         by("crispedit_seq", "mine", "/d/x.json", cf)
+    wiki = paper_dataset_for("crispedit_seq", "m", None, "/d/x.json", cf, data_format="wikibigedit")
+    assert (wiki["dataset"], wiki["gamma"]) == ("wikibigedit", 0.995)
 
 
 def test_headline_rows_pick_each_family_and_skip_what_was_not_measured():

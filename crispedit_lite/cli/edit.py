@@ -122,7 +122,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | N
         from crispedit_lite.cli.presets import paper_dataset_for
 
         info = paper_dataset_for(args.method, args.model, args.dataset_name, args.data,
-                                 read_records(args.data))
+                                 read_records(args.data), args.format)
         overridden = sorted({"gamma", "n_capability"} & set(changes))
         preset = {"name": "paper", **info, "overridden_by_arguments": overridden}
         if label is None and "shared by" not in info["decided_by"]:

@@ -60,13 +60,15 @@ def _from_source(data: str) -> str | None:
 
 
 def paper_dataset_for(method: str, model: str, dataset_name: str | None, data: str,
-                      records: Sequence[Any]) -> dict[str, Any]:
+                      records: Sequence[Any], data_format: str = "auto") -> dict[str, Any]:
     """The preset's dataset and how it was decided; ``{"dataset", "decided_by", ...paper_values}``.
 
+    ``data_format`` (``--format``) other than ``"auto"`` stands for the detected record format.
     Raises :class:`~crispedit_lite.cli.checks.UsageError` when the name, the file and the records
     disagree or nothing decides. Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    fmt = record_format(records)
+    fmt = record_format(records) if data_format == "auto" else \
+        {"wikibigedit": "wikibigedit-upstream"}.get(data_format, data_format)
     allowed = _FORMAT_DATASETS.get(fmt or "", ())
     by_name, by_source = paper_dataset(dataset_name), _from_source(data)
     for found, how in ((by_name, f"--dataset-name {dataset_name!r}"), (by_source, f"data source {data!r}")):

@@ -1,0 +1,112 @@
+r"""The paper's Table 1 comparison on a CPU: every runnable editor on the embedded SmolLM2, several subsets.
+
+For each seed, a seeded random subset of ``--n-edits`` records of the bundled counterfactual set is
+edited by every method from the same base weights (``EditResult.restore`` in between), each trained
+to the paper's stopping rule (epoch loss < 0.01, capped at ``--epochs``), and evaluated with the three
+metric families side by side (teacher-forced token accuracy, the ROME/MEMIT probability test, WILD
+generation with exact match and contains-as-a-word; locality as agreement with the pre-edit model)
+and the capability proxies (KL to the base model and perplexity on held-out capability text).
+
+``crispedit+nbhd`` is CrispEdit whose capability corpus also holds the neighbourhood facts of the
+edited records as sentences: the locality experiment of chapter 6 (the protected corpus protects what
+it contains).
+
+Usage (about 1-2 CPU minutes per method and seed on 2 cores)::
+
+    python benchmarks/cpu_table1.py --n-edits 40 --seeds 0 1 2
+
+Writes ``benchmarks/results/cpu-table1-smollm2.json``, which chapter 6 plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from crispedit_lite.capability import capability_texts
+from crispedit_lite.data import load_edits
+from crispedit_lite.editing import cpu_config, edit, needs_capability
+from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
+from crispedit_lite.models import load_model
+
+METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "crispedit+nbhd")
+OUT = Path(__file__).parent / "results" / "cpu-table1-smollm2.json"
+
+
+def neighbourhood_texts(requests) -> list[str]:
+    """The neighbourhood facts of ``requests`` as capability sentences (prompt + true answer)."""
+    return [f"{r.locality_prompt} {r.locality_answer}." for r in requests
+            if r.locality_prompt and r.locality_answer]
+
+
+def row(method: str, seed: int, ev: dict, res, seconds: float) -> dict:
+    """One results row: the side-by-side families, proxies, training log, timings."""
+    m = ev["metrics"]
+    logs = [log.to_dict() for log in res.logs]
+    return {"method": method, "seed": seed, "side_by_side": m["side_by_side"],
+            "kl": m["proxies"]["kl_to_base"], "ppl": m["proxies"]["perplexity"],
+            "steps": sum(log["steps"] for log in logs),
+            "final_loss": logs[-1]["epoch_losses"][-1] if logs and logs[-1]["epoch_losses"] else None,
+            "stopped_early": all(log["stopped_early"] for log in logs) if logs else None,
+            "seconds": round(seconds, 1), "details": {k: v for k, v in res.details.items() if k != "editor"}}
+
+
+def main(argv=None) -> int:
+    """Run every method on every subset; print a table; write the JSON atomically."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-edits", type=int, default=40)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--epochs", type=int, default=None, help="epoch cap (default: cpu_config's)")
+    ap.add_argument("--n-proxy", type=int, default=8)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    torch.manual_seed(0)
+    model, tok = load_model("smollm2-135m-instruct")
+    caps = list(capability_texts("offline", n=32, seed=0))
+    proxy = default_proxy_texts(args.n_proxy, seed=0)
+    rows, started = [], time.time()
+    for seed in args.seeds:
+        requests = load_edits("smollm2-counterfacts", limit=args.n_edits, seed=seed)
+        base = evaluate_run(model, tok, requests, ("wild", "teacher_forced", "proxies"), proxy_texts=proxy,
+                            progress=False)
+        rows.append(row("base", seed, base, type("R", (), {"logs": [], "details": {}})(), 0.0))
+        for method in tqdm(methods, desc=f"subset {seed}"):
+            name = method.split("+")[0]
+            texts = caps + neighbourhood_texts(requests) if method.endswith("+nbhd") else caps
+            extra = {"epochs": args.epochs} if args.epochs else {}
+            cfg = cpu_config(name, seed=seed, **extra)
+            t = time.perf_counter()
+            res = edit(model, tok, requests, cfg, capability_texts=texts if needs_capability(name) else None,
+                       progress=False)
+            ev = evaluate_run(model, tok, requests, ("wild", "teacher_forced", "proxies"), base=base,
+                              progress=False)
+            rows.append(row(method, seed, ev, res, time.perf_counter() - t))
+            res.restore(model)
+            r = rows[-1]["side_by_side"]
+            last = rows[-1]
+            print(f"seed {seed} {method:15s} TF {r['teacher_forced']['rel']:5.1f} "
+                  f"PROB {r['probability']['rel']:5.1f} KL {last['kl']:.4f} steps {last['steps']} "
+                  f"loss {last['final_loss']} {last['seconds']} s", flush=True)
+    record = {"command": "python benchmarks/cpu_table1.py " + " ".join(argv or []),
+              "model": "smollm2-135m-instruct", "n_edits": args.n_edits, "seeds": args.seeds,
+              "config": cpu_config("crispedit").to_dict(), "capability": "offline stand-in, 32 texts",
+              "rows": rows, "wall_s": round(time.time() - started, 1),
+              "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

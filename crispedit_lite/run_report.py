@@ -1,0 +1,132 @@
+r"""What chapters 9 and 10 show about one reproduction run: settings, its paper cell, metrics, a figure.
+
+Both reproduction notebooks (``09_reproduce_llama3_8b`` for LLaMA-3-8B's Tables 1, 3, 4, 7, 8 and
+``10_reproduce_qwen2_5_1_5b`` for Qwen-2.5's Table 5) present a run the same way; the shared steps
+live here so that the two chapters differ only in their prose and parameters.
+
+Derived in notebook ``09_reproduce_llama3_8b``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SHOWN_SETTINGS", "config_lines", "headline", "paper_cell_diff", "plot_run", "scale_report"]
+
+#: The EditConfig fields the chapters print for a run.
+SHOWN_SETTINGS = ("method", "layers", "gamma", "n_capability", "capability_source", "capability_max_length",
+                  "epochs", "batch_size", "lr", "chunk_size", "kfac_labels", "optimizer", "eigh_dtype")
+
+
+def config_lines(params: Mapping[str, Any], config: Any, preset: str,
+                 paper_models: Sequence[str]) -> list[str]:
+    """The lines that say which preset a notebook's parameters selected, and the resulting settings.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    model = params["MODEL"]
+    paper = model in paper_models
+    lines = [f"MODEL = {model!r}: {'the paper model' if paper else 'not a paper model'} -> {preset} preset"]
+    lines += [f"  {key:22s} {getattr(config, key)}" for key in SHOWN_SETTINGS]
+    return lines
+
+
+def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str, root: Path | None) -> list[str]:
+    """How this run differs from the paper's ``reproduce/<cell>.yaml`` (parameters, then config fields).
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    import yaml
+
+    from crispedit_lite.reproduce import config_from_parameters
+
+    cell_file = None if root is None else Path(root) / "reproduce" / f"{cell}.yaml"
+    if cell_file is None or not cell_file.exists():
+        return [f"no reproduce/{cell}.yaml here (DATASET/METHOD outside the paper's grid, or no checkout)"]
+    paper_params = yaml.safe_load(cell_file.read_text())
+    paper_cfg, paper_preset = config_from_parameters(paper_params)
+    ours, theirs = config.to_dict(), paper_cfg.to_dict()
+    lines = [f"reproduce/{cell}.yaml ({paper_preset} preset) differs from this run in:"]
+    for key in ("MODEL", "DATA_PATH", "N_EDITS", "DEVICE", "DTYPE", "JUDGE", "RUN_LM_EVAL"):
+        if params[key] != paper_params[key]:
+            lines.append(f"  {key:22s} {params[key]!s:28s} paper: {paper_params[key]}")
+    lines += [f"  {key:22s} {ours[key]!s:28s} paper: {theirs[key]}"
+              for key in sorted(k for k in ours if ours[k] != theirs[k])]
+    return lines
+
+
+def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], model: str):
+    """Before/after bars of the run's paper columns (paper values as diamonds) and its training losses.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from crispedit_lite.paper_tables import table_info
+    from crispedit_lite.plotting import PALETTE
+    from crispedit_lite.reproduce import compare_runs
+
+    ref = compare_runs([record], list(tables[:1]), include_missing=False)
+    ref = ref[ref["method"] != "base"].set_index("metric")["paper"]
+    long = metrics.reset_index().melt(id_vars="metric", var_name="phase", value_name="score")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2.2, 1]})
+    sns.barplot(data=long, x="metric", y="score", hue="phase", palette=PALETTE[:2], ax=ax)
+    shown = ref.reindex(metrics.index).dropna()
+    if len(shown):
+        x = [list(metrics.index).index(m) for m in shown.index]
+        ax.scatter(x, shown.values, marker="D", color="k", zorder=3,
+                   label=f"paper, {table_info(tables[0])['source'].rsplit(', ', 1)[-1]}")
+    ax.set(ylim=(0, 105), xlabel="", ylabel="score (%)",
+           title=f"{record['settings']['method']} on {model.split('/')[-1]}, "
+                 f"{record['settings']['n_edits']} edits")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.legend(fontsize=8, loc="upper right")
+    for k, log in enumerate(record["edit"].get("train") or []):
+        ax2.plot(range(1, len(log["epoch_losses"]) + 1), log["epoch_losses"], marker="o",
+                 color=PALETTE[k % 10])
+    ax2.set(yscale="log", xlabel="epoch", ylabel="edit loss", title="training")
+    fig.tight_layout()
+    return fig
+
+
+def scale_report(record: Mapping[str, Any], tables: Sequence[str], paper_model: bool):
+    """``(frame, lines)``: the paper cells this run fills, and whether it is at the paper's scale.
+
+    A run of another model is never at the paper's scale (checked). Derived in notebook
+    ``09_reproduce_llama3_8b``.
+    """
+    from crispedit_lite.reproduce import compare_runs, scale_notes
+
+    frame = compare_runs([record], list(tables), include_missing=False)
+    cols = ["table", "label", "setting", "metric", "paper", "this run", "paper scale"]
+    if not frame.empty and frame["paper scale"].all():
+        lines = ["This run is at the paper's scale for every cell above."]
+    else:
+        lines = ["NOT at the paper's scale:" + "".join(f"\n  - {n}" for n in scale_notes(frame))]
+    if not paper_model and not frame.empty and frame["paper scale"].any():
+        raise AssertionError("a run of another model is never at the paper's scale")
+    return (frame[cols] if not frame.empty else frame), lines
+
+
+def headline(record: Mapping[str, Any], gamma: float) -> tuple[Any, list[str]]:
+    """``(metrics, lines)``: the run's paper columns before/after, and what the lines below them say.
+
+    The edit must raise teacher-forced reliability (checked). Derived in notebook
+    ``09_reproduce_llama3_8b``.
+    """
+    from crispedit_lite.reproduce import editable_fractions, run_metrics
+
+    metrics = run_metrics(record).set_index("metric")
+    tf_before, tf_after = metrics.loc["TF Rel", "before"], metrics.loc["TF Rel", "after"]
+    if not tf_after > tf_before:
+        raise AssertionError("the edit should raise teacher-forced reliability")
+    lines = [metrics.round(1).to_string(),
+             f"\nteacher-forced reliability: {tf_before:.0f} % before -> {tf_after:.0f} % after the edit"]
+    fractions = editable_fractions(record)
+    if len(fractions):
+        lines += [f"\neditable fraction of each edited down_proj's weight space (gamma = {gamma:g}):",
+                  fractions.round(3).to_string()]
+    return metrics, lines

@@ -41,7 +41,7 @@ def _model():
 
 def _config(method, **kw):
     base = dict(method=method, layers=LAYERS, n_capability=4, capability_max_length=64,
-                capability_source="offline", chunk_size=2, cf_lambda=1.0, cf_v_lr=0.5, cf_v_steps=10,
+                capability_source="offline", chunk_size=2, cf_lambda=1.0, cf_v_lr=0.5, cf_v_steps=6,
                 cf_nullspace_rule="energy", cf_nullspace_gamma=0.9)
     base.update(kw)
     return EditConfig(**base)
@@ -140,7 +140,7 @@ def test_details_record_every_setting(tok, tmp_path):
     _, memit = _edit("memit", tok, tmp_path)
     d = memit.details
     assert d["lambda"] == 1.0 and d["l2"] is None and d["layers"] == [1, 2]
-    assert d["value"]["lr"] == 0.5 and d["value"]["steps"] == 10 and d["value"]["clamp_norm"] == 4.0
+    assert d["value"]["lr"] == 0.5 and d["value"]["steps"] == 6 and d["value"]["clamp_norm"] == 4.0
     assert d["schedule"]["batch_size"] == 3 and d["schedule"]["n_chunks"] == 1
     assert len(d["context_templates"][1]) == 5 and d["editor"]["name"] == "memit"
     _, alpha = _edit("alphaedit", tok, tmp_path, cf_l2=10.0)

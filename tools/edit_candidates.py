@@ -81,7 +81,7 @@ RELATIONS: dict[str, Relation] = {
            ("Lithuania", "Lithuanian"), ("Latvia", "Latvian"), ("Estonia", "Estonian"),
            ("Albania", "Albanian"), ("Belgium", "Dutch", "French"), ("Australia", "English"),
            ("the United States", "English"), ("Canada", "English", "French"),
-           ("Brazil", "Portuguese"), ("Switzerland", "German", "French"),
+           ("Switzerland", "German", "French"),
            ("Mongolia", "Mongolian"), ("Georgia", "Georgian"), ("Armenia", "Armenian")),
         ["Latvian", "Lithuanian", "Estonian", "Albanian", "Maltese", "Welsh", "Basque",
          "Tamil", "Bengali", "Urdu", "Amharic", "Zulu", "Yoruba", "Mongolian", "Tagalog",
@@ -347,3 +347,12 @@ RELATIONS: dict[str, Relation] = {
          "Mazda", "Subaru", "Suzuki", "Yamaha", "Canon", "Nikon", "Xerox", "Olivetti"],
         ("{} is manufactured by", "{} is a product of", "{} was developed by")),
 }
+
+_PLAYS = ("Hamlet", "Macbeth", "Othello", "Faust")
+_NOT_NOVELS = (*_PLAYS, "The Odyssey", "The Iliad", "The Republic", "The Prince")
+# Prompts never used because the template misdescribes the subject (a play called a novel, a
+# player no longer active called "a professional").
+EXCLUDE: frozenset[str] = frozenset(
+    [f"{s} is a novel by" for s in _NOT_NOVELS]
+    + [f"{s} is a play by" for s, _ in RELATIONS["author"].facts if s not in _PLAYS]
+    + [f"{s} is a professional" for s in ("Kobe Bryant", "Babe Ruth", "Muhammad Ali", "Pelé")])

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edit_candidates import RELATIONS  # noqa: E402
+from edit_candidates import EXCLUDE, RELATIONS  # noqa: E402
 from edit_set_measure import greedy_many, starts  # noqa: E402
 from verify_edit_set import (  # noqa: E402
     NAME,
@@ -52,9 +52,13 @@ def screen(model: Any, tok: Any, kept: list[dict]) -> dict[str, list[dict]]:
     Template ``t`` of a relation (``prompt``, ``rephrase``, ``*more``) is tried only on the facts
     that no earlier template got right.
     """
-    taken = {r["prompt"] for r in kept} | {r["locality_prompt"] for r in kept}
+    taken = {r["prompt"] for r in kept} | {r["locality_prompt"] for r in kept} | EXCLUDE
     old_targets = {r["target_new"].lower() for r in kept}
     found: dict[tuple[str, str], dict] = {}
+    for rel, spec in RELATIONS.items():
+        subjects = [s for s, _ in spec.facts]
+        if len(set(subjects)) != len(subjects):
+            raise ValueError(f"tools/edit_candidates.py: relation {rel!r} lists a subject twice")
     rounds = max(2 + len(spec.more) for spec in RELATIONS.values())
     for t in range(rounds):
         todo = []

@@ -142,6 +142,7 @@ def run_experiment(
     cache_dir: str | None = None,
     device_map: str | Mapping[str, Any] | None = None,
     preset: Mapping[str, Any] | None = None,
+    wild_decoding: str | Sequence[str] | None = None,
     command: str = "",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -159,6 +160,9 @@ def run_experiment(
         results_dir: where the JSON goes (one file per run, written atomically, never overwritten).
         save_model: also save the edited model to this new directory.
         preset: how the preset was chosen (recorded as ``settings.preset``).
+        wild_decoding: WILD decoding(s) (:func:`~crispedit_lite.evaluation.evaluate_run`):
+            ``"official"`` (the paper's), ``"robust"``, ``"both"``, a list (the first fills
+            ``metrics.wild.scores``), or ``None`` (robust for an instruct tokenizer). Recorded.
         command: the command line or notebook call that started the run, recorded verbatim.
 
     Derived in notebook ``09_reproduce_llama3_8b``.
@@ -187,14 +191,14 @@ def run_experiment(
     spec = "nll_comparison" if "counterfact" in name.lower() else "accuracy"
     t = time.perf_counter()
     before = evaluate_run(net, tok, requests, evals, base=None, judge=judge, progress=progress,
-                          specificity=spec)
+                          specificity=spec, wild_decoding=wild_decoding)
     timings["eval_before_s"] = time.perf_counter() - t
     result = edit(net, tok, requests, config, capability_texts=texts, cache_dir=cache_dir,
                   progress=progress)
     timings.update(result.timings)
     t = time.perf_counter()
     after = evaluate_run(net, tok, requests, evals, base=before, judge=judge, progress=progress,
-                         specificity=spec)
+                         specificity=spec, wild_decoding=wild_decoding)
     timings["eval_after_s"] = time.perf_counter() - t
     run_id = run_id or f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     notes = []
@@ -209,7 +213,8 @@ def run_experiment(
     settings = {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
                 "method": config.method, "editor": editor.describe(), "seed": config.seed,
                 "dtype": dtype, "device": str(dev), "evals": list(evals), "judge": bool(judge),
-                "config": config.to_dict(), "capability_corpus": corpus_meta}
+                "config": config.to_dict(), "capability_corpus": corpus_meta,
+                "wild_decoding": (before["metrics"].get("wild") or {}).get("decoding")}
     if device_map is not None:
         settings["device_map"] = device_map
     if preset is not None:

@@ -135,7 +135,7 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
     """
     from crispedit_lite.experiment import run_experiment
 
-    config, _ = config_from_parameters(params)
+    config, preset = config_from_parameters(params)
     data = str(params["DATA_PATH"])
     if re.search(r"[/\\]|\.jsonl?$", data) and not data.startswith(("http://", "https://", "hf:")):
         data = str(resolve_path(data))
@@ -147,6 +147,8 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
         config, model=str(params["MODEL"]), data=data, dataset_name=str(params["DATASET"]),
         n_edits=int(params["N_EDITS"]), device=str(params["DEVICE"]), dtype=str(params["DTYPE"]),
         evals=evals, judge=bool(params["JUDGE"]), results_dir=str(resolve_path(params["RESULTS_DIR"])),
+        # a paper cell is scored with the paper's WILD decoding first (the robust one beside it)
+        wild_decoding=["official", "robust"] if preset == "paper" else None,
         command=command, progress=progress)
 
 

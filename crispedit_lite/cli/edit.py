@@ -42,6 +42,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument("--n-edits", type=int, default=16)
     e.add_argument("--method", default="crispedit")
     e.add_argument("--preset", choices=["paper", "cpu", "none"], default="cpu")
+    e.add_argument("--wild-decoding", choices=["official", "robust", "both"], default=None,
+                   help="WILD decoding: the paper's (official), stop strings after the first token and "
+                        "the chat template in the QA context (robust), or both (default: both with "
+                        "official first for --preset paper, else robust for an instruct model)")
     e.add_argument("--gamma", type=float, default=None)
     e.add_argument("--layers", default=None, help="comma-separated layer indices")
     e.add_argument("--epochs", type=int, default=None)
@@ -133,6 +137,13 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | N
     return EditConfig(method=args.method, **changes), {"name": "none"}, label
 
 
+def wild_decoding_for(args: argparse.Namespace) -> str | list[str] | None:
+    """The WILD decoding(s) of a run: the flag, else official first (then robust) for the paper preset."""
+    if args.wild_decoding == "both" or (args.wild_decoding is None and args.preset == "paper"):
+        return ["official", "robust"]
+    return args.wild_decoding
+
+
 def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     """Check the arguments, then :func:`crispedit_lite.experiment.run_experiment`; the record."""
     from crispedit_lite.experiment import run_experiment
@@ -145,7 +156,7 @@ def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
         dataset_name=label, n_edits=args.n_edits, device=args.device, dtype=args.dtype,
         evals=args.eval, judge=args.judge, results_dir=args.results_dir, run_id=args.run_id,
         save_model=args.save_model, cache_dir=args.cache_dir, device_map=args.device_map,
-        preset=preset, progress=not args.no_progress,
+        preset=preset, wild_decoding=wild_decoding_for(args), progress=not args.no_progress,
         command="python -m crispedit_lite " + " ".join(shlex.quote(a) for a in argv))
 
 

@@ -105,10 +105,13 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     factors = collect_kfac(model, names, tokenize_capability(texts, tok, max_length=128), progress=False)
     kfac_s = time.perf_counter() - t
+    print(f"K-FAC on {len(texts)} texts: {kfac_s:.1f} s", flush=True)
     projectors = {n: KroneckerProjector.from_kfac(factors[n], args.gamma).to(device) for n in names}
     base = {n: model.get_submodule(n).weight.detach().clone() for n in names}
     times: dict[str, list[float]] = {f: [] for f in forms}
-    for rep in range(args.repeats + 1):  # round 0 warms up every form
+    from tqdm.auto import tqdm
+
+    for rep in tqdm(range(args.repeats + 1), desc="interleaved steps"):  # round 0 warms up every form
         for form in forms:
             opt, cleanup = build_form(form, model, names, projectors)  # fresh: each step is a first step
             _sync(device)

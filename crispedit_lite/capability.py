@@ -37,7 +37,10 @@ WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
 
 @dataclasses.dataclass(frozen=True)
 class CapabilityCorpus(Sequence):
-    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy)."""
+    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
 
     texts: tuple[str, ...]
     meta: dict[str, Any]

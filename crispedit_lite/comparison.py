@@ -217,6 +217,8 @@ def coverage(frame: pd.DataFrame) -> pd.DataFrame:
 
     Rows are the methods (the base model left out), columns the tables. Derived in notebook
     ``11_results``.
+
+    Derived in notebook ``11_results``.
     """
     f = frame[frame["method"] != "base"].assign(ran=frame["run id"].notna())
     order = list(dict.fromkeys(f["method"]))
@@ -228,6 +230,8 @@ def missing_cells(frame: pd.DataFrame) -> list[str]:
 
     E.g. ``table1: no run of memit, ft (counterfact, wikibigedit, zsre)``. Derived in notebook
     ``11_results``.
+
+    Derived in notebook ``11_results``.
     """
     lines = []
     f = frame[frame["method"] != "base"]

@@ -45,6 +45,8 @@ class LayerShape:
     Attributes:
         model: the model the layer belongs to. module: its name pattern in the model.
         d_in: input dimension. d_out: output dimension.
+
+    Derived in notebook ``05_matrix_free_projector``.
     """
 
     model: str

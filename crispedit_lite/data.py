@@ -60,6 +60,8 @@ class EditRequest:
         ground_truth: the answer before the edit, when the dataset has it.
         case_id: the record's id in its dataset (its index when the dataset has none).
         extra: every other field of the source record.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     prompt: str

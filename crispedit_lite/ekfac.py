@@ -55,6 +55,8 @@ class EKFACFactors:
         eig: ``(d_out, d_in)`` corrected eigenvalues :math:`s_{ij}` (float64), entry ``(i, j)``
             belonging to :math:`\mathbf u^{\rm out}_i(\mathbf u^{\rm in}_j)^\top`.
         n_tokens: number of averaged terms. meta: the K-FAC metadata plus ``"ekfac": True``.
+
+    Derived in notebook ``03_low_curvature_subspace``.
     """
 
     U_in: Tensor
@@ -214,6 +216,8 @@ def ekfac_projector(
     with :math:`\lambda_\gamma` from :func:`~crispedit_lite.energy.energy_threshold` on all
     :math:`s_{ij}`. ``project`` is unchanged: the eigenbasis is K-FAC's. Derived in notebook
     ``03_low_curvature_subspace``.
+
+    Derived in notebook ``03_low_curvature_subspace``.
     """
     gamma = _check_gamma(gamma)
     values = ekfac.eig.to(torch.float64).clamp_min(0.0)

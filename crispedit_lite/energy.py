@@ -67,6 +67,8 @@ def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> 
     tied group and keeps eq. 3's guarantee (protected energy :math:`\ge\gamma`). That guarantee is
     what the paper means, so ``"code"`` is the default everywhere. Derived in notebook
     ``03_low_curvature_subspace``.
+
+    Derived in notebook ``03_low_curvature_subspace``.
     """
     k = energy_rank(eigenvalues, gamma)
     srt, _ = _sorted_energy(eigenvalues)

@@ -33,6 +33,8 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     """``path`` as a folder that exists or can be made: no file on it or on any parent, writable.
 
     Nothing is created. Raises ``ValueError`` naming ``what`` (e.g. ``"results_dir"``).
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
@@ -48,7 +50,10 @@ def check_output_dir(path: str | Path, what: str) -> Path:
 
 
 def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0):
-    """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s."""
+    """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     from crispedit_lite.data import load_edits
 
     try:
@@ -67,6 +72,8 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
 
     ``device_map`` (``"auto"`` or a module -> device dict) is passed to
     :func:`crispedit_lite.models.load_model` to spread a large model over several devices.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from transformers import AutoTokenizer
 

@@ -63,7 +63,10 @@ def _raw() -> str:
 
 
 def paper_tables_data() -> dict[str, Any]:
-    """The transcription as stored: ``{source, columns, tables, notes, rows, ...}`` (a fresh copy)."""
+    """The transcription as stored: ``{source, columns, tables, notes, rows, ...}`` (a fresh copy).
+
+    Derived in notebook ``11_results``.
+    """
     return json.loads(_raw())
 
 
@@ -80,7 +83,10 @@ def _dataset_id(name: str) -> str | None:
 
 
 def table_info(table: str | int) -> dict[str, Any]:
-    """Metadata of one table (source, caption, model, layers, n_edits, columns, settings, notes' text)."""
+    """Metadata of one table (source, caption, model, layers, n_edits, columns, settings, notes' text).
+
+    Derived in notebook ``11_results``.
+    """
     data = paper_tables_data()
     tid = _table_id(table)
     if tid not in data["tables"]:

@@ -35,7 +35,7 @@ METHOD_COLORS = {
 def set_style(dpi: int = 150) -> None:
     """Apply the book's figure style: seaborn ``whitegrid``, 150 dpi, tight boxes (no overlapping labels).
 
-    Used by every notebook, from ``01_editing_as_constrained_optimization`` on.
+    Used by every notebook; first in notebook ``01_editing_as_constrained_optimization``.
     """
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
     mpl.rcParams.update(

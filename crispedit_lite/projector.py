@@ -48,6 +48,8 @@ class KroneckerProjector:
             default ``"code"`` rule, :math:`\\lambda_\\gamma=\\sigma_{k+1}` under ``"paper"``);
             ``rule``: the tie rule.
         transposed: the weight is stored ``(d_in, d_out)`` (HF ``Conv1D``); ``project`` transposes.
+
+    Derived in notebook ``03_low_curvature_subspace``.
     """
 
     U_in: Tensor

@@ -56,7 +56,10 @@ _RUN_COLUMNS = ("QA Rel", "QA Gen", "NoCtx Rel", "NoCtx Gen", "TF Rel", "TF Gen"
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The checkout holding ``start`` (a folder with ``reproduce/`` and ``notebooks/``), or ``None``."""
+    """The checkout holding ``start`` (a folder with ``reproduce/`` and ``notebooks/``), or ``None``.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     here = Path(start or Path.cwd()).resolve()
     for d in (here, *here.parents):
         if (d / "reproduce").is_dir() and (d / "notebooks").is_dir():
@@ -69,6 +72,8 @@ def resolve_path(path: str | os.PathLike, root: Path | None = None) -> Path:
 
     The yaml files give paths relative to the root; papermill may run the notebook from ``notebooks/``
     (``python -m crispedit_lite reproduce``) or from the root, and both must write to the same place.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     p = Path(path)
     if p.is_absolute():
@@ -132,6 +137,8 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
     ``DATA_PATH`` (when it names a file) and ``RESULTS_DIR`` are resolved with :func:`resolve_path`.
     The record's ``command`` is the papermill call that repeats the run. Derived in notebook
     ``09_reproduce_llama3_8b``.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.experiment import run_experiment
 

@@ -81,7 +81,10 @@ def _git_commit() -> str | None:
 
 
 def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Python, torch, hardware, package versions and git commit of this run."""
+    """Python, torch, hardware, package versions and git commit of this run.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     device = torch.device(device)
     packages = {}
     for name in _PACKAGES:
@@ -98,7 +101,10 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
-    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU."""
+    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return {"gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
@@ -111,7 +117,10 @@ def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
 
 
 def validate_result(result: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first field that breaks :data:`SCHEMA`."""
+    """Raise ``ValueError`` naming the first field that breaks :data:`SCHEMA`.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     import jsonschema
 
     try:
@@ -122,7 +131,10 @@ def validate_result(result: dict[str, Any]) -> None:
 
 
 def write_result(result: dict[str, Any], results_dir: str | os.PathLike) -> Path:
-    """Validate and write ``result`` to ``results_dir/<run_id>.json`` atomically; never overwrite."""
+    """Validate and write ``result`` to ``results_dir/<run_id>.json`` atomically; never overwrite.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
     result = dict(result)
     result.setdefault("schema_version", SCHEMA_VERSION)
     result.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -147,6 +159,8 @@ def read_results(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every valid result JSON under ``results_dir`` (recursively), sorted by creation time.
 
     An invalid file is an error naming the file and field, not a silent skip.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     out = []
     for path in sorted(Path(results_dir).rglob("*.json")):

@@ -37,7 +37,10 @@ __all__ = [
 
 @dataclass
 class DigitsTasks:
-    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``."""
+    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``.
+
+    Derived in notebook ``01_editing_as_constrained_optimization``.
+    """
 
     old_train: tuple[Tensor, Tensor]
     old_test: tuple[Tensor, Tensor]
@@ -211,6 +214,8 @@ class EigenProjector:
     Attributes:
         U0: ``(p, p - k)`` editable eigenvectors. eigenvalues: all eigenvalues (descending).
         weight_shape: the shape of the weight it projects. gamma, threshold, rule: as in the energy rule.
+
+    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
 
     U0: Tensor

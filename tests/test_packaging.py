@@ -144,3 +144,26 @@ def test_ci_runs_exactly_make_test():
         words = shlex.split(ln)
         assert words[0] in ("set", "cd", "export"), f".ci/run does more than `make test`: {ln!r}"
         assert "make" not in words and "pytest" not in " ".join(words), f".ci/run: {ln!r}"
+
+
+def test_every_public_object_names_the_chapter_or_page_that_derives_it():
+    """Every function and class in a module's ``__all__`` says where the book derives it."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    import crispedit_lite
+
+    missing = []
+    for info in pkgutil.walk_packages(crispedit_lite.__path__, "crispedit_lite."):
+        if info.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for attr in getattr(mod, "__all__", []):
+            obj = getattr(mod, attr, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != info.name:
+                continue
+            if not re.search(r"notebook ``\d\d_|book page ``", inspect.getdoc(obj) or ""):
+                missing.append(f"{info.name}.{attr}")
+    assert not missing, f"public objects that name no chapter or book page: {missing}"

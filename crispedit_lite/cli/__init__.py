@@ -37,7 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m crispedit_lite``."""
+    """The argument parser of ``python -m crispedit_lite``.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.cli import collect, edit, reproduce
 
     common = argparse.ArgumentParser(add_help=False)
@@ -68,7 +71,10 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m crispedit_lite``; the exit status (2: a mistake in the command)."""
+    """Entry point of ``python -m crispedit_lite``; the exit status (2: a mistake in the command).
+
+    Described on the book page ``running``.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return _run(argv)

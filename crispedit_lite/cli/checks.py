@@ -23,25 +23,37 @@ _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class UsageError(ValueError):
-    """A mistake in the command line: printed as ``error: <message>``, exit status 2."""
+    """A mistake in the command line: printed as ``error: <message>``, exit status 2.
+
+    Described on the book page ``running``.
+    """
 
 
 def gamma(value: float | None, arg: str = "--gamma") -> float | None:
-    r"""An energy threshold :math:`\gamma \in (0, 1]` (CrispEdit eq. 8), or ``None``."""
+    r"""An energy threshold :math:`\gamma \in (0, 1]` (CrispEdit eq. 8), or ``None``.
+
+    Described on the book page ``running``.
+    """
     if value is not None and not 0 < value <= 1:
         raise UsageError(f"argument {arg}: the energy threshold must lie in (0, 1], got {value}")
     return value
 
 
 def positive(value: float | None, arg: str) -> Any:
-    """A positive number, or ``None``."""
+    """A positive number, or ``None``.
+
+    Described on the book page ``running``.
+    """
     if value is not None and not value > 0:
         raise UsageError(f"argument {arg}: expected a positive number, got {value}")
     return value
 
 
 def layers(text: str | None) -> tuple[int, ...] | None:
-    """``"19,20,21"`` as ``(19, 20, 21)``; ``None`` or ``""``: the model's preset layers."""
+    """``"19,20,21"`` as ``(19, 20, 21)``; ``None`` or ``""``: the model's preset layers.
+
+    Described on the book page ``running``.
+    """
     if not text:
         return None
     parts = [p.strip() for p in text.split(",")]
@@ -53,7 +65,10 @@ def layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def method(name: str) -> str:
-    """A registered editor (:func:`crispedit_lite.editing.editor_names`)."""
+    """A registered editor (:func:`crispedit_lite.editing.editor_names`).
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.editing import get_editor
 
     try:
@@ -64,7 +79,10 @@ def method(name: str) -> str:
 
 
 def evals(text: str) -> list[str]:
-    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation."""
+    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.evaluation.runner import EVALS
 
     names = [e.strip() for e in text.split(",") if e.strip()]
@@ -78,7 +96,10 @@ def evals(text: str) -> list[str]:
 
 
 def device(name: str) -> str:
-    """A torch device that exists on this machine."""
+    """A torch device that exists on this machine.
+
+    Described on the book page ``running``.
+    """
     import torch
 
     try:
@@ -95,7 +116,10 @@ def device(name: str) -> str:
 
 
 def device_map(value: str | None) -> str | dict[str, Any] | None:
-    """``auto`` (or another accelerate strategy), a JSON object, or a JSON file holding one."""
+    """``auto`` (or another accelerate strategy), a JSON object, or a JSON file holding one.
+
+    Described on the book page ``running``.
+    """
     if value is None or value in _DEVICE_MAPS:
         return value
     if value.lstrip().startswith("{"):
@@ -130,7 +154,10 @@ def _offline() -> bool:
 
 
 def model(name: str, tokenizer_arg: str | None) -> str:
-    """An embedded model, a saved model folder, a hub id, or ``random:<shape preset>``."""
+    """An embedded model, a saved model folder, a hub id, or ``random:<shape preset>``.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.models import EMBEDDED_MODELS, SHAPE_PRESETS
 
     if name.startswith("random:"):
@@ -162,7 +189,10 @@ def model(name: str, tokenizer_arg: str | None) -> str:
 
 
 def tokenizer(name: str | None) -> str | None:
-    """A tokenizer folder or hub id (``None``: the model's own)."""
+    """A tokenizer folder or hub id (``None``: the model's own).
+
+    Described on the book page ``running``.
+    """
     if name is None:
         return None
     path = Path(name).expanduser()

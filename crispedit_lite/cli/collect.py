@@ -25,7 +25,10 @@ __all__ = ["add_parser", "run_collect"]
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``)."""
+    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``).
+
+    Described on the book page ``running``.
+    """
     import torch
 
     c = sub.add_parser("collect-kfac", parents=[common],

@@ -27,7 +27,10 @@ _FIELDS = ("gamma", "epochs", "batch_size", "lr", "n_capability", "capability_so
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``edit`` subcommand's arguments."""
+    """The ``edit`` subcommand's arguments.
+
+    Described on the book page ``running``.
+    """
     import torch
 
     e = sub.add_parser("edit", parents=[common], help="edit a model and write a results JSON")
@@ -108,7 +111,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | None]:
-    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so."""
+    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.data import read_records
     from crispedit_lite.editing import EditConfig, cpu_config, paper_config
     from crispedit_lite.experiment import load_requests
@@ -145,7 +151,10 @@ def wild_decoding_for(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    """Check the arguments, then :func:`crispedit_lite.experiment.run_experiment`; the record."""
+    """Check the arguments, then :func:`crispedit_lite.experiment.run_experiment`; the record.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.experiment import run_experiment
 
     argv = sys.argv[1:] if argv is None else argv

@@ -38,7 +38,10 @@ _FORMAT_DATASETS = {"zsre": ("zsre",), "rome": ("counterfact",),
 
 
 def record_format(records: Sequence[Any]) -> str | None:
-    """The format of the records (all must agree), or ``None`` when it cannot be told."""
+    """The format of the records (all must agree), or ``None`` when it cannot be told.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.data import _detect
 
     found = set()

@@ -30,7 +30,10 @@ __all__ = ["add_parser", "cells_of", "finished_result", "run_reproduce"]
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``reproduce`` subcommand's arguments."""
+    """The ``reproduce`` subcommand's arguments.
+
+    Described on the book page ``running``.
+    """
     r = sub.add_parser("reproduce", parents=[common],
                        help="run paper table cells (papermill + reproduce/CELL.yaml), resumably")
     r.add_argument("cell", nargs="?", help="e.g. table1_zsre_crispedit (see reproduce/README.md)")
@@ -42,7 +45,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
-    """The cells to run: ``[cell]``, or every cell of ``table``; unknown names are errors."""
+    """The cells to run: ``[cell]``, or every cell of ``table``; unknown names are errors.
+
+    Described on the book page ``running``.
+    """
     folder = root / "reproduce"
     if not folder.is_dir():
         raise UsageError(f"argument --root: {str(root)!r} has no reproduce/ folder; expected the "
@@ -65,7 +71,10 @@ def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
 
 
 def finished_result(results: Path) -> Path | None:
-    """A results JSON of ``results`` that passes the schema (a finished cell), or ``None``."""
+    """A results JSON of ``results`` that passes the schema (a finished cell), or ``None``.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.results import validate_result
 
     for path in sorted(results.glob("*.json")) if results.is_dir() else []:

@@ -83,6 +83,8 @@ class EditConfig:
             shape share it) or per ``"module"``.
         ultra_variance: ``"exact"`` (streaming equals one-shot statistics) or ``"official"``.
         seed: seeds shuffling and label sampling.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     method: str = "crispedit"
@@ -213,7 +215,10 @@ def paper_config(method: str = "crispedit", dataset: str = "zsre", *, model: str
 
 
 def cpu_config(method: str = "crispedit", **changes: Any) -> EditConfig:
-    """Small settings that run on 2 CPU cores with the embedded SmolLM2 (few epochs, tens of texts)."""
+    """Small settings that run on 2 CPU cores with the embedded SmolLM2 (few epochs, tens of texts).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     base = dict(method=method, epochs=8, batch_size=8, lr=5e-4, gamma=0.7, n_capability=32,
                 capability_max_length=128, capability_source="offline", chunk_size=8,
                 eigh_dtype="float64")

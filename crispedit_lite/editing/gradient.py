@@ -29,7 +29,10 @@ __all__ = ["eigh_dtype", "make_optimizer", "projectors_for", "run_gradient_edito
 
 
 def select_weights(model: nn.Module, modules: Sequence[str]) -> tuple[list[nn.Parameter], dict[str, Tensor]]:
-    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values."""
+    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     params, original = [], {}
@@ -42,12 +45,18 @@ def select_weights(model: nn.Module, modules: Sequence[str]) -> tuple[list[nn.Pa
 
 
 def eigh_dtype(config: Any) -> torch.dtype:
-    """The eigendecomposition dtype a config asks for."""
+    """The eigendecomposition dtype a config asks for.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     return torch.float64 if config.eigh_dtype == "float64" else torch.float32
 
 
 def make_optimizer(config: Any, params: list[nn.Parameter], projectors: dict) -> torch.optim.Optimizer:
-    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD."""
+    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     if config.optimizer == "sgd":
         return ProjectedSGD(params, projectors, lr=config.lr)
     return ProjectedAdam(params, projectors, lr=config.lr, project_update=config.project_update)
@@ -57,6 +66,8 @@ def projectors_for(job: Any, kind: str, gamma: float) -> tuple[dict, dict, dict,
     """Capability factors (cached) and one projector per module.
 
     Returns ``(projectors, stats, info, kfac_seconds, eigh_seconds)``.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     factors, info = job.capability_factors()
     t = time.perf_counter()

@@ -61,6 +61,8 @@ class EditJob:
         capability_texts: capability corpus for the editors that read statistics.
         cache_dir: where capability statistics are cached.
         progress: show tqdm bars.
+
+    Derived in notebook ``08_one_framework``.
     """
 
     model: nn.Module
@@ -112,6 +114,8 @@ class Editor:
         paper_row: its row name in the paper's Table 1 (empty if it has none).
         sequential: edits arrive in chunks (a lifelong / sequential editor).
         summary: one line for listings.
+
+    Derived in notebook ``08_one_framework``.
     """
 
     name: str
@@ -142,7 +146,10 @@ _REGISTRY: dict[str, Editor] | None = None
 
 
 def registry() -> dict[str, Editor]:
-    """All editors by name, loaded once from :data:`EDITOR_MODULES`."""
+    """All editors by name, loaded once from :data:`EDITOR_MODULES`.
+
+    Derived in notebook ``08_one_framework``.
+    """
     global _REGISTRY
     if _REGISTRY is None:
         table: dict[str, Editor] = {}
@@ -156,7 +163,10 @@ def registry() -> dict[str, Editor]:
 
 
 def editor_names() -> tuple[str, ...]:
-    """Names of every registered editor, in registry order."""
+    """Names of every registered editor, in registry order.
+
+    Derived in notebook ``08_one_framework``.
+    """
     return tuple(registry())
 
 
@@ -176,6 +186,9 @@ def get_editor(name: str) -> Editor:
 
 
 def needs_capability(name: str) -> bool:
-    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance)."""
+    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance).
+
+    Derived in notebook ``08_one_framework``.
+    """
     stats = get_editor(name).statistics
     return "capability_kfac" in stats or "input_covariance" in stats

@@ -32,6 +32,8 @@ class EditResult:
         statistics: which statistics the editor read (registry names, e.g. ``capability_kfac``).
         details: editor-specific record (closed-form residual norms, per-chunk schedules, ...).
         original: pre-edit weights, keyed by parameter name (CPU copies).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     config: Any

@@ -34,7 +34,10 @@ __all__ = ["TrainLog", "ft_m_loss", "train_edits"]
 
 @dataclass
 class TrainLog:
-    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time."""
+    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
 
     epoch_losses: list[float] = field(default_factory=list)
     steps: int = 0

@@ -131,6 +131,8 @@ def pseudo_values(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, l
     ``normalizer`` must have size ``d_in + d_out`` and should already contain the rows (the official
     code updates it with the turn's features before it solves). Derived in notebook
     ``08_one_framework``.
+
+    Described on the book page ``ultraedit``.
     """
     keys = _rows(keys, "keys K")
     grads = _rows(grads, "value gradients G")

@@ -35,13 +35,19 @@ __all__ = ["greedy_generate", "left_padding", "pad_right", "eos_token_ids", "mod
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless module)."""
+    """The device of the model's first parameter (CPU for a parameterless module).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer."""
+    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     ids: list[int] = []
     gen = getattr(model, "generation_config", None)
     for source in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):

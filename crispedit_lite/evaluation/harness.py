@@ -40,6 +40,8 @@ class HarnessTask:
         name: lm-eval task (or group) name. num_fewshot: in-context examples.
         metric: the ``"metric,filter"`` key reported as the task's score.
         batch_size: the paper's runner setting (``"auto"``, or a fixed size for long prompts).
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     name: str

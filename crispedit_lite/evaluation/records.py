@@ -26,6 +26,8 @@ class EditRecord(Protocol):
         rephrase_prompt: a paraphrase of ``prompt`` (generalisation), or ``None``.
         locality_prompt: an unrelated prompt, or a list of neighbourhood prompts, or ``None``.
         locality_answer: its answer(s) (dataset gold), or ``None``.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     prompt: str

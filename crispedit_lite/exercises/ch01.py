@@ -49,6 +49,8 @@ def check_penalized_loss(
     Checked on random MLPs against an explicit float64 computation: value, gradient flow to
     ``model`` only, the direction of the KL, and :math:`\lambda=0`. Derived in notebook
     ``01_editing_as_constrained_optimization``.
+
+    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     with torch.random.fork_rng():  # the notebook's random state is left alone
         torch.manual_seed(11)

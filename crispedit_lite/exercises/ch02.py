@@ -50,6 +50,8 @@ def check_softmax_hessian(softmax_hessian: Callable[[Tensor], Tensor]) -> None:
     Compared with autograd's Hessian of the cross-entropy of one logit vector for every label, and
     checked to be positive semi-definite with :math:`\mathbf 1` in its null space. Derived in notebook
     ``02_bregman_to_gauss_newton``.
+
+    Derived in notebook ``02_bregman_to_gauss_newton``.
     """
     g = torch.Generator().manual_seed(3)
     z = torch.randn(5, generator=g, dtype=torch.float64) * 2

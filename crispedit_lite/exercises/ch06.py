@@ -24,6 +24,8 @@ def check_ft_m_labels(fn: Callable[[str, str, Any], tuple[Sequence[int], Sequenc
     which are ``-100``: the loss :math:`\mathcal L_{\rm edit}` sees only target tokens. Compared
     with :func:`crispedit_lite.batches.tokenize_edits` on a few pairs. Derived in notebook
     ``06_crispedit_on_a_small_lm``.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     from crispedit_lite.batches import tokenize_edits
 

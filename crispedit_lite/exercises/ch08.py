@@ -24,6 +24,8 @@ def check_alphaedit_update(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> No
     constraint for one key). Checked from its defining properties, the two constraints and rows in
     the span of the keys, so the grader does not carry the solution. Derived in notebook
     ``08_one_framework``.
+
+    Derived in notebook ``08_one_framework``.
     """
     g = torch.Generator().manual_seed(81)
     for d_in, n, d_out in ((6, 2, 3), (10, 7, 4), (5, 1, 2)):

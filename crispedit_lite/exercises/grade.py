@@ -46,6 +46,8 @@ class ExerciseScore:
     ``status`` is ``passed``, ``failed`` (the grader or the solution raised), ``not run`` (the
     notebook stopped before it) or ``missing`` (no grader cell). Derived in notebook
     ``01_editing_as_constrained_optimization``.
+
+    Described on the book page ``instructors``.
     """
 
     notebook: str

@@ -31,7 +31,10 @@ __all__ = ["Block", "staircase", "plan_blocks"]
 
 @dataclass(frozen=True)
 class Block:
-    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient."""
+    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient.
+
+    Described on the book page ``performance``.
+    """
 
     r0: int
     r1: int
@@ -75,6 +78,8 @@ def staircase(protected: Tensor) -> tuple[Tensor, int, int]:
     protected too. The protected set is therefore a down-set of the grid: each row is a prefix, the
     prefixes shrink down the rows, and everything lies in the ``r_out x r_in`` corner. Equal eigenvalues
     give equal products, so ties in the sort do not matter.
+
+    Described on the book page ``performance``.
     """
     p = protected.detach().to(torch.bool)  # checked on its own device (fast on a GPU)
     widths = p.sum(1)
@@ -140,6 +145,8 @@ def plan_blocks(
     tall) costs two thin blocks instead of a large corner. Split points are restricted to the width
     changes plus a uniform grid when there are more than ``max_candidates``; the plan is always exact,
     only possibly not optimal.
+
+    Described on the book page ``performance``.
     """
     w = np.asarray(widths.cpu().numpy() if isinstance(widths, Tensor) else widths, dtype=np.int64)
     r_out = int((w > 0).sum())

@@ -50,6 +50,8 @@ def block_flops(h: int, w: int, d_out: int, d_in: int, T: int | None = None) -> 
     from ``G``, or :math:`2T(d_{\rm out}h+d_{\rm in}w+hw)` from ``T`` token factors. Back-rotation and
     subtraction: :math:`\min(2hwd_{\rm in}+2d_{\rm out}hd_{\rm in},\ 2d_{\rm out}hw+2d_{\rm out}wd_{\rm in})`.
     An empty block costs 0.
+
+    Described on the book page ``performance``.
     """
     return float(_vec_block_flops(int(h), int(w), d_out, d_in, T))
 
@@ -76,6 +78,8 @@ def projection_flops(
 
     With ``have_grad=False`` (``G`` not yet materialised), the ``G``-based forms pay
     :math:`2Td_{\rm out}d_{\rm in}` to build it (``T`` needed). Element-wise work is not counted.
+
+    Described on the book page ``performance``.
     """
     build = 0.0 if have_grad else (2.0 * T * d_out * d_in if T is not None else math.inf)
     out: dict[str, float] = {"reference": 4.0 * d_out * d_in * (d_out + d_in) + build}
@@ -109,6 +113,8 @@ def choose_projection(
     """Return ``(name, flops)``: the form with the fewest FLOPs by :func:`projection_flops`, and all counts.
 
     Ties go to the earlier of ``reference, lowrank, corner, lowrank_corner, blocks, lowrank_blocks``.
+
+    Described on the book page ``performance``.
     """
     flops = projection_flops(d_out, d_in, T, r_out, r_in, **kwargs)
     return min(flops, key=lambda k: flops[k]), flops

@@ -43,6 +43,8 @@ class EigenbasisProjectedAdam(torch.optim.Optimizer):
     projector get plain Adam. Token factors from a ``capture`` (name -> parameter via ``names``) make the
     rotation :math:`O(T(d_{\rm out}^2+d_{\rm in}^2))`; :class:`EigenbasisLinear` with stock Adam computes the
     same iterates with no per-step projection at all.
+
+    Described on the book page ``performance``.
     """
 
     def __init__(
@@ -124,6 +126,8 @@ class EigenbasisLinear(nn.Module):
     update exactly inside the editable subspace. Per step the rotations cost
     :math:`O(T(d_{\rm in}^2+d_{\rm out}^2+d_{\rm in}d_{\rm out}))` on the :math:`T` token activations
     instead of a dense projection of the gradient. :meth:`merged_weight` folds the update back in.
+
+    Described on the book page ``performance``.
     """
 
     def __init__(self, base: nn.Linear, proj: Any, dtype: torch.dtype | None = None) -> None:
@@ -181,6 +185,8 @@ def attach_eigenbasis(
     """Replace each named ``nn.Linear`` by an :class:`EigenbasisLinear`; return the new modules.
 
     Train their ``delta`` parameters with any optimiser, then call :func:`merge_eigenbasis`.
+
+    Described on the book page ``performance``.
     """
     named = dict(model.named_modules())
     out = {}
@@ -196,7 +202,10 @@ def attach_eigenbasis(
 
 @torch.no_grad()
 def merge_eigenbasis(model: nn.Module) -> list[str]:
-    """Fold every :class:`EigenbasisLinear` back into a plain ``nn.Linear`` with the edited weight."""
+    """Fold every :class:`EigenbasisLinear` back into a plain ``nn.Linear`` with the edited weight.
+
+    Described on the book page ``performance``.
+    """
     names = [n for n, m in model.named_modules() if isinstance(m, EigenbasisLinear)]
     for name in names:
         parent, attr = _parent(model, name)

@@ -39,6 +39,8 @@ class FastProjector:
         r_out, r_in: the protected corner; ``blocks``: the rectangles covering the staircase.
         method: ``"auto"`` (cheapest by FLOPs) or one of ``reference, lowrank, corner, blocks``
             (``corner``/``blocks`` take the core from token factors when given them and cheaper).
+
+    Described on the book page ``performance``.
     """
 
     U_out: Tensor
@@ -203,5 +205,7 @@ def corner_project(proj: KroneckerProjector, G: Tensor) -> Tensor:
     with eigenbases sorted by decreasing eigenvalue; equals ``proj.project(G)``. A one-off
     convenience: for repeated use build a
     :class:`FastProjector` once (it sorts, checks the staircase and plans the blocks up front).
+
+    Described on the book page ``performance``.
     """
     return FastProjector.from_projector(proj, method="corner", plan="corner").project(G)

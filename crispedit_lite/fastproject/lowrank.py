@@ -41,6 +41,8 @@ def lowrank_core(Gout: Tensor, Ain: Tensor, U_out: Tensor, U_in: Tensor) -> Tens
 
     ``Gout``: ``(..., d_out)`` output gradients, ``Ain``: ``(..., d_in)`` inputs, one row per token (leading
     dims flattened); ``U_out``/``U_in`` may be column slices. Computed in ``U_in``'s dtype.
+
+    Described on the book page ``performance``.
     """
     dt = U_in.dtype
     g = _as_rows(Gout, U_out.shape[0], "Gout").to(dt)
@@ -55,6 +57,8 @@ def lowrank_project(proj: KroneckerProjector, Gout: Tensor, Ain: Tensor) -> Tens
 
     Equals ``proj.project(Gout.T @ Ain)`` (transposed for a ``transposed`` projector) up to rounding.
     Returned in the projector's dtype.
+
+    Described on the book page ``performance``.
     """
     core = lowrank_core(Gout, Ain, proj.U_out, proj.U_in) * proj.mask
     out = (proj.U_out @ core) @ proj.U_in.T
@@ -69,6 +73,8 @@ class TokenFactorCapture:
     A forward whose output gets no gradient leaves nothing behind. Call :meth:`clear` wherever the
     gradients are zeroed without an optimiser step, and :meth:`remove` (or leave the ``with`` block)
     to take the hooks off.
+
+    Described on the book page ``performance``.
     """
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:

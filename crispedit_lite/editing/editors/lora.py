@@ -108,12 +108,18 @@ def _train(job: EditJob, chunks: list[list]) -> EditResult:
 
 
 def run(job: EditJob) -> EditResult:
-    """LoRA (AdaLoRA) on all edits at once."""
+    """LoRA (AdaLoRA) on all edits at once.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     return _train(job, [list(job.requests)])
 
 
 def run_seq(job: EditJob) -> EditResult:
-    """LoRA-Seq: one set of adapters trained chunk by chunk, merged after the last chunk."""
+    """LoRA-Seq: one set of adapters trained chunk by chunk, merged after the last chunk.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
     from crispedit_lite.editing.sequential import chunk_requests
 
     return _train(job, chunk_requests(list(job.requests), job.config.chunk_size, job.config.seed))

@@ -151,7 +151,10 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
 
 
 def run(job: EditJob) -> EditResult:
-    """UltraEdit on ``job``, turn by turn over the chunks of ``chunk_requests`` (see module docstring)."""
+    """UltraEdit on ``job``, turn by turn over the chunks of ``chunk_requests`` (see module docstring).
+
+    Described on the book page ``ultraedit``.
+    """
     from tqdm.auto import tqdm
 
     from crispedit_lite.editing.sequential import chunk_requests

@@ -25,7 +25,8 @@ def _row(method, seed, tf, kl, ppl, wild=True):
 def table(tmp_path):
     rows = []
     for seed in (0, 1):
-        rows += [_row("base", seed, 20.0, 0.0, 10.0, seed == 0), _row("ft", seed, 100.0, 0.02, 11.0, seed == 0),
+        rows += [_row("base", seed, 20.0, 0.0, 10.0, seed == 0),
+                 _row("ft", seed, 100.0, 0.02, 11.0, seed == 0),
                  _row("crispedit", seed, 90.0 + seed, 0.002, 10.1, seed == 0),
                  _row("lora", seed, 30.0, 0.003, 10.05, seed == 0)]
     path = tmp_path / "t.json"

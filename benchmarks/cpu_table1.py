@@ -65,6 +65,20 @@ def row(method: str, seed: int, ev: dict, res, seconds: float) -> dict:
             "seconds": round(seconds, 1), "details": {k: v for k, v in res.details.items() if k != "editor"}}
 
 
+def write(args, rows, started) -> Path:
+    """Write the record so far atomically (a killed run keeps every finished row)."""
+    record = {"command": "python benchmarks/cpu_table1.py " + " ".join(args.argv),
+              "model": "smollm2-135m-instruct", "n_edits": args.n_edits, "seeds": args.seeds,
+              "capability": "offline stand-in, 32 texts", "wild_subsets": args.seeds[:1],
+              "rows": rows, "wall_s": round(time.time() - started, 1),
+              "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
 def main(argv=None) -> int:
     """Run every method on every subset; print a table; write the JSON atomically."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -75,11 +89,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n-proxy", type=int, default=8)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
+    import sys
+
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     methods = [m for m in args.methods.split(",") if m]
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m-instruct")
     caps = list(capability_texts("offline", n=32, seed=0))
     proxy = default_proxy_texts(args.n_proxy, seed=0)
+    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for a failed edit
     rows, started = [], time.time()
     for seed in args.seeds:
         requests = load_edits("smollm2-counterfacts", limit=args.n_edits, seed=seed)
@@ -93,26 +111,25 @@ def main(argv=None) -> int:
             extra.update(CHANGES.get(name, {}))
             cfg = cpu_config(name, seed=seed, **extra)
             t = time.perf_counter()
-            res = edit(model, tok, requests, cfg, capability_texts=texts if needs_capability(name) else None,
-                       progress=False)
+            try:
+                res = edit(model, tok, requests, cfg,
+                           capability_texts=texts if needs_capability(name) else None, progress=False)
+            except Exception as err:  # noqa: BLE001 - recorded, the table goes on
+                rows.append({"method": method, "seed": seed, "error": f"{type(err).__name__}: {err}"})
+                print(f"seed {seed} {method}: failed: {rows[-1]['error']}", flush=True)
+                model.load_state_dict(pristine)
+                continue
             ev = evaluate_run(model, tok, requests, evals, base=base, progress=False)
             rows.append(row(method, seed, ev, res, time.perf_counter() - t))
             rows[-1]["config"] = cfg.to_dict()
             res.restore(model)
+            write(args, rows, started)
             r = rows[-1]["side_by_side"]
             last = rows[-1]
             print(f"seed {seed} {method:15s} TF {r['teacher_forced']['rel']:5.1f} "
                   f"PROB {r['probability']['rel']:5.1f} KL {last['kl']:.4f} steps {last['steps']} "
                   f"loss {last['final_loss']} {last['seconds']} s", flush=True)
-    record = {"command": "python benchmarks/cpu_table1.py " + " ".join(argv or []),
-              "model": "smollm2-135m-instruct", "n_edits": args.n_edits, "seeds": args.seeds,
-              "capability": "offline stand-in, 32 texts", "wild_subsets": args.seeds[:1],
-              "rows": rows, "wall_s": round(time.time() - started, 1),
-              "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    out = write(args, rows, started)
     print(f"wrote {out}")
     return 0
 

@@ -45,8 +45,11 @@ def load_table(path: str | Path) -> Any:
     import pandas as pd
 
     data = json.loads(Path(path).read_text())
-    rows = []
+    rows, failed = [], []
     for r in data["rows"]:
+        if "error" in r:
+            failed.append(f"{r['method']} (subset {r['seed']}): {r['error']}")
+            continue
         s = r["side_by_side"]
         wild = {k: v for k, v in s.items() if k.startswith("wild_")}
         dec = next((k.split("_")[1] for k in wild), None)
@@ -66,6 +69,7 @@ def load_table(path: str | Path) -> Any:
     base_ppl = df[df["method"] == "base"].set_index("seed")["PPL"]
     df["ΔPPL %"] = 100 * (df["PPL"] / df["seed"].map(base_ppl) - 1)
     df.attrs.update({k: data.get(k) for k in ("command", "n_edits", "seeds", "wild_subsets", "created")})
+    df.attrs["failed"] = failed
     return df
 
 

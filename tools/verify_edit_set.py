@@ -21,6 +21,8 @@ of a record (a batch edit of the whole set cannot legitimately change a locality
 The report (``smollm2_counterfacts_report.json`` beside the set) holds the per-relation summary,
 the failing records and the largest gap between stored and fresh probabilities. About five
 minutes on one CPU core once the model is cached; exit status 1 if a check fails.
+The question check is strict: the answer must appear verbatim ("German" does not count for
+"Germany").
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def atomic_json(path: Path, obj: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, ensure_ascii=False)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; package data is world-readable
     os.replace(tmp, path)
 
 

@@ -69,7 +69,8 @@ def write(args, rows, started) -> Path:
     """Write the record so far atomically (a killed run keeps every finished row)."""
     record = {"command": "python benchmarks/cpu_table1.py " + " ".join(args.argv),
               "model": "smollm2-135m-instruct", "n_edits": args.n_edits, "seeds": args.seeds,
-              "capability": "offline stand-in, 32 texts", "wild_subsets": args.seeds[:1],
+              "capability": "offline stand-in, 32 texts",
+              "wild_subsets": args.seeds[:1] if args.wild_seeds is None else args.wild_seeds,
               "rows": rows, "wall_s": round(time.time() - started, 1),
               "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
     out = Path(args.out)
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--epochs", type=int, default=None, help="epoch cap (default: cpu_config's)")
     ap.add_argument("--n-proxy", type=int, default=8)
+    ap.add_argument("--wild-seeds", type=int, nargs="*", default=None,
+                    help="subsets that also get WILD generation (default: the first of --seeds)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     import sys
@@ -101,7 +104,8 @@ def main(argv=None) -> int:
     rows, started = [], time.time()
     for seed in args.seeds:
         requests = load_edits("smollm2-counterfacts", limit=args.n_edits, seed=seed)
-        evals = ("teacher_forced", "proxies") + (("wild",) if seed == args.seeds[0] else ())
+        wild_seeds = args.seeds[:1] if args.wild_seeds is None else args.wild_seeds
+        evals = ("teacher_forced", "proxies") + (("wild",) if seed in wild_seeds else ())
         base = evaluate_run(model, tok, requests, evals, proxy_texts=proxy, progress=False)
         rows.append(row("base", seed, base, type("R", (), {"logs": [], "details": {}})(), 0.0))
         for method in tqdm(methods, desc=f"subset {seed}"):

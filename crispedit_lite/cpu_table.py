@@ -34,8 +34,11 @@ def _get(tree: Mapping[str, Any], *keys: str) -> float | None:
     return float(tree)
 
 
-def load_table(path: str | Path) -> Any:
+def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     """One row per (method, subset): metric families, locality, KL, perplexity change, training.
+
+    ``path`` may be a list of JSON files (e.g. subsets run by separate processes); their rows are
+    joined and their commands listed.
 
     Columns: ``TF Rel/Gen/Spec``, ``PROB Rel/Gen/Loc``, ``WILD Rel (none)`` and ``WILD Rel (qa)``
     (contains-as-a-word, the decoding the run used), ``WILD EM (qa)``, ``Loc agree (none)``
@@ -44,7 +47,15 @@ def load_table(path: str | Path) -> Any:
     """
     import pandas as pd
 
-    data = json.loads(Path(path).read_text())
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    data = {"rows": [r for d in parts for r in d["rows"]],
+            "command": " ; ".join(d.get("command", "") for d in parts),
+            "n_edits": parts[0]["n_edits"], "seeds": [s for d in parts for s in d["seeds"]],
+            "wild_subsets": [s for d in parts for s in d.get("wild_subsets", [])],
+            "created": max(d.get("created", "") for d in parts)}
+    if len({d["n_edits"] for d in parts}) > 1:
+        raise ValueError(f"load_table: the files {paths} edit different numbers of edits")
     rows, failed = [], []
     for r in data["rows"]:
         if "error" in r:

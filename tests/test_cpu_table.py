@@ -43,6 +43,23 @@ def test_load_table_flattens_families_and_relative_perplexity(table):
     assert s.loc["CrispEdit", "TF Rel"] == pytest.approx(90.5) and s.loc["FT", "WILD Rel (none)"] == 25
 
 
+def test_load_table_joins_several_files(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"rows": [_row("base", 0, 20.0, 0.0, 10.0), _row("ft", 0, 100.0, 0.02, 11.0)],
+                             "n_edits": 40, "seeds": [0], "wild_subsets": [0], "command": "run a"}))
+    b.write_text(json.dumps({"rows": [_row("base", 1, 25.0, 0.0, 10.0, False),
+                                      _row("ft", 1, 90.0, 0.03, 12.0, False)],
+                             "n_edits": 40, "seeds": [1], "wild_subsets": [], "command": "run b"}))
+    t = cpu_table.load_table([a, b])
+    assert t.attrs["seeds"] == [0, 1] and t.attrs["command"] == "run a ; run b"
+    assert cpu_table.summary(t).loc["FT", "TF Rel"] == pytest.approx(95.0)
+    assert t[(t.method == "FT") & (t.seed == 1)]["ΔPPL %"].item() == pytest.approx(20.0)
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"rows": [], "n_edits": 12, "seeds": [2], "command": "run c"}))
+    with pytest.raises(ValueError, match="different numbers of edits"):
+        cpu_table.load_table([a, c])
+
+
 def test_pareto_front_excludes_dominated_methods(table):
     assert cpu_table.pareto_front({"a": (90, 0.1), "b": (80, 0.2), "c": (95, 0.3)}) == ["a", "c"]
     assert cpu_table.pareto_front({"a": (90, 0.1), "b": (90, 0.1)}) == ["a", "b"]  # ties on both stay

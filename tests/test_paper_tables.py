@@ -301,7 +301,8 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert (a["METHOD"], a["SEQUENTIAL"], a["CHUNK_SIZE"], a["GAMMA"]) == ("alphaedit", True, 100, 0.9)
     assert load["table1_wikibigedit_ultraedit"]["CHUNK_SIZE"] == 32
     ls = load["table1_zsre_lora_seq"]
-    assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"], ls["CONFIG"]) == ("lora_seq", True, 70, {"lr": 5e-3})
+    assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
+    assert ls["CONFIG"] == {"lr": 5e-3}
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)

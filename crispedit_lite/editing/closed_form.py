@@ -94,6 +94,8 @@ class NullSpace(NamedTuple):
         rank: number of null-space directions (columns of :math:`U_0`).
         cut: the eigenvalue threshold (below it a direction is in the null space).
         rule: ``"absolute"`` or ``"energy"``.
+
+    Derived in notebook ``08_one_framework``.
     """
 
     P: Tensor

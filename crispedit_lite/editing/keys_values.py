@@ -49,6 +49,8 @@ class ValueSettings:
 
     Adam ``lr`` for at most ``steps`` steps, ``kl_factor`` :math:`\kappa`, ``weight_decay``
     :math:`\beta`, ``clamp_norm`` :math:`c` (MEMIT's Llama-3-8B values as defaults).
+
+    Derived in notebook ``08_one_framework``.
     """
 
     lr: float = 0.5

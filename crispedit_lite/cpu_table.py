@@ -56,8 +56,11 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
             "created": max(d.get("created", "") for d in parts)}
     if len({d["n_edits"] for d in parts}) > 1:
         raise ValueError(f"load_table: the files {paths} edit different numbers of edits")
-    rows, failed = [], []
+    rows, failed, seen = [], [], set()
     for r in data["rows"]:
+        if (r["method"], r["seed"]) in seen:  # the same cell from two files: the first one counts
+            continue
+        seen.add((r["method"], r["seed"]))
         if "error" in r:
             failed.append(f"{r['method']} (subset {r['seed']}): {r['error']}")
             continue

@@ -54,6 +54,10 @@ def test_load_table_joins_several_files(tmp_path):
     assert t.attrs["seeds"] == [0, 1] and t.attrs["command"] == "run a ; run b"
     assert cpu_table.summary(t).loc["FT", "TF Rel"] == pytest.approx(95.0)
     assert t[(t.method == "FT") & (t.seed == 1)]["ΔPPL %"].item() == pytest.approx(20.0)
+    d = tmp_path / "d.json"  # a cell that a second run repeated: the first file's row counts
+    d.write_text(json.dumps({"rows": [_row("ft", 0, 10.0, 0.5, 30.0)], "n_edits": 40, "seeds": [0],
+                             "command": "run d"}))
+    assert cpu_table.load_table([a, d]).query("method == 'FT'")["TF Rel"].tolist() == [100.0]
     c = tmp_path / "c.json"
     c.write_text(json.dumps({"rows": [], "n_edits": 12, "seeds": [2], "command": "run c"}))
     with pytest.raises(ValueError, match="different numbers of edits"):

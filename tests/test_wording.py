@@ -121,14 +121,6 @@ def test_pages_readme_and_package_data_speak_to_the_reader(path):
     assert not found, f"{path.relative_to(ROOT)}: reword for the reader: {found}"
 
 
-_NOTEBOOK_FOUND = notebook_violations()
-
-
-@pytest.mark.xfail(
-    bool(_NOTEBOOK_FOUND),
-    reason="notebook owners still have to reword: " + "; ".join(_NOTEBOOK_FOUND),
-    strict=False,
-)
 def test_notebooks_speak_to_the_reader():
     found = notebook_violations()
     assert not found, "reword for the reader:\n" + "\n".join(found)

@@ -84,6 +84,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     df["ΔPPL %"] = 100 * (df["PPL"] / df["seed"].map(base_ppl) - 1)
     df.attrs.update({k: data.get(k) for k in ("command", "n_edits", "seeds", "wild_subsets", "created")})
     df.attrs["failed"] = failed
+    df.attrs["seeds"] = sorted(int(x) for x in df["seed"].unique())  # the subsets that actually ran
     return df
 
 

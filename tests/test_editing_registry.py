@@ -6,25 +6,15 @@ import copy
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, LAYERS, REQUESTS, _changed, _config, _weights, tiny_tokenizer
+from test_editing import CAP_TEXT, LAYERS, REQUESTS, _changed, _config, _weights, model, tok  # noqa: F401, F811 (shared fixtures)
 
 from crispedit_lite.batches import edit_kfac_batches
 from crispedit_lite.data import EditRequest
 from crispedit_lite.editing import Editor, edit, editor_names, get_editor, needs_capability, registry
 from crispedit_lite.editing.sequential import chunk_requests
-from crispedit_lite.models import random_init_model
 
 REQS = REQUESTS + [EditRequest("the small cat is", "red")]
 
-
-@pytest.fixture()
-def model():
-    return random_init_model("tiny-llama", dtype=torch.float64, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 def test_registry_declares_every_editor_of_table1_but_mend():
@@ -48,7 +38,7 @@ def test_chunks_are_one_seeded_order_shared_by_every_sequential_editor():
         chunk_requests([1], 0, seed=0)
 
 
-def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):
+def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):  # noqa: F811
     """FT-Seq = FT-M on each chunk of chunk_requests in turn, one Adam throughout, no projection."""
     cfg = _config("ft_seq", chunk_size=2, epochs=2)
     twin = copy.deepcopy(model)
@@ -67,7 +57,7 @@ def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):
         assert torch.equal(model.get_submodule(m).weight, twin.get_submodule(m).weight)
 
 
-def test_lora_official_keeps_rank_init_r_and_uses_outputs_loss(model, tok):
+def test_lora_official_keeps_rank_init_r_and_uses_outputs_loss(model, tok):  # noqa: F811
     pytest.importorskip("peft")
     before = _weights(model)
     res = edit(model, tok, REQUESTS, _config("lora", epochs=2, lr=1e-2), progress=False)
@@ -81,7 +71,7 @@ def test_lora_official_keeps_rank_init_r_and_uses_outputs_loss(model, tok):
     assert res.details["lora_variant"] == "allocate" and not res.details["dropout_active"]
 
 
-def test_lora_seq_trains_one_adapter_set_through_the_chunks(model, tok):
+def test_lora_seq_trains_one_adapter_set_through_the_chunks(model, tok):  # noqa: F811
     pytest.importorskip("peft")
     before = _weights(model)
     res = edit(model, tok, REQS, _config("lora_seq", chunk_size=2, epochs=1, lr=1e-2), progress=False)
@@ -89,14 +79,14 @@ def test_lora_seq_trains_one_adapter_set_through_the_chunks(model, tok):
     assert _changed(before, model) and not any("lora" in n for n, _ in model.named_modules())
 
 
-def test_table6_prompt_masked_edit_factors_count_target_tokens_only(tok):
+def test_table6_prompt_masked_edit_factors_count_target_tokens_only(tok):  # noqa: F811
     full = edit_kfac_batches(REQS[:2], tok, batch_size=2)
     masked = edit_kfac_batches(REQS[:2], tok, batch_size=2, mask_prompt=True)
     n_full, n_masked = int((full[0]["labels"] != -100).sum()), int((masked[0]["labels"] != -100).sum())
     assert n_masked == 2 and n_full > n_masked  # one target token per edit here
 
 
-def test_seq_mask_prompt_reaches_crispedit_seq(model, tok, tmp_path):
+def test_seq_mask_prompt_reaches_crispedit_seq(model, tok, tmp_path):  # noqa: F811
     reqs = REQS
     kw = dict(gamma=0.9, chunk_size=2, epochs=1, lr=1e-2)
     a = edit(copy.deepcopy(model), tok, reqs, _config("crispedit_seq", **kw), capability_texts=[CAP_TEXT],

@@ -15,7 +15,12 @@ WILD generation (the slow part on a CPU) runs on the first subset only; every su
 teacher-forced and probability families and the capability proxies, which is what the spread is
 drawn from.
 
-Usage (about a minute per method and subset on 2 cores)::
+``--model gemma3-270m --known-only`` runs the same comparison on a second family (Gemma 3 270M, a
+base model): the bundled set was verified on SmolLM2, so ``--known-only`` first keeps the records this
+model knows (it prefers the true answer to the new target under teacher forcing, and its greedy answer
+starts with the true answer), then draws the seeded subsets from those.
+
+Usage (a few minutes per method and subset on 2 cores)::
 
     python benchmarks/cpu_table1.py --n-edits 40 --seeds 0 1 2
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -36,7 +42,7 @@ from tqdm.auto import tqdm
 from crispedit_lite.capability import capability_texts
 from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config, edit, needs_capability
-from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
+from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_generate, score_targets
 from crispedit_lite.models import load_model
 
 METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "ultraedit",
@@ -51,6 +57,16 @@ def neighbourhood_texts(requests) -> list[str]:
     """The neighbourhood facts of ``requests`` as capability sentences (prompt + true answer)."""
     return [f"{r.locality_prompt} {r.locality_answer}." for r in requests
             if r.locality_prompt and r.locality_answer]
+
+
+def known_records(model, tok, records) -> list:
+    """The records ``model`` knows: P(true) > P(new) under teacher forcing, greedy answer = true answer."""
+    prompts = [r.prompt for r in records]
+    _, nll_true = score_targets(model, tok, prompts, [r.ground_truth for r in records])
+    _, nll_new = score_targets(model, tok, prompts, [r.target_new for r in records])
+    answers = greedy_generate(model, tok, prompts, max_new_tokens=8)
+    return [r for r, t, n, a in zip(records, nll_true, nll_new, answers)
+            if t < n and a.strip().lower().startswith(r.ground_truth.lower())]
 
 
 def row(method: str, seed: int, ev: dict, res, seconds: float) -> dict:
@@ -68,7 +84,9 @@ def row(method: str, seed: int, ev: dict, res, seconds: float) -> dict:
 def write(args, rows, started) -> Path:
     """Write the record so far atomically (a killed run keeps every finished row)."""
     record = {"command": "python benchmarks/cpu_table1.py " + " ".join(args.argv),
-              "model": "smollm2-135m-instruct", "n_edits": args.n_edits, "seeds": args.seeds,
+              "model": args.model, "n_edits": args.n_edits, "seeds": args.seeds,
+              "known_only": args.known_only, "n_known": getattr(args, "n_known", None),
+              "wild_decoding": args.wild_decoding,
               "capability": "offline stand-in, 32 texts",
               "wild_subsets": args.seeds[:1] if args.wild_seeds is None else args.wild_seeds,
               "rows": rows, "wall_s": round(time.time() - started, 1),
@@ -90,6 +108,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n-proxy", type=int, default=8)
     ap.add_argument("--wild-seeds", type=int, nargs="*", default=None,
                     help="subsets that also get WILD generation (default: the first of --seeds)")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--known-only", action="store_true",
+                    help="keep only the records the model knows before drawing the subsets")
+    ap.add_argument("--wild-decoding", default=None,
+                    help="official, robust or both (default: robust for a chat model, else official)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: cpu_config's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: cpu_config's)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     import sys
@@ -97,21 +122,30 @@ def main(argv=None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     methods = [m for m in args.methods.split(",") if m]
     torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m-instruct")
+    model, tok = load_model(args.model)
     caps = list(capability_texts("offline", n=32, seed=0))
     proxy = default_proxy_texts(args.n_proxy, seed=0)
     pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for a failed edit
     rows, started = [], time.time()
+    pool = list(load_edits("smollm2-counterfacts"))
+    if args.known_only:
+        pool = known_records(model, tok, pool)
+        args.n_known = len(pool)
+        print(f"{args.model} knows {len(pool)} of the bundled records", flush=True)
     for seed in args.seeds:
-        requests = load_edits("smollm2-counterfacts", limit=args.n_edits, seed=seed)
+        requests = list(pool)
+        random.Random(seed).shuffle(requests)  # load_edits' seeded subset, from the pool
+        requests = requests[:args.n_edits]
         wild_seeds = args.seeds[:1] if args.wild_seeds is None else args.wild_seeds
         evals = ("teacher_forced", "proxies") + (("wild",) if seed in wild_seeds else ())
-        base = evaluate_run(model, tok, requests, evals, proxy_texts=proxy, progress=False)
+        ekw = {"wild_decoding": args.wild_decoding} if args.wild_decoding else {}
+        base = evaluate_run(model, tok, requests, evals, proxy_texts=proxy, progress=False, **ekw)
         rows.append(row("base", seed, base, type("R", (), {"logs": [], "details": {}})(), 0.0))
         for method in tqdm(methods, desc=f"subset {seed}"):
             name = method.split("+")[0]
             texts = caps + neighbourhood_texts(requests) if method.endswith("+nbhd") else caps
-            extra = {"epochs": args.epochs} if args.epochs else {}
+            extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
+                     if v is not None}
             extra.update(CHANGES.get(name, {}))
             cfg = cpu_config(name, seed=seed, **extra)
             t = time.perf_counter()
@@ -123,7 +157,7 @@ def main(argv=None) -> int:
                 print(f"seed {seed} {method}: failed: {rows[-1]['error']}", flush=True)
                 model.load_state_dict(pristine)
                 continue
-            ev = evaluate_run(model, tok, requests, evals, base=base, progress=False)
+            ev = evaluate_run(model, tok, requests, evals, base=base, progress=False, **ekw)
             rows.append(row(method, seed, ev, res, time.perf_counter() - t))
             rows[-1]["config"] = cfg.to_dict()
             res.restore(model)

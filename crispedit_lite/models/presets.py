@@ -30,8 +30,11 @@ DEFAULT_PATTERN = "model.layers.{i}.mlp.down_proj"
 #   relative depth as the paper's main model (19/32..23/32 of the stack = 0.59..0.72, scaled to
 #   30 layers: 17.8..21.6), in the upper-middle MLPs where causal tracing locates factual recall
 #   (Meng et al. 2022). Backward passes then only reach layer 18 of 30, which keeps CPU edits cheap.
+# * Gemma 3 270M (18 layers) {10..14}: the same rule. Five layers centred on the paper's relative
+#   depth (the centre 21/32 = 0.66 of LLaMA-3-8B's 19..23, scaled to 18 layers: 11.8), so 10..14.
 LAYER_PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m-instruct": {"layers": [18, 19, 20, 21, 22], "shape": ("llama", 30, 576, 1536)},
+    "gemma3-270m": {"layers": [10, 11, 12, 13, 14], "shape": ("gemma3_text", 18, 640, 2048)},
     "meta-llama/Meta-Llama-3-8B-Instruct": {"layers": [19, 20, 21, 22, 23],
                                             "shape": ("llama", 32, 4096, 14336)},
     "Qwen/Qwen2.5-1.5B-Instruct": {"layers": [4, 5, 6], "shape": ("qwen2", 28, 1536, 8960)},

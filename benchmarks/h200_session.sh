@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The one device session of this project's GPU checks (run by the lead through the device tool on an
-# NVIDIA H200, weights randomly initialised: timings and memory only). Usage on the device machine:
+# One prepared GPU session (an NVIDIA H200), weights randomly initialised at the published shapes:
+# timings and memory only, never edit quality. Usage on the GPU machine:
 #   bash benchmarks/h200_session.sh            (writes under $OUT, default ./h200-out)
 # Needs, carried from a machine with network: .whl/ (jsonschema and its deps for the results schema)
 # and .devcarry/ (SmolLM2's tokenizer files, and benchmarks/synthetic_edits.py's 100 edits).
+# Time limits per phase add up to under ten minutes; each phase is cut by `timeout`, so a slow phase
+# never costs the later ones their turn. Set SKIP_SCALE=0 to add benchmarks/scale.py.
 set -u
 OUT=${OUT:-h200-out}
 mkdir -p "$OUT"
@@ -15,17 +17,33 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-# 1. issue 4: the CLI, end to end, on a random LLaMA-3-8B-shaped model: K-FAC, eigh, 100 edits,
-#    25 epochs (random weights never reach the early stop), WILD + teacher-forced + proxies before/after.
-#    Set CLI_EVAL=teacher_forced,proxies to skip WILD's greedy generation if the device time is short.
-timeout "${CLI_TIMEOUT:-420}" python3 -m crispedit_lite edit --model random:llama3-8b-shape \
-  --tokenizer .devcarry/tokenizer --data .devcarry/synthetic_edits_100.json --n-edits 100 \
-  --dataset-name synthetic-100 --method crispedit --preset paper --n-capability 64 \
-  --capability-source offline --device cuda --dtype bfloat16 --eval "${CLI_EVAL:-wild,teacher_forced,proxies}" \
-  --results-dir "$OUT" --cache-dir /tmp/kfac --run-id h200-random-llama3-8b-crispedit \
-  --no-progress 2>&1 | grep -v -i warning | tee "$OUT/cli-crispedit.log"
+edit() {  # edit METHOD TIMEOUT EVAL: the CLI end to end on a random LLaMA-3-8B-shaped model, 100 edits
+  local start; start=$(date +%s)
+  timeout "$2" python3 -m crispedit_lite edit --model random:llama3-8b-shape \
+    --tokenizer .devcarry/tokenizer --data .devcarry/synthetic_edits_100.json --n-edits 100 \
+    --dataset-name synthetic-100 --method "$1" --preset paper --n-capability 64 \
+    --capability-source offline --device cuda --dtype bfloat16 --eval "$3" \
+    --results-dir "$OUT" --cache-dir /tmp/kfac --run-id "h200-random-llama3-8b-$1" \
+    --no-progress 2>&1 | grep -v -i warning | tee "$OUT/cli-$1.log"
+  echo "cli $1: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s" | tee -a "$OUT/phases.txt"
+}
 
-# 2. issue 5: the scale benchmark (K-FAC throughput, eigh, projection variants, step time, schedule).
-[ "${SKIP_SCALE:-0}" = 1 ] || timeout 320 python3 benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b --out "$OUT/scale-h200.json" \
-  2>&1 | tee "$OUT/scale-h200.log"
+# 1. CrispEdit: K-FAC on 64 capability texts, eigendecompositions, 100 edits (25 epochs: random
+#    weights never reach the early stop), teacher-forced + proxies before and after (CLI_EVAL adds WILD).
+edit crispedit "${CLI_TIMEOUT:-210}" "${CLI_EVAL:-teacher_forced,proxies}"
+# 2. MEMIT and AlphaEdit at the same shape: keys, target values, the layer-by-layer closed form
+#    (layers 4-8, the covariance from the same K-FAC cache, AlphaEdit's null space).
+edit memit "${CF_TIMEOUT:-110}" teacher_forced
+edit alphaedit "${CF_TIMEOUT:-110}" teacher_forced
+
+# 3. The CrispEdit step against the plain FT step, side by side, per projection form, at both shapes.
+for shape in llama3-8b-shape qwen2.5-1.5b-shape; do
+  timeout "${STEP_TIMEOUT:-75}" python3 benchmarks/step_ratio.py --model "random:$shape" \
+    --tokenizer .devcarry/tokenizer --device cuda --dtype bfloat16 --batch 32 --repeats 3 \
+    --out "$OUT/step-ratio-$shape.json" 2>&1 | grep -v -i warning | tee "$OUT/step-ratio-$shape.log"
+done
+
+# 4. Optional: the scale benchmark (K-FAC throughput, eigh, projection variants, step time, schedule).
+[ "${SKIP_SCALE:-1}" = 1 ] || timeout 200 python3 benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b \
+  --out "$OUT/scale-h200.json" 2>&1 | tee "$OUT/scale-h200.log"
 echo "session done"

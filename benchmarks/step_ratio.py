@@ -6,7 +6,8 @@ round-robin so that machine load affects them alike; the table reports the media
 ratio to plain FT's (``crispedit_over_ft``).
 
 Forms: ``ft`` (plain Adam), ``reference`` (the paper's ProjectedAdam with the four-product
-KroneckerProjector), ``fast_auto`` / ``fast_lowrank`` / ``fast_blocks`` (the same iterates through
+KroneckerProjector), ``guarded`` (the same ProjectedAdam with the float32 staircase-block form where it
+is cheaper and passes its precision check: what ``edit()`` uses by default), ``fast_auto`` / ``fast_lowrank`` / ``fast_blocks`` (the same iterates through
 FastProjector fed by per-token factors), ``eigenbasis`` (a variant, not the paper's optimiser: Adam in
 the rotated masked coordinates) and ``reparam`` (the eigenbasis variant as a re-parameterised layer).
 
@@ -43,12 +44,13 @@ from crispedit_lite.fastproject import (
     attach_eigenbasis,
     merge_eigenbasis,
 )
+from crispedit_lite.fastproject.guard import guarded_projector
 from crispedit_lite.kfac import collect_kfac
 from crispedit_lite.models import default_layers, resolve_edit_modules
 from crispedit_lite.optim import ProjectedAdam
 from crispedit_lite.projector import KroneckerProjector
 
-FORMS = ("ft", "reference", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
+FORMS = ("ft", "reference", "guarded", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
 
 
 def _sync(device: torch.device) -> None:
@@ -69,6 +71,9 @@ def build_form(form, model, names, projectors, lr=5e-4):
         return torch.optim.Adam(params.values(), lr=lr), lambda: None
     if form == "reference":
         return ProjectedAdam(params.values(), {params[n]: projectors[n] for n in names}, lr=lr), lambda: None
+    if form == "guarded":  # what edit() uses by default (EditConfig.projection = "fast")
+        guarded = {params[n]: guarded_projector(projectors[n])[0] for n in names}
+        return ProjectedAdam(params.values(), guarded, lr=lr), lambda: None
     if form == "eigenbasis":
         return EigenbasisProjectedAdam(params.values(), {params[n]: projectors[n] for n in names},
                                        lr=lr), lambda: None

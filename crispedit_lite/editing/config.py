@@ -44,6 +44,10 @@ class EditConfig:
             Gauss-Newton, Monte-Carlo) or ``"type2"``.
         optimizer: ``"adam"`` (paper: Adam on projected gradients) or ``"sgd"`` (true PGD).
         project_update: with Adam, also project the update so it stays in the subspace.
+        projection: how CrispEdit's projection is computed, not what it is: ``"fast"`` (the
+            staircase-block form in float32 where it is cheaper and passes a precision check, see
+            ``fastproject.guard``; the same iterates up to rounding) or ``"reference"`` (the four
+            dense products of the paper's code).
         chunk_size: edits per chunk for CrispEdit-Seq (paper: 100).
         seq_reshuffle: reshuffle inside a chunk every epoch (official code: no).
         seq_mask_prompt: CrispEdit-Seq's edit-data K-FAC on target positions only (the Table 6
@@ -102,6 +106,7 @@ class EditConfig:
     kfac_labels: Literal["true", "sampled", "type2"] = "true"
     optimizer: Literal["adam", "sgd"] = "adam"
     project_update: bool = False
+    projection: Literal["fast", "reference"] = "fast"
     chunk_size: int = 100
     seq_reshuffle: bool = False
     seq_mask_prompt: bool = False
@@ -151,6 +156,8 @@ class EditConfig:
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.projection not in ("fast", "reference"):
+            raise ValueError(f"projection must be 'fast' or 'reference', got {self.projection!r}")
         # --- closed-form editors (cf_*) ---
         if self.cf_nullspace_rule not in ("absolute", "energy"):
             raise ValueError(f"cf_nullspace_rule must be 'absolute' or 'energy', got "

@@ -72,7 +72,8 @@ def projectors_for(job: Any, kind: str, gamma: float) -> tuple[dict, dict, dict,
     factors, info = job.capability_factors()
     t = time.perf_counter()
     projectors, stats = build_projectors(job.model, factors, gamma, kind=kind, rule=job.config.rule,
-                                         eigh_dtype=eigh_dtype(job.config))
+                                         eigh_dtype=eigh_dtype(job.config),
+                                         projection=job.config.projection)
     return projectors, stats, info, info["seconds"], time.perf_counter() - t
 
 

@@ -204,13 +204,19 @@ def build_projectors(
     kind: str = "kronecker",
     rule: str = "code",
     eigh_dtype: torch.dtype = torch.float64,
+    projection: str = "reference",
 ) -> tuple[dict[torch.Tensor, Any], dict[str, dict[str, float]]]:
     """One projector per edited module, keyed by its weight, on the weight's device.
 
     ``kind="kronecker"`` is CrispEdit's :class:`KroneckerProjector`; ``kind="input"`` the
     Adam-NSCL :class:`InputNullspaceProjector`. Returns ``(projectors, stats)`` with each module's
-    protected rank, editable fraction and threshold. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    protected rank, editable fraction and threshold. ``projection="fast"`` applies each Kronecker
+    projector through :func:`~crispedit_lite.fastproject.guard.guarded_projector` (the same
+    projection, cheaper, where a precision check passes) and records its choice in ``stats``.
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
+    if projection not in ("reference", "fast"):
+        raise ValueError(f"projection must be 'reference' or 'fast', got {projection!r}")
     projectors, stats = {}, {}
     for name, f in factors.items():
         weight = model.get_submodule(name).weight
@@ -222,15 +228,20 @@ def build_projectors(
         f = KFACFactors(A=f.A.to(weight.device), S=f.S.to(weight.device), n_tokens=f.n_tokens,
                         meta=f.meta)
         if kind == "kronecker":
-            proj = KroneckerProjector.from_kfac(f, gamma, rule=rule, eigh_dtype=eigh_dtype)
+            proj = KroneckerProjector.from_kfac(f, gamma, rule=rule, eigh_dtype=eigh_dtype).to(weight.device)
             stats[name] = {"rank": proj.rank, "editable_fraction": proj.editable_fraction,
                            "threshold": proj.threshold}
+            if projection == "fast":
+                from crispedit_lite.fastproject.guard import guarded_projector
+
+                proj, how = guarded_projector(proj)
+                stats[name].update(how)
         elif kind == "input":
             proj = InputNullspaceProjector.from_factor(
                 f.A, d_out=f.d_out, gamma=gamma, rule=rule, eigh_dtype=eigh_dtype,
-                transposed=bool(f.meta.get("transposed", False)))
+                transposed=bool(f.meta.get("transposed", False))).to(weight.device)
             stats[name] = {"rank": proj.rank, "editable_fraction": proj.editable_fraction}
         else:
             raise ValueError(f"kind must be 'kronecker' or 'input', got {kind!r}")
-        projectors[weight] = proj.to(weight.device)
+        projectors[weight] = proj
     return projectors, stats

@@ -66,7 +66,7 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
         if project:
             t = time.perf_counter()
             projectors, stats = build_projectors(model, running, cfg.gamma, rule=cfg.rule,
-                                                 eigh_dtype=eigh_dtype(cfg))
+                                                 eigh_dtype=eigh_dtype(cfg), projection=cfg.projection)
             opt.projectors = projectors
             for p, proj in projectors.items():  # keep Adam's momentum inside the new subspace
                 state = opt.state.get(p, {})

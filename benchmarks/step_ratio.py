@@ -150,6 +150,10 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(__file__).parent / "results" /
                f"step-ratio-{device.type}-{args.model.replace(':', '-').replace('/', '-')}-"
                f"{time.strftime('%Y-%m-%d')}.json")
+    k = 1
+    while args.out is None and out.exists():  # a default name never replaces an earlier result
+        k += 1
+        out = out.with_name(out.name.split(".json")[0].rsplit("-run", 1)[0] + f"-run{k}.json")
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, out)

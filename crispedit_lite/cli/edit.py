@@ -23,7 +23,7 @@ from crispedit_lite.cli import checks
 __all__ = ["add_parser", "build_config", "headline_rows", "run_edit"]
 
 _FIELDS = ("gamma", "epochs", "batch_size", "lr", "n_capability", "capability_source",
-           "capability_max_length", "kfac_labels", "chunk_size", "optimizer", "eigh_dtype")
+           "capability_max_length", "kfac_labels", "chunk_size", "optimizer", "eigh_dtype", "projection")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -61,6 +61,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument("--chunk-size", type=int, default=None)
     e.add_argument("--optimizer", choices=["adam", "sgd"], default=None)
     e.add_argument("--eigh-dtype", choices=["float64", "float32"], default=None)
+    e.add_argument("--projection", choices=["fast", "reference"], default=None,
+                   help="how CrispEdit's projection is computed: the guarded block form (fast, "
+                        "default) or the paper code's four dense products (reference); same iterates")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     e.add_argument("--device-map", default=None,

@@ -86,7 +86,7 @@ def write(args, rows, started) -> Path:
     record = {"command": "python benchmarks/cpu_table1.py " + " ".join(args.argv),
               "model": args.model, "n_edits": args.n_edits, "seeds": args.seeds,
               "known_only": args.known_only, "n_known": getattr(args, "n_known", None),
-              "wild_decoding": args.wild_decoding,
+              "wild_decoding": args.wild_decoding, "edited_weight_std": getattr(args, "weight_std", None),
               "capability": "offline stand-in, 32 texts",
               "wild_subsets": args.seeds[:1] if args.wild_seeds is None else args.wild_seeds,
               "rows": rows, "wall_s": round(time.time() - started, 1),
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
                     help="official, robust or both (default: robust for a chat model, else official)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: cpu_config's)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: cpu_config's)")
+    ap.add_argument("--gamma", type=float, default=None, help="CrispEdit's gamma (default: cpu_config's)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     import sys
@@ -126,6 +127,10 @@ def main(argv=None) -> int:
     caps = list(capability_texts("offline", n=32, seed=0))
     proxy = default_proxy_texts(args.n_proxy, seed=0)
     pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for a failed edit
+    from crispedit_lite.models import default_layers, resolve_edit_modules
+
+    edited = resolve_edit_modules(model, cpu_config("crispedit").module_pattern, default_layers(model))
+    args.weight_std = {m: float(model.get_submodule(m).weight.std()) for m in edited}  # Adam's steps vs scale
     rows, started = [], time.time()
     pool = list(load_edits("smollm2-counterfacts"))
     if args.known_only:
@@ -144,8 +149,8 @@ def main(argv=None) -> int:
         for method in tqdm(methods, desc=f"subset {seed}"):
             name = method.split("+")[0]
             texts = caps + neighbourhood_texts(requests) if method.endswith("+nbhd") else caps
-            extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
-                     if v is not None}
+            extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
+                                       ("gamma", args.gamma)) if v is not None}
             extra.update(CHANGES.get(name, {}))
             cfg = cpu_config(name, seed=seed, **extra)
             t = time.perf_counter()

@@ -52,7 +52,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     data = {"rows": [r for d in parts for r in d["rows"]],
             "command": " ; ".join(d.get("command", "") for d in parts),
             "n_edits": parts[0]["n_edits"], "seeds": [s for d in parts for s in d["seeds"]],
-            "wild_subsets": [s for d in parts for s in d.get("wild_subsets", [])],
+            "wild_subsets": sorted({s for d in parts for s in d.get("wild_subsets", [])}),
             "created": max(d.get("created", "") for d in parts)}
     if len({d["n_edits"] for d in parts}) > 1:
         raise ValueError(f"load_table: the files {paths} edit different numbers of edits")

@@ -20,8 +20,6 @@ Writes ``benchmarks/results/ch06-sweeps-smollm2.json`` atomically.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
 from crispedit_lite.models import load_model
+from crispedit_lite.results import write_json_atomic
 from crispedit_lite.sweeps import run_sweeps
 
 OUT = Path(__file__).parent / "results" / "ch06-sweeps-smollm2.json"
@@ -71,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                       n_capability=args.n_capability, gammas=args.gammas, n_caps=args.n_caps)
     for r in rows:
         print(f"{r['sweep']}={r['value']}: TF Rel {r['TF Rel']:.1f} KL {r['KL']:.5f} "
-              f"editable {r['editable %']:.2f} % loss {r['final loss']:.4f} ({r['steps']} steps, {r['seconds']} s)")
+              f"editable {r['editable %']:.2f} % loss {r['final loss']:.4f} "
+              f"({r['steps']} steps, {r['seconds']} s)")
     record = {"command": "python benchmarks/ch06_sweeps.py " + " ".join(argv),
               "model": "smollm2-135m-instruct", "edit_set": "smollm2-counterfacts",
               "n_edits": args.n_edits, "gamma": args.gamma, "gammas": args.gammas,
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                        "PPL": float(base["metrics"]["proxies"]["perplexity"])},
               "rows": rows, "wall_s": round(time.time() - started, 1),
               "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    print(f"wrote {write_json_atomic(args.out, record)}")
     return 0
 
 

@@ -30,8 +30,6 @@ Writes ``benchmarks/results/cpu-table1-smollm2.json``, which chapter 6 plots.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import time
 from pathlib import Path
@@ -43,7 +41,8 @@ from crispedit_lite.capability import capability_texts
 from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config, edit, needs_capability
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_generate, score_targets
-from crispedit_lite.models import load_model
+from crispedit_lite.models import default_layers, load_model, resolve_edit_modules
+from crispedit_lite.results import write_json_atomic
 
 METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "ultraedit",
            "crispedit+nbhd")
@@ -91,11 +90,7 @@ def write(args, rows, started) -> Path:
               "wild_subsets": args.seeds[:1] if args.wild_seeds is None else args.wild_seeds,
               "rows": rows, "wall_s": round(time.time() - started, 1),
               "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")}
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_json_atomic(args.out, record)
 
 
 def main(argv=None) -> int:
@@ -127,8 +122,6 @@ def main(argv=None) -> int:
     caps = list(capability_texts("offline", n=32, seed=0))
     proxy = default_proxy_texts(args.n_proxy, seed=0)
     pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for a failed edit
-    from crispedit_lite.models import default_layers, resolve_edit_modules
-
     edited = resolve_edit_modules(model, cpu_config("crispedit").module_pattern, default_layers(model))
     args.weight_std = {m: float(model.get_submodule(m).weight.std()) for m in edited}  # Adam's steps vs scale
     rows, started = [], time.time()
@@ -149,8 +142,9 @@ def main(argv=None) -> int:
         for method in tqdm(methods, desc=f"subset {seed}"):
             name = method.split("+")[0]
             texts = caps + neighbourhood_texts(requests) if method.endswith("+nbhd") else caps
-            extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-                                       ("gamma", args.gamma)) if v is not None}
+            given = (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
+                     ("gamma", args.gamma))
+            extra = {k: v for k, v in given if v is not None}
             extra.update(CHANGES.get(name, {}))
             cfg = cpu_config(name, seed=seed, **extra)
             t = time.perf_counter()

@@ -7,7 +7,8 @@ ratio to plain FT's (``crispedit_over_ft``).
 
 Forms: ``ft`` (plain Adam), ``reference`` (the paper's ProjectedAdam with the four-product
 KroneckerProjector), ``guarded`` (the same ProjectedAdam with the float32 staircase-block form where it
-is cheaper and passes its precision check: what ``edit()`` uses by default), ``fast_auto`` / ``fast_lowrank`` / ``fast_blocks`` (the same iterates through
+is cheaper and passes its precision check: what ``edit()`` uses by default), ``fast_auto`` /
+``fast_lowrank`` / ``fast_blocks`` (the same iterates through
 FastProjector fed by per-token factors), ``eigenbasis`` (a variant, not the paper's optimiser: Adam in
 the rotated masked coordinates) and ``reparam`` (the eigenbasis variant as a re-parameterised layer).
 
@@ -23,7 +24,6 @@ Writes ``benchmarks/results/step-ratio-<device>-<model>-<date>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -49,6 +49,7 @@ from crispedit_lite.kfac import collect_kfac
 from crispedit_lite.models import default_layers, resolve_edit_modules
 from crispedit_lite.optim import ProjectedAdam
 from crispedit_lite.projector import KroneckerProjector
+from crispedit_lite.results import write_json_atomic
 
 FORMS = ("ft", "reference", "guarded", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
 
@@ -154,10 +155,7 @@ def main(argv=None) -> int:
     while args.out is None and out.exists():  # a default name never replaces an earlier result
         k += 1
         out = out.with_name(out.name.split(".json")[0].rsplit("-run", 1)[0] + f"-run{k}.json")
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    print(f"wrote {write_json_atomic(out, record)}")
     return 0
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "environment_info", "validate_result", "write_result",
-           "read_results", "peak_memory"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "environment_info", "validate_result", "write_json_atomic",
+           "write_result", "read_results", "peak_memory"]
 
 SCHEMA_VERSION = 1
 
@@ -172,3 +172,21 @@ def read_results(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
         data["_path"] = str(path)
         out.append(data)
     return sorted(out, key=lambda r: r["created"])
+
+
+def write_json_atomic(path: str | os.PathLike, record: Any) -> Path:
+    """Write ``record`` as indented JSON to ``path`` atomically (temporary file, then ``os.replace``).
+
+    For benchmark records, which a rerun may rewrite row by row; a reader never sees half a file.
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

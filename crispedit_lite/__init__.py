@@ -8,12 +8,12 @@ order:
   :mod:`~crispedit_lite.kfac` (Kronecker factors, merge, cache), :mod:`~crispedit_lite.ekfac`,
   :mod:`~crispedit_lite.projector` (energy rule, matrix-free projector),
   :mod:`~crispedit_lite.optim` (projected optimisers), :mod:`~crispedit_lite.fastproject` (faster
-  equivalent projections), :mod:`~crispedit_lite.costs`, :mod:`~crispedit_lite.toy`;
+  equivalent projections), :mod:`~crispedit_lite.costs`, :mod:`~crispedit_lite.teaching.toy`;
 * real models: :mod:`~crispedit_lite.models`, :mod:`~crispedit_lite.data`,
-  :mod:`~crispedit_lite.capability`, :mod:`~crispedit_lite.batches`, :mod:`~crispedit_lite.editing`,
+  :mod:`~crispedit_lite.data.capability`, :mod:`~crispedit_lite.data.batches`, :mod:`~crispedit_lite.editing`,
   :mod:`~crispedit_lite.evaluation`;
-* reproduction: :mod:`~crispedit_lite.experiment`, :mod:`~crispedit_lite.results`,
-  :mod:`~crispedit_lite.paper_tables`, :mod:`~crispedit_lite.cli` (``python -m crispedit_lite``).
+* reproduction: :mod:`~crispedit_lite.reproduction.experiment`, :mod:`~crispedit_lite.reproduction.results`,
+  :mod:`~crispedit_lite.reproduction.paper_tables`, :mod:`~crispedit_lite.cli` (``python -m crispedit_lite``).
 """
 
 from crispedit_lite.kfac import KFACFactors, collect_kfac, load_kfac, merge_kfac, save_kfac

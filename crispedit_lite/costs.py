@@ -119,21 +119,16 @@ def dense_projection_flops(d_out: int, d_in: int) -> int:
 
 
 def matrix_free_flops(d_out: int, d_in: int) -> int:
-    r"""FLOPs of one matrix-free projection (four GEMMs; the mask product is not counted).
+    r"""FLOPs of one matrix-free projection: :math:`4(d_{\rm out}^2d_{\rm in} + d_{\rm out}d_{\rm in}^2)`.
 
-    .. math::
-
-        \underbrace{2d_{\rm out}^2d_{\rm in}}_{\mathbf U_{\rm out}^\top\mathbf G}
-        + \underbrace{2d_{\rm out}d_{\rm in}^2}_{\cdot\,\mathbf U_{\rm in}}
-        + \underbrace{2d_{\rm out}^2d_{\rm in}}_{\mathbf U_{\rm out}\,\cdot}
-        + \underbrace{2d_{\rm out}d_{\rm in}^2}_{\cdot\,\mathbf U_{\rm in}^\top}
-        = 4(d_{\rm out}^2d_{\rm in} + d_{\rm out}d_{\rm in}^2).
-
+    The four GEMMs of the reference form, counted once in
+    :func:`crispedit_lite.fastproject.flops.reference_flops` (the mask product is not counted).
     Derived in notebook ``05_matrix_free_projector``.
     """
+    from crispedit_lite.fastproject.flops import reference_flops
+
     _check_dims(d_out, d_in)
-    d_out, d_in = int(d_out), int(d_in)
-    return 4 * (d_out * d_out * d_in + d_out * d_in * d_in)
+    return reference_flops(d_out, d_in)
 
 
 def cost_table(
@@ -177,13 +172,13 @@ def format_bytes(n: float, binary: bool = True, digits: int = 1) -> str:
 
 
 def load_device_anchor() -> dict[str, Any]:
-    """Load the H200 timings measured beforehand (``crispedit_lite/data/device_anchor.json``).
+    """Load the H200 timings measured beforehand (``crispedit_lite/resources/device_anchor.json``).
 
     Returns ``{"source": str, "date": str, "measurements": {name: number}}``. The figures were
     measured once on one NVIDIA H200 with randomly initialised LLaMA-3-8B-shaped tensors; the book
     only displays them (it never needs a GPU). Derived in notebook ``05_matrix_free_projector``.
     """
-    text = resources.files("crispedit_lite").joinpath("data/device_anchor.json").read_text("utf-8")
+    text = resources.files("crispedit_lite").joinpath("resources/device_anchor.json").read_text("utf-8")
     data = json.loads(text)
     for key in ("source", "date", "measurements"):
         if key not in data:

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from crispedit_lite.paper_tables import paper_value  # noqa: E402
+from crispedit_lite.reproduction.paper_tables import paper_value  # noqa: E402
 
 LLAMA, QWEN = "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"
 NB = {LLAMA: "notebooks/09_reproduce_llama3_8b.ipynb", QWEN: "notebooks/10_reproduce_qwen2_5_1_5b.ipynb"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crispedit_lite.batches import (
+from crispedit_lite.data import EditRequest
+from crispedit_lite.data.batches import (
     edit_kfac_batches,
     edit_pairs,
     tokenize_capability,
     tokenize_edits,
 )
-from crispedit_lite.data import EditRequest
 
 WORDS = ["<unk>", "<s>", "</s>", "the", "capital", "of", "france", "is", "paris", "rome", "hi",
          "there", "friend", "a", "b", "c"]

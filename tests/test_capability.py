@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crispedit_lite.capability import CapabilityCorpus, capability_texts, offline_documents
+from crispedit_lite.data.capability import CapabilityCorpus, capability_texts, offline_documents
 
 
 def test_offline_stand_in_is_labelled_and_seeded():

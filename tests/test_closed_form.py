@@ -1,11 +1,11 @@
-"""crispedit_lite.editing.closed_form against the normal equations and exact identities (float64)."""
+"""crispedit_lite.editing.updates.closed_form against the normal equations and exact identities (float64)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from crispedit_lite.editing.closed_form import (
+from crispedit_lite.editing.updates.closed_form import (
     alphaedit_delta,
     alphaedit_projector,
     memit_delta,

@@ -92,7 +92,7 @@ def test_device_anchor_is_package_data_and_unchanged():
     m = data["measurements"]
     assert m["project_down_proj_ms_tf32_True"] < m["project_down_proj_ms_tf32_False"]
     assert m["eigh_fp32_4096_ms"] < m["eigh_fp32_14336_ms"]
-    path = resources.files("crispedit_lite").joinpath("data/device_anchor.json")
+    path = resources.files("crispedit_lite").joinpath("resources/device_anchor.json")
     assert path.is_file()
     shared = Path(__file__).resolve().parents[2] / "shared" / "reference" / "device-anchor.json"
     if shared.is_file():  # the project lead's original, when this checkout sits beside it

@@ -1,4 +1,4 @@
-"""crispedit_lite.cpu_table: the CPU Table 1 JSON as tables, the Pareto front and its figure."""
+"""crispedit_lite.teaching.cpu_table: the CPU Table 1 JSON as tables, the Pareto front and its figure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from crispedit_lite import cpu_table
+from crispedit_lite.teaching import cpu_table
 
 
 def _row(method, seed, tf, kl, ppl, wild=True):

@@ -350,7 +350,7 @@ def test_builtin_edit_set_measurements_reproduce():
     """Recorded base-model probabilities (tools/verify_edit_set.py) match a fresh measurement."""
     import torch
 
-    from crispedit_lite.batches import tokenize_edits
+    from crispedit_lite.data.batches import tokenize_edits
     from crispedit_lite.models import load_model
 
     model, tok = load_model("smollm2-135m-instruct")

@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT
 from matplotlib.text import Text
 
-from crispedit_lite import diagrams
 from crispedit_lite.projector import KroneckerProjector
+from crispedit_lite.teaching import diagrams
 
 
 def _text_boxes(fig):
@@ -66,10 +66,10 @@ def test_committed_figures_are_what_the_code_draws(tmp_path):
     fresh = diagrams.save_all(tmp_path)
     for path in fresh:
         committed = ROOT / "book" / "figures" / path.name
-        assert committed.is_file(), f"{committed} missing: run `python -m crispedit_lite.diagrams`"
+        assert committed.is_file(), f"{committed} missing: run `python -m crispedit_lite.teaching.diagrams`"
         ET.fromstring(committed.read_bytes())  # well-formed SVG
         assert committed.read_bytes() == path.read_bytes(), (
-            f"{committed.name} is stale: run `python -m crispedit_lite.diagrams`"
+            f"{committed.name} is stale: run `python -m crispedit_lite.teaching.diagrams`"
         )
     text = (ROOT / "book" / "diagrams.md").read_text(encoding="utf-8")
     for path in fresh:

@@ -93,7 +93,7 @@ def _logits(model, tok, text: str) -> torch.Tensor:
 
 
 def test_ft_m_loss_masks_the_prompt(model, tok):
-    from crispedit_lite.batches import tokenize_edits
+    from crispedit_lite.data.batches import tokenize_edits
 
     batch = tokenize_edits([("the capital of france is", "rome paris"), ("a b", "c")], tok)
     loss = ft_m_loss(model, batch)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_editing import CAP_TEXT, LAYERS, REQUESTS, _changed, _config, _weights, model, tok  # noqa: F401, F811 (shared fixtures)
 
-from crispedit_lite.batches import edit_kfac_batches
 from crispedit_lite.data import EditRequest
+from crispedit_lite.data.batches import edit_kfac_batches
 from crispedit_lite.editing import Editor, edit, editor_names, get_editor, needs_capability, registry
-from crispedit_lite.editing.sequential import chunk_requests
+from crispedit_lite.editing.loops.sequential import chunk_requests
 
 REQS = REQUESTS + [EditRequest("the small cat is", "red")]
 
@@ -44,9 +44,9 @@ def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):  # noqa: F811
     twin = copy.deepcopy(model)
     res = edit(model, tok, REQS, cfg, progress=False)
     assert len(res.logs) == 2 and res.details["schedule"]["n_chunks"] == 2 and not res.projector_stats
-    from crispedit_lite.batches import tokenize_edits
-    from crispedit_lite.editing.gradient import make_optimizer, select_weights
-    from crispedit_lite.editing.trainer import train_edits
+    from crispedit_lite.data.batches import tokenize_edits
+    from crispedit_lite.editing.loops.projected import make_optimizer, select_weights
+    from crispedit_lite.editing.loops.trainer import train_edits
 
     params, _ = select_weights(twin, res.modules)
     opt = make_optimizer(cfg, params, {})

@@ -10,9 +10,9 @@ from test_editing import WORDS, tiny_tokenizer
 
 from crispedit_lite.data import EditRequest
 from crispedit_lite.editing import EditConfig, EditJob, edit, get_editor
-from crispedit_lite.editing.closed_form import alphaedit_projector
-from crispedit_lite.editing.keys_values import layer_outputs
-from crispedit_lite.editing.sequential import chunk_requests
+from crispedit_lite.editing.loops.keys_values import layer_outputs
+from crispedit_lite.editing.loops.sequential import chunk_requests
+from crispedit_lite.editing.updates.closed_form import alphaedit_projector
 from crispedit_lite.evaluation.teacher_forced import target_nll
 from crispedit_lite.kfac import KFACFactors
 from crispedit_lite.models import presets as presets_mod

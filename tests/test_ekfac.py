@@ -8,7 +8,7 @@ from crispedit_lite.curvature import gauss_newton_matrix
 from crispedit_lite.ekfac import collect_ekfac, ekfac_from_kfac, ekfac_projector
 from crispedit_lite.kfac import collect_kfac
 from crispedit_lite.projector import KroneckerProjector, energy_rank
-from crispedit_lite.toy import MLP
+from crispedit_lite.teaching.toy import MLP
 
 f64 = torch.float64
 

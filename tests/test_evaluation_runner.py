@@ -56,7 +56,7 @@ def test_before_and_after(monkeypatch):
 
 
 def test_default_proxy_texts_are_held_out():
-    from crispedit_lite.capability import capability_texts
+    from crispedit_lite.data.capability import capability_texts
     from crispedit_lite.evaluation import default_proxy_texts
 
     held_out = default_proxy_texts(seed=3)

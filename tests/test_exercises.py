@@ -403,7 +403,7 @@ def test_ex_06_1_ft_m_labels(capsys):
 
 def test_ex_06_1_oracle_matches_the_definition():
     """tokenize_edits (the oracle of 6.1) masks exactly the prompt's tokens."""
-    from crispedit_lite.batches import tokenize_edits
+    from crispedit_lite.data.batches import tokenize_edits
 
     tok = CharTokenizer()
     out = tokenize_edits([("ab", "cd")], tok)
@@ -534,7 +534,7 @@ def _paper_params(cell: str) -> dict:
 def test_ex_09_1_table8_config(capsys):
     import dataclasses
 
-    from crispedit_lite import reproduce
+    from crispedit_lite.reproduction import cells as reproduce
 
     cfg, _ = reproduce.config_from_parameters(_paper_params("table8_counterfact_gamma0.95"))
     passes(ch09.check_table8_config, cfg, capsys=capsys)
@@ -571,7 +571,7 @@ def test_ex_10_1_qwen_factor_bytes(capsys):
 def test_ex_10_2_qwen_seq_config(capsys):
     import dataclasses
 
-    from crispedit_lite import reproduce
+    from crispedit_lite.reproduction import cells as reproduce
 
     cfg, _ = reproduce.config_from_parameters(_paper_params("table5_qwen_zsre_crispedit_seq"))
     passes(ch10.check_qwen_seq_config, cfg, capsys=capsys)
@@ -600,7 +600,7 @@ def _best_gamma_from_json() -> dict:
 
 
 def test_ex_11_1_best_gamma(capsys):
-    from crispedit_lite.paper_tables import load_paper_tables
+    from crispedit_lite.reproduction.paper_tables import load_paper_tables
 
     df = load_paper_tables()
     t8 = df[(df["table"] == "table8") & (df["metric"] == "QA Rel")].sort_values("gamma")

@@ -16,8 +16,8 @@ import pytest
 
 from crispedit_lite.cli import main
 from crispedit_lite.editing import cpu_config
-from crispedit_lite.experiment import run_experiment
-from crispedit_lite.results import read_results, validate_result
+from crispedit_lite.reproduction.experiment import run_experiment
+from crispedit_lite.reproduction.results import read_results, validate_result
 
 FAST = dict(epochs=2, batch_size=4, n_capability=4, capability_max_length=32, layers=(1, 2))
 SPECIALS = ["<unk>", "<s>", "</s>"]

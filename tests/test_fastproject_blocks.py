@@ -1,4 +1,4 @@
-"""The staircase, the block plan and the FLOP chooser (``fastproject.blocks``, ``fastproject.chooser``)."""
+"""The staircase, the block plan and the FLOP chooser (``fastproject.blocks``, ``fastproject.flops``)."""
 
 import pytest
 import torch

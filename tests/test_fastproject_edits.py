@@ -3,7 +3,8 @@ r"""The paper's optimiser as the reference, and the fast forms and the eigenbasi
 Issue 5: keep CrispEdit's update rule (:class:`~crispedit_lite.optim.ProjectedAdam` with the
 :class:`~crispedit_lite.projector.KroneckerProjector` of capability K-FAC factors) as the reference, and
 show on a toy LM that a faster variant edits as well. One FT-M run
-(:func:`~crispedit_lite.editing.trainer.train_edits`) on a randomly initialised tiny Llama (float64), the
+(:func:`~crispedit_lite.editing.loops.trainer.train_edits`) on a randomly initialised tiny Llama (float64),
+the
 ``down_proj`` of two layers edited, three optimisers:
 
 (a) the paper's: ``ProjectedAdam`` + ``KroneckerProjector`` (four dense products per step);
@@ -30,9 +31,9 @@ import pytest
 import torch
 from test_editing import CAP_TEXT, tiny_tokenizer
 
-from crispedit_lite.batches import tokenize_capability, tokenize_edits
 from crispedit_lite.data import EditRequest
-from crispedit_lite.editing.trainer import ft_m_loss, train_edits
+from crispedit_lite.data.batches import tokenize_capability, tokenize_edits
+from crispedit_lite.editing.loops.trainer import ft_m_loss, train_edits
 from crispedit_lite.fastproject import (
     EigenbasisProjectedAdam,
     FastProjector,

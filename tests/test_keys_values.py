@@ -1,4 +1,4 @@
-"""crispedit_lite.editing.keys_values on a random tiny Llama (float64) with a word-level tokenizer.
+"""crispedit_lite.editing.loops.keys_values on a random tiny Llama (float64) with a word-level tokenizer.
 
 Keys are checked against a hand-computed, unpadded reference; left and right padding, and decoder
 layers that return a tuple instead of a tensor, must give the same keys and values; the batched
@@ -13,7 +13,7 @@ from test_editing import tiny_tokenizer
 from torch import nn
 
 from crispedit_lite.data import EditRequest
-from crispedit_lite.editing.keys_values import (
+from crispedit_lite.editing.loops.keys_values import (
     CONTEXT_SEEDS,
     ValueSettings,
     compute_keys,
@@ -133,7 +133,7 @@ def test_target_value_lowers_the_target_nll_and_respects_the_clamp(model, tok):
 
 def test_early_stop_freezes_a_request(model, tok):
     # a huge stop loss is hit at the first step: nothing moves
-    import crispedit_lite.editing.keys_values as kv
+    import crispedit_lite.editing.loops.keys_values as kv
 
     old, kv.STOP_LOSS = kv.STOP_LOSS, 1e9
     try:

@@ -272,7 +272,7 @@ def test_load_model_device_map_and_kfac_projectors_ftm_through_accelerate_hooks(
     from test_editing import CAP_TEXT, REQUESTS
     from test_editing import tiny_tokenizer as word_tokenizer
 
-    from crispedit_lite.batches import tokenize_capability, tokenize_edits
+    from crispedit_lite.data.batches import tokenize_capability, tokenize_edits
     from crispedit_lite.editing import build_projectors, train_edits
     from crispedit_lite.kfac import collect_kfac
     from crispedit_lite.optim import ProjectedAdam

@@ -209,7 +209,7 @@ class TestConventions:
         )
         if has_fig:
             sources = "\n".join(_src(c) for c in _code(nb))
-            assert "set_style(" in sources, "figures come after crispedit_lite.plotting.set_style()"
+            assert "set_style(" in sources, "figures come after crispedit_lite.teaching.plotting.set_style()"
 
     def test_in_table_of_contents(self, path):
         toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")

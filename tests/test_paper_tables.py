@@ -16,7 +16,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from crispedit_lite.paper_tables import (  # noqa: E402
+from crispedit_lite.reproduction.paper_tables import (  # noqa: E402
     compare,
     load_paper_tables,
     paper_tables_data,
@@ -340,7 +340,7 @@ def test_reproduce_configs_name_notebook_parameters(notebook, prefix):
 
 
 def test_chapter11_views_list_editors_coverage_and_missing_cells():
-    from crispedit_lite import comparison, reproduce
+    from crispedit_lite.reproduction import comparison
 
     paper = load_paper_tables()
     rows = comparison.editor_rows(paper).set_index("method")
@@ -353,7 +353,7 @@ def test_chapter11_views_list_editors_coverage_and_missing_cells():
     assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
 
     gpu = _record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
-    frame = reproduce.compare_runs([gpu], ["table1"])
+    frame = comparison.compare_runs([gpu], ["table1"])
     cov = comparison.coverage(frame)
     t1 = frame[(frame.table == "table1") & (frame.method == "crispedit")]
     assert cov.loc["crispedit", "table1"] == pytest.approx(t1["run id"].notna().mean())

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crispedit_lite import reproduce
-from crispedit_lite.reproduce import PARAMETERS, config_from_parameters
+from crispedit_lite.reproduction import cells as reproduce
+from crispedit_lite.reproduction import comparison, paths
+from crispedit_lite.reproduction.cells import PARAMETERS, config_from_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = dict(MODEL="smollm2-135m-instruct", DATASET="counterfact", DATA_PATH="smollm2-counterfacts",
@@ -64,10 +65,10 @@ def test_bad_parameters_are_clear_errors(changes, match):
 
 
 def test_paths_resolve_against_the_repository_root(tmp_path):
-    assert reproduce.repo_root(ROOT / "notebooks") == ROOT
-    assert reproduce.resolve_path("results/a", ROOT) == ROOT / "results" / "a"
-    assert reproduce.resolve_path(tmp_path / "x") == tmp_path / "x"
-    assert reproduce.repo_root(tmp_path) is None
+    assert paths.repo_root(ROOT / "notebooks") == ROOT
+    assert paths.resolve_path("results/a", ROOT) == ROOT / "results" / "a"
+    assert paths.resolve_path(tmp_path / "x") == tmp_path / "x"
+    assert paths.repo_root(tmp_path) is None
 
 
 def _run(run_id, *, model="smollm2-135m-instruct", data="smollm2-counterfacts", dataset="counterfact",
@@ -100,28 +101,28 @@ def test_run_metrics_and_editable_fractions():
 
 
 def test_compare_runs_flags_data_that_is_not_the_papers():
-    frame = reproduce.compare_runs([_run("a")], ["table1", "table3", "table8"], include_missing=False)
+    frame = comparison.compare_runs([_run("a")], ["table1", "table3", "table8"], include_missing=False)
     assert set(frame["table"]) == {"table1", "table3", "table8"}
     assert not frame["paper scale"].any()
     assert frame["scale notes"].str.contains("edit data smollm2-counterfacts", regex=False).all()
     tf = frame[(frame["table"] == "table3") & (frame["metric"] == "TF Rel")]
     assert tf.set_index("method")["this run"].to_dict() == {"base": 0.0, "crispedit": 100.0}
     # a paper-file run is not flagged for its data (it still is for the model etc.)
-    other = reproduce.compare_runs([_run("b", data="/x/data/counterfact-edit_3k.json")], ["table1"],
+    other = comparison.compare_runs([_run("b", data="/x/data/counterfact-edit_3k.json")], ["table1"],
                                    include_missing=False)
     assert not other["scale notes"].str.contains("edit data").any()
 
 
 def test_side_by_side_and_scale_summary():
-    frame = reproduce.compare_runs([_run("a")])
-    wide = reproduce.side_by_side(frame, "table8")
+    frame = comparison.compare_runs([_run("a")])
+    wide = comparison.side_by_side(frame, "table8")
     assert wide.shape == (21, 18)
     assert list(wide.columns[:2]) == [("QA Rel", "paper"), ("QA Rel", "this run")]
     row = wide.loc[("counterfact", "CrispEdit, γ = 0.9", "gamma=0.9, n_capability=10000")]
     assert row[("QA Rel", "paper")] == 79.4 and row[("QA Rel", "this run")] == 50.0
     with pytest.raises(ValueError, match="no cells of 'table9'"):
-        reproduce.side_by_side(frame, "table9")
-    s = reproduce.scale_summary(frame).set_index("table")
+        comparison.side_by_side(frame, "table9")
+    s = comparison.scale_summary(frame).set_index("table")
     assert s.loc["table8", "cells run"] == 9 and s.loc["table8", "at paper scale"] == 0
     why = s.loc["table5", "why not at paper scale"]
     assert "model smollm2-135m-instruct (paper: Qwen/Qwen2.5-1.5B-Instruct)" in why
@@ -130,13 +131,13 @@ def test_side_by_side_and_scale_summary():
 
 
 def test_load_runs_reads_valid_files_and_names_bad_ones(tmp_path):
-    assert reproduce.load_runs(tmp_path / "missing") == ([], [])
+    assert comparison.load_runs(tmp_path / "missing") == ([], [])
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "one.json").write_text(json.dumps(_run("one", created="2026-01-02T00:00:00+00:00")))
     (tmp_path / "two.json").write_text(json.dumps(_run("two")))
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "schema.json").write_text(json.dumps({"run_id": "x"}))
-    runs, problems = reproduce.load_runs(tmp_path, tmp_path / "a")
+    runs, problems = comparison.load_runs(tmp_path, tmp_path / "a")
     assert [r["run_id"] for r in runs] == ["two", "one"]  # by creation time, each file once
     assert len(problems) == 2 and any(p.startswith("bad.json") for p in problems)
     assert any(p.startswith("schema.json") and "required" in p for p in problems)
@@ -149,7 +150,7 @@ def test_benchmark_summary(tmp_path):
                                                "best_crispedit_variant": "v"}},
                         "qwen2.5-1.5b": {"eigh": {"error": "boom"}}}}
     (tmp_path / "s.json").write_text(json.dumps(data))
-    b = reproduce.benchmark_summary(tmp_path.glob("*.json")).set_index("preset")
+    b = comparison.benchmark_summary(tmp_path.glob("*.json")).set_index("preset")
     assert b.loc["llama3-8b", "K-FAC tokens/s"] == 1e4 and b.loc["llama3-8b", "best variant"] == "v"
     assert b.loc["qwen2.5-1.5b", "K-FAC tokens/s"] != b.loc["qwen2.5-1.5b", "K-FAC tokens/s"]  # NaN
     assert (b["weights"] == "random init").all()

@@ -126,7 +126,7 @@ def test_collect_kfac_resumes_from_its_checkpoint(tmp_path):
 
 NOTEBOOK_CODE = '''\
 import os, time
-from crispedit_lite.results import write_result
+from crispedit_lite.reproduction.results import write_result
 if FAIL:
     raise RuntimeError("this cell fails on purpose")
 if os.environ.get("SLOW_CELL") == CELL:

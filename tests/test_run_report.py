@@ -1,4 +1,4 @@
-"""crispedit_lite.run_report: what chapters 9 and 10 print about a run."""
+"""crispedit_lite.teaching.run_report: what chapters 9 and 10 print about a run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import yaml
 from test_paper_tables import LLAMA, ROOT, _record
 
-from crispedit_lite import reproduce, run_report
+from crispedit_lite.reproduction import cells as reproduce
+from crispedit_lite.teaching import run_report
 
 
 def test_config_lines_name_the_preset_and_every_shown_setting():

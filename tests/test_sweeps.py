@@ -1,4 +1,4 @@
-"""crispedit_lite.sweeps on the tiny Llama: the gamma and n sweeps of chapter 6.
+"""crispedit_lite.teaching.sweeps on the tiny Llama: the gamma and n sweeps of chapter 6.
 
 What must hold whatever the training does: the editable share falls as gamma grows and as the
 capability sample grows (the energy rule and the rank argument), n = 0 is FT with everything editable,
@@ -14,7 +14,7 @@ from test_editing import CAP_TEXT, REQUESTS, _config, _weights, model, tok  # no
 
 from crispedit_lite.editing import edit
 from crispedit_lite.evaluation import evaluate_run
-from crispedit_lite.sweeps import run_sweeps
+from crispedit_lite.teaching.sweeps import run_sweeps
 
 TEXTS = [CAP_TEXT, "the dog runs and the cat lies in the house", "a red tree on the river",
          "the capital of germany is berlin and the city lies on the river"]

@@ -6,7 +6,7 @@ from torch import nn
 
 from crispedit_lite.curvature import gauss_newton_matrix, hessian_matrix
 from crispedit_lite.projector import energy_rank
-from crispedit_lite.toy import (
+from crispedit_lite.teaching.toy import (
     MLP,
     EigenProjector,
     accuracy,

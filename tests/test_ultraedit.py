@@ -14,13 +14,13 @@ import pytest
 import torch
 from test_editing import REQUESTS, tiny_tokenizer
 
-from crispedit_lite.batches import tokenize_edits
 from crispedit_lite.data import EditRequest
+from crispedit_lite.data.batches import tokenize_edits
 from crispedit_lite.editing import EditConfig, edit, ft_m_loss, get_editor
 from crispedit_lite.editing.editors import ultraedit
+from crispedit_lite.editing.loops.sequential import chunk_requests
 from crispedit_lite.editing.registry import EditJob
-from crispedit_lite.editing.sequential import chunk_requests
-from crispedit_lite.editing.ultraedit_math import (
+from crispedit_lite.editing.updates.ultraedit import (
     EPS,
     LifelongNormalizer,
     pseudo_values,

@@ -56,7 +56,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Checked settings, with the preset's defaults filled in (before any model is loaded)."""
     from crispedit_lite.editing import EditConfig, cpu_config
-    from crispedit_lite.experiment import check_output_dir
+    from crispedit_lite.reproduction.experiment import check_output_dir
 
     checks.model(args.model, args.tokenizer)
     checks.tokenizer(args.tokenizer)
@@ -102,10 +102,10 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
     """
     import torch.distributed as dist
 
-    from crispedit_lite.capability import capability_texts
+    from crispedit_lite.data.capability import capability_texts
     from crispedit_lite.editing.kfac_cache import capability_factors
-    from crispedit_lite.experiment import load_for_experiment
     from crispedit_lite.models import resolve_edit_modules
+    from crispedit_lite.reproduction.experiment import load_for_experiment
 
     s = _settings(args)
     accepted = inspect.signature(capability_factors).parameters

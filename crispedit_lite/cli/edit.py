@@ -1,6 +1,6 @@
 r"""``python -m crispedit_lite edit``: one edit run, checked before the model loads, then a summary.
 
-The run itself is :func:`crispedit_lite.experiment.run_experiment`; this module turns the command
+The run itself is :func:`crispedit_lite.reproduction.experiment.run_experiment`; this module turns the command
 line into its settings (checking every argument first, see :mod:`crispedit_lite.cli.checks`), picks
 the preset (``--preset paper``: CrispEdit Table 2 / App. E, Table 5 for Qwen-2.5-1.5B, with the
 dataset decided by :func:`crispedit_lite.cli.presets.paper_dataset_for`), and ends with a table of
@@ -86,7 +86,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     import os
 
-    from crispedit_lite.experiment import check_output_dir
+    from crispedit_lite.reproduction.experiment import check_output_dir
 
     checks.method(args.method)
     checks.gamma(args.gamma)
@@ -120,7 +120,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | N
     """
     from crispedit_lite.data import read_records
     from crispedit_lite.editing import EditConfig, cpu_config, paper_config
-    from crispedit_lite.experiment import load_requests
+    from crispedit_lite.reproduction.experiment import load_requests
 
     try:  # every record checked before the model loads
         load_requests(args.data, args.format, args.n_edits, args.seed)
@@ -154,11 +154,11 @@ def wild_decoding_for(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    """Check the arguments, then :func:`crispedit_lite.experiment.run_experiment`; the record.
+    """Check the arguments, then :func:`crispedit_lite.reproduction.experiment.run_experiment`; the record.
 
     Described on the book page ``running``.
     """
-    from crispedit_lite.experiment import run_experiment
+    from crispedit_lite.reproduction.experiment import run_experiment
 
     argv = sys.argv[1:] if argv is None else argv
     _check_args(args)

@@ -42,7 +42,7 @@ def record_format(records: Sequence[Any]) -> str | None:
 
     Described on the book page ``running``.
     """
-    from crispedit_lite.data import _detect
+    from crispedit_lite.data.edits import _detect
 
     found = set()
     for i, rec in enumerate(records):

@@ -4,7 +4,7 @@ A cell is ``reproduce/<cell>.yaml``: the papermill parameters of notebook ``09_r
 (Tables 1, 3, 4, 7, 8) or ``10_reproduce_qwen2_5_1_5b`` (Table 5). ``reproduce CELL`` runs one,
 ``reproduce --table table1`` every ``reproduce/table1_*.yaml``. A cell is *finished* when
 ``RESULTS_ROOT/<cell>/`` holds a results JSON that passes the schema
-(:func:`crispedit_lite.results.validate_result`); finished cells are skipped. Results JSONs are
+(:func:`crispedit_lite.reproduction.results.validate_result`); finished cells are skipped. Results JSONs are
 written atomically (temp file + rename) and the executed notebook is written under a temporary name
 and renamed when it completes (``<cell>.ipynb``, or ``<cell>.failed.ipynb``), so a run killed at any
 point, even by SIGKILL, leaves nothing that counts as finished, and running the same command again
@@ -75,7 +75,7 @@ def finished_result(results: Path) -> Path | None:
 
     Described on the book page ``running``.
     """
-    from crispedit_lite.results import validate_result
+    from crispedit_lite.reproduction.results import validate_result
 
     for path in sorted(results.glob("*.json")) if results.is_dir() else []:
         try:

@@ -5,6 +5,7 @@ Derived in notebooks ``06_crispedit_on_a_small_lm``, ``07_sequential_editing``, 
 
 from crispedit_lite.editing.config import EditConfig, cpu_config, paper_config
 from crispedit_lite.editing.kfac_cache import build_projectors, cache_key, capability_factors
+from crispedit_lite.editing.loops.trainer import TrainLog, ft_m_loss, train_edits
 from crispedit_lite.editing.methods import EditResult, edit
 from crispedit_lite.editing.registry import (
     EditJob,
@@ -15,7 +16,6 @@ from crispedit_lite.editing.registry import (
     registry,
 )
 from crispedit_lite.editing.save import save_edited
-from crispedit_lite.editing.trainer import TrainLog, ft_m_loss, train_edits
 
 
 def __getattr__(name: str):

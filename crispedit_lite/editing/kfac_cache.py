@@ -117,7 +117,7 @@ def capability_factors(
     token count, the collection time, the batch a checkpoint resumed from and the world size.
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.batches import tokenize_capability
+    from crispedit_lite.data.batches import tokenize_capability
 
     if len(texts) == 0:
         raise ValueError("no capability texts: K-FAC needs at least one")

@@ -2,7 +2,8 @@ r"""One registry of editors: what each changes, which statistics it reads, and h
 
 Every editor of the paper's comparison (CrispEdit Table 1) is one small module under
 :mod:`crispedit_lite.editing.editors` that defines ``EDITORS``, a tuple of :class:`Editor` records.
-:func:`crispedit_lite.editing.edit`, the command line, :func:`crispedit_lite.experiment.run_experiment`,
+:func:`crispedit_lite.editing.edit`, the command line,
+:func:`crispedit_lite.reproduction.experiment.run_experiment`,
 the reproduce YAMLs and the results JSON all look methods up here, so adding an editor means adding
 one file, its tests and one line in :data:`EDITOR_MODULES`.
 
@@ -77,7 +78,7 @@ class EditJob:
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:
         """FT-M batch of edit requests (prompt tokens masked)."""
-        from crispedit_lite.batches import tokenize_edits
+        from crispedit_lite.data.batches import tokenize_edits
 
         return tokenize_edits(batch, self.tokenizer)
 

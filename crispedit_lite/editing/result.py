@@ -25,7 +25,7 @@ class EditResult:
     Attributes:
         config: the :class:`~crispedit_lite.editing.config.EditConfig` of the run.
         modules: names of the changed modules (``down_proj`` matrices, or adapted projections).
-        logs: one :class:`~crispedit_lite.editing.trainer.TrainLog` per training loop (chunk).
+        logs: one :class:`~crispedit_lite.editing.loops.trainer.TrainLog` per training loop (chunk).
         timings: seconds per phase.
         projector_stats: rank / editable fraction per module, where a projector was used.
         capability: where the capability statistics came from (cache path, hit, tokens).

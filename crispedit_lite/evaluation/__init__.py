@@ -12,7 +12,7 @@ r"""Evaluate edits and what they cost: WILD, teacher-forced, an optional LLM jud
   ROME/MEMIT probability test :math:`P(\text{new}) > P(\text{old})`.
 * :mod:`~crispedit_lite.evaluation.runner`: :func:`evaluate_run`, all of the above before and after
   an edit, for the command line and the notebooks.
-* :mod:`~crispedit_lite.evaluation.capability`: offline capability proxies for CPU runs
+* :mod:`~crispedit_lite.evaluation.proxies`: offline capability proxies for CPU runs
   (perplexity, KL to the base model, a probe set); :mod:`~crispedit_lite.evaluation.harness`: the
   paper's lm-eval benchmarks for GPU runs.
 
@@ -22,13 +22,6 @@ Edit records are read structurally (:class:`~crispedit_lite.evaluation.records.E
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
-from crispedit_lite.evaluation.capability import (
-    kl_to_base,
-    perplexity,
-    probe_accuracy,
-    select_known_probes,
-    token_logprobs,
-)
 from crispedit_lite.evaluation.decoding import WILD_DECODINGS, default_decoding, resolve_decodings
 from crispedit_lite.evaluation.generation import greedy_generate
 from crispedit_lite.evaluation.harness import (
@@ -41,6 +34,13 @@ from crispedit_lite.evaluation.harness import (
 from crispedit_lite.evaluation.judge import JUDGE_PROMPT, OpenAIJudge, make_judge, parse_grade
 from crispedit_lite.evaluation.locality import base_answers
 from crispedit_lite.evaluation.probability import probability_evaluate, sequence_logprobs
+from crispedit_lite.evaluation.proxies import (
+    kl_to_base,
+    perplexity,
+    probe_accuracy,
+    select_known_probes,
+    token_logprobs,
+)
 from crispedit_lite.evaluation.records import EditRecord
 from crispedit_lite.evaluation.runner import EVALS, default_proxy_texts, evaluate_run, side_by_side
 from crispedit_lite.evaluation.teacher_forced import (

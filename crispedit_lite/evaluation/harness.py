@@ -212,7 +212,7 @@ def run_harness(
             raise RuntimeError(
                 f"capability task {name!r}: lm-eval could not load its dataset ({hint}: "
                 f"{type(exc).__name__}: {exc}). Run with network access once to fill the cache, or use "
-                "the offline proxies in crispedit_lite.evaluation.capability (perplexity, kl_to_base, "
+                "the offline proxies in crispedit_lite.evaluation.proxies (perplexity, kl_to_base, "
                 "probe_accuracy) on a CPU."
             ) from exc
         if res is None:  # non-zero ranks in distributed runs

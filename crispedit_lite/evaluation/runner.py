@@ -29,12 +29,12 @@ from typing import Any
 
 from torch import nn
 
-from crispedit_lite.evaluation.capability import kl_to_base, perplexity, probe_accuracy, token_logprobs
 from crispedit_lite.evaluation.decoding import resolve_decodings
 from crispedit_lite.evaluation.harness import run_harness
 from crispedit_lite.evaluation.judge import make_judge
 from crispedit_lite.evaluation.locality import answers_of, base_answers
 from crispedit_lite.evaluation.probability import probability_evaluate
+from crispedit_lite.evaluation.proxies import kl_to_base, perplexity, probe_accuracy, token_logprobs
 from crispedit_lite.evaluation.teacher_forced import teacher_forced_evaluate
 from crispedit_lite.evaluation.wild import wild_evaluate
 
@@ -47,12 +47,12 @@ def default_proxy_texts(n: int = 8, seed: int = 0, skip: int = 128) -> list[str]
     """Held-out capability text: the next ``n`` distinct documents of the offline corpus's shuffle.
 
     With the same ``seed``, the K-FAC sample (the first ``n_capability <= skip`` documents of the same
-    shuffle, :func:`crispedit_lite.capability.capability_texts`) and these texts share no document
+    shuffle, :func:`crispedit_lite.data.capability.capability_texts`) and these texts share no document
     (the corpus repeats a few texts; repeats of the first ``skip`` are passed over).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.capability import capability_texts, offline_documents
+    from crispedit_lite.data.capability import capability_texts, offline_documents
 
     docs = list(capability_texts("offline", n=len(offline_documents(2000)), seed=seed))
     seen, out = set(docs[:skip]), []

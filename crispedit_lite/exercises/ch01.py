@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from crispedit_lite.toy import MLP
+from crispedit_lite.teaching.toy import MLP
 
 __all__ = ["check_penalized_loss", "check_project_out", "check_penalty_sweep"]
 

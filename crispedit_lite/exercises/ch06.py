@@ -22,12 +22,12 @@ def check_ft_m_labels(fn: Callable[[str, str, Any], tuple[Sequence[int], Sequenc
     The input is ``prompt + " " + target`` (one space, added only when ``target`` has none); the
     labels copy the input ids, except the first ``len(tokenizer(prompt).input_ids)`` positions,
     which are ``-100``: the loss :math:`\mathcal L_{\rm edit}` sees only target tokens. Compared
-    with :func:`crispedit_lite.batches.tokenize_edits` on a few pairs. Derived in notebook
+    with :func:`crispedit_lite.data.batches.tokenize_edits` on a few pairs. Derived in notebook
     ``06_crispedit_on_a_small_lm``.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.batches import tokenize_edits
+    from crispedit_lite.data.batches import tokenize_edits
 
     for prompt, target in PAIRS:
         want = tokenize_edits([(prompt, target)], tokenizer)

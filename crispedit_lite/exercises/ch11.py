@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from crispedit_lite.paper_tables import load_paper_tables
+from crispedit_lite.reproduction.paper_tables import load_paper_tables
 
 __all__ = ["check_best_gamma", "check_paper_scale_share"]
 
@@ -35,7 +35,8 @@ def check_best_gamma(answer: dict[str, float]) -> None:
 def check_paper_scale_share(fn: Callable[[pd.DataFrame], pd.Series]) -> None:
     """Exercise 11.2: ``fn(frame)`` -> per table, the share of *run* cells that are at paper scale.
 
-    ``frame`` has the columns of :func:`crispedit_lite.reproduce.compare_runs` (``table``, ``run id``,
+    ``frame`` has the columns of :func:`crispedit_lite.reproduction.cells.compare_runs` (``table``, ``run
+    id``,
     ``paper scale``); cells without a run are left out, and a table with no run cell is left out.
     Checked on a made-up frame. Derived in notebook ``11_results``.
     """

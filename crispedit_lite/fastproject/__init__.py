@@ -50,7 +50,7 @@ fast forms and the eigenbasis variant); ``benchmarks/scale.py`` times them at LL
 Qwen-2.5-1.5B shapes (``book/performance.md``). The reference projection is derived in notebook
 ``05_matrix_free_projector``.
 
-Modules, one concept each: :mod:`~crispedit_lite.fastproject.chooser` (FLOP counts, chooser),
+Modules, one concept each: :mod:`~crispedit_lite.fastproject.flops` (the FLOP model, :class:`Block`, chooser),
 :mod:`~crispedit_lite.fastproject.blocks` (staircase, block plan),
 :mod:`~crispedit_lite.fastproject.lowrank` (form (a), token-factor capture),
 :mod:`~crispedit_lite.fastproject.fast_projector` (:class:`FastProjector`, corner form),
@@ -58,13 +58,7 @@ Modules, one concept each: :mod:`~crispedit_lite.fastproject.chooser` (FLOP coun
 """
 
 
-from crispedit_lite.fastproject.blocks import Block, plan_blocks, staircase
-from crispedit_lite.fastproject.chooser import (
-    BLOCK_OVERHEAD_FLOPS,
-    block_flops,
-    choose_projection,
-    projection_flops,
-)
+from crispedit_lite.fastproject.blocks import plan_blocks, staircase
 from crispedit_lite.fastproject.eigenbasis import (
     EigenbasisLinear,
     EigenbasisProjectedAdam,
@@ -72,6 +66,14 @@ from crispedit_lite.fastproject.eigenbasis import (
     merge_eigenbasis,
 )
 from crispedit_lite.fastproject.fast_projector import FastProjector, corner_project
+from crispedit_lite.fastproject.flops import (
+    BLOCK_OVERHEAD_FLOPS,
+    Block,
+    block_flops,
+    choose_projection,
+    projection_flops,
+    reference_flops,
+)
 from crispedit_lite.fastproject.lowrank import TokenFactorCapture, lowrank_core, lowrank_project
 
 __all__ = [
@@ -79,6 +81,7 @@ __all__ = [
     "Block",
     "block_flops",
     "projection_flops",
+    "reference_flops",
     "choose_projection",
     "staircase",
     "plan_blocks",

@@ -18,38 +18,13 @@ applies the plan. The reference projection is derived in notebook ``05_matrix_fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from crispedit_lite.fastproject.chooser import BLOCK_OVERHEAD_FLOPS, _vec_block_flops, block_flops
+from crispedit_lite.fastproject.flops import BLOCK_OVERHEAD_FLOPS, Block, _vec_block_flops, block_flops
 
-__all__ = ["Block", "staircase", "plan_blocks"]
-
-
-@dataclass(frozen=True)
-class Block:
-    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient.
-
-    Described on the book page ``performance``.
-    """
-
-    r0: int
-    r1: int
-    c0: int
-    c1: int
-
-    @property
-    def h(self) -> int:
-        """Height (output eigen-directions)."""
-        return self.r1 - self.r0
-
-    @property
-    def w(self) -> int:
-        """Width (input eigen-directions)."""
-        return self.c1 - self.c0
+__all__ = ["staircase", "plan_blocks"]
 
 
 def _descending(evals: Tensor) -> Tensor:

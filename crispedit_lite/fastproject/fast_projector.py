@@ -2,7 +2,7 @@ r"""FastProjector: the CrispEdit projection with sorted eigenbases, a block plan
 
 :class:`FastProjector` equals :meth:`crispedit_lite.projector.KroneckerProjector.project` up to rounding
 and stands in for it in :class:`crispedit_lite.optim.ProjectedAdam`. Per call it applies the cheapest
-(by :func:`~crispedit_lite.fastproject.chooser.projection_flops`) of the four dense products of the
+(by :func:`~crispedit_lite.fastproject.flops.projection_flops`) of the four dense products of the
 reference, the low-rank gradient form (:mod:`~crispedit_lite.fastproject.lowrank`) and the staircase
 blocks (:mod:`~crispedit_lite.fastproject.blocks`), the latter with their core taken from token factors
 when that is cheaper. :func:`corner_project` is the one-off corner form. The reference projection is
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from crispedit_lite.fastproject.blocks import Block, _descending, plan_blocks, staircase
-from crispedit_lite.fastproject.chooser import projection_flops
+from crispedit_lite.fastproject.blocks import _descending, plan_blocks, staircase
+from crispedit_lite.fastproject.flops import Block, projection_flops
 from crispedit_lite.fastproject.lowrank import TokenFactorCapture, _as_rows, lowrank_core
 from crispedit_lite.projector import KroneckerProjector
 

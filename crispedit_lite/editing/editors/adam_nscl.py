@@ -7,7 +7,7 @@ run). It is CrispEdit with :math:`S=I`. Derived in notebook ``08_one_framework``
 
 from __future__ import annotations
 
-from crispedit_lite.editing.gradient import run_gradient_editor
+from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
 

@@ -9,10 +9,10 @@ The update of each layer is confined to the (near-)null space of the preserved k
 
     \Delta = R\,K^\top P\,\big((K_pK_p^\top + KK^\top)P + \alpha I\big)^{-1}
 
-(:func:`~crispedit_lite.editing.closed_form.alphaedit_delta`, :math:`\alpha=` ``cf_l2``). The layers,
+(:func:`~crispedit_lite.editing.updates.closed_form.alphaedit_delta`, :math:`\alpha=` ``cf_l2``). The layers,
 the :math:`1/(n-i)` residual split and the target values are MEMIT's
-(:func:`~crispedit_lite.editing.editors.memit.run_closed_form`). AlphaEdit-Seq walks the chunks of
-:func:`~crispedit_lite.editing.sequential.chunk_requests`; after each chunk the keys are recomputed
+(:func:`~crispedit_lite.editing.loops.layerwise.run_closed_form`). AlphaEdit-Seq walks the chunks of
+:func:`~crispedit_lite.editing.loops.sequential.chunk_requests`; after each chunk the keys are recomputed
 on the updated model and :math:`K_pK_p^\top \mathrel{+}= KK^\top`. :math:`P` is built once from
 :math:`C` (the K-FAC input factor :math:`A`, the same cache as CrispEdit's).
 
@@ -26,9 +26,10 @@ from typing import Any
 
 from torch import Tensor
 
-from crispedit_lite.editing.closed_form import alphaedit_delta, alphaedit_projector
+from crispedit_lite.editing.loops.layerwise import run_closed_form
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
+from crispedit_lite.editing.updates.closed_form import alphaedit_delta, alphaedit_projector
 
 __all__ = ["EDITORS", "alphaedit_solver"]
 
@@ -56,18 +57,28 @@ def alphaedit_solver(C: dict[str, Tensor], settings: dict[str, Any]) -> tuple[An
     return solve, stats
 
 
+def _describe(s: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    return {"lambda": None, "l2": s["l2"],
+            "nullspace": {"rule": s["nullspace_rule"],
+                          "threshold": s["nullspace_threshold"] if s["nullspace_rule"] == "absolute" else
+                          None,
+                          "gamma": s["nullspace_gamma"] if s["nullspace_rule"] == "energy" else None,
+                          "rank": {m: v["rank"] for m, v in stats.items()}}}
+
+
+def _run(job: EditJob, sequential: bool) -> EditResult:
+    return run_closed_form(job, "alphaedit", sequential, alphaedit_solver, cache_keys="after",
+                           describe=_describe)
+
+
 def run(job: EditJob) -> EditResult:
     """AlphaEdit on ``job`` (all edits in one batch)."""
-    from crispedit_lite.editing.editors.memit import run_closed_form
-
-    return run_closed_form(job, "alphaedit", sequential=False)
+    return _run(job, sequential=False)
 
 
 def run_seq(job: EditJob) -> EditResult:
     """AlphaEdit-Seq on ``job`` (chunks of ``chunk_requests``, keys of earlier chunks in the cache)."""
-    from crispedit_lite.editing.editors.memit import run_closed_form
-
-    return run_closed_form(job, "alphaedit", sequential=True)
+    return _run(job, sequential=True)
 
 
 EDITORS = (

@@ -7,7 +7,7 @@ Derived in notebooks ``05_matrix_free_projector`` and ``06_crispedit_on_a_small_
 
 from __future__ import annotations
 
-from crispedit_lite.editing.gradient import run_gradient_editor
+from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
 

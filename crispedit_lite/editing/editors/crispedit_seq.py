@@ -1,6 +1,6 @@
 r"""CrispEdit-Seq (Alg. 2): CrispEdit chunk by chunk, merging each chunk's edit-data K-FAC.
 
-See :mod:`crispedit_lite.editing.sequential`. ``seq_mask_prompt=True`` is the Table 6 ablation
+See :mod:`crispedit_lite.editing.loops.sequential`. ``seq_mask_prompt=True`` is the Table 6 ablation
 (prompt-masked edit-data factors). Derived in notebook ``07_sequential_editing``.
 """
 
@@ -11,7 +11,7 @@ from crispedit_lite.editing.registry import EditJob, Editor
 
 def run(job: EditJob):
     """CrispEdit-Seq on ``job``."""
-    from crispedit_lite.editing.sequential import run_chunks
+    from crispedit_lite.editing.loops.sequential import run_chunks
 
     return run_chunks(job, project=True)
 

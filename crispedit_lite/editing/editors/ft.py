@@ -7,7 +7,7 @@ per-chunk loop) without any projection. Derived in notebooks ``06_crispedit_on_a
 
 from __future__ import annotations
 
-from crispedit_lite.editing.gradient import run_gradient_editor
+from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
 
@@ -18,7 +18,7 @@ def run(job: EditJob):
 
 def run_seq(job: EditJob):
     """FT-Seq: FT-M chunk by chunk, no projection (the sequential loop of CrispEdit-Seq)."""
-    from crispedit_lite.editing.sequential import run_chunks
+    from crispedit_lite.editing.loops.sequential import run_chunks
 
     return run_chunks(job, project=False)
 

@@ -6,7 +6,7 @@ as the paper runs it). Derived in notebook ``06_crispedit_on_a_small_lm``.
 
 from __future__ import annotations
 
-from crispedit_lite.editing.gradient import run_gradient_editor
+from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
 

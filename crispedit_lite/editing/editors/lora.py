@@ -13,7 +13,7 @@ runs (``lora_variant="official"``, the default):
 
 ``lora_variant="allocate"`` is this library's earlier variant: AdaLoRA's rank allocation from
 ``init_r`` down to ``lora_rank`` after every step, FT-M loss only, dropout off. LoRA-Seq trains one set
-of adapters through the chunks of :func:`~crispedit_lite.editing.sequential.chunk_requests` and merges
+of adapters through the chunks of :func:`~crispedit_lite.editing.loops.sequential.chunk_requests` and merges
 them after the last chunk. Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
@@ -24,9 +24,9 @@ import time
 
 import torch
 
+from crispedit_lite.editing.loops.trainer import train_edits
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
-from crispedit_lite.editing.trainer import train_edits
 
 __all__ = ["EDITORS", "run", "run_seq"]
 
@@ -120,7 +120,7 @@ def run_seq(job: EditJob) -> EditResult:
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.editing.sequential import chunk_requests
+    from crispedit_lite.editing.loops.sequential import chunk_requests
 
     return _train(job, chunk_requests(list(job.requests), job.config.chunk_size, job.config.seed))
 

@@ -1,7 +1,7 @@
 r"""UltraEdit (Gu et al., TMLR 2026, arXiv 2505.14679): lifelong closed-form edits of the MLP input side.
 
 For every chunk of edits (a *turn*, the chunks of
-:func:`~crispedit_lite.editing.sequential.chunk_requests`, so UltraEdit walks CrispEdit-Seq's
+:func:`~crispedit_lite.editing.loops.sequential.chunk_requests`, so UltraEdit walks CrispEdit-Seq's
 order), UltraEdit
 
 1. runs the unedited-in-this-turn model on the edits in passes of ``ultra_batch_size`` and records,
@@ -12,7 +12,7 @@ order), UltraEdit
    weight shape, as the official code shares it);
 3. solves :math:`\Delta^\top=(\mathbf K^\top\mathbf K+\lambda\mathbf I)^{-1}\mathbf K^\top\mathbf V`
    with the pseudo-values :math:`\mathbf v_t=-\eta\lVert\hat{\mathbf k}_t\rVert^2\hat{\mathbf g}_t`
-   (:mod:`crispedit_lite.editing.ultraedit_math`), in float64, for every module, and only then adds
+   (:mod:`crispedit_lite.editing.updates.ultraedit`), in float64, for every module, and only then adds
    every :math:`\Delta` to its weight.
 
 The edited modules are not CrispEdit's ``down_proj``: the official configurations edit ``gate_proj``
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
-from crispedit_lite.editing.ultraedit_math import LifelongNormalizer, pseudo_values, ridge_solve
+from crispedit_lite.editing.updates.ultraedit import LifelongNormalizer, pseudo_values, ridge_solve
 
 __all__ = ["EDITORS", "ULTRA_PRESETS", "collect_features", "run", "ultra_modules", "ultra_preset"]
 
@@ -111,12 +111,12 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
     r"""Keys :math:`\mathbf K` and value gradients :math:`\mathbf G` of ``modules`` on one edit batch.
 
     One forward pass with a hook on every module; the loss is the mean cross-entropy of the batch's
-    target tokens (:func:`~crispedit_lite.editing.trainer.ft_m_loss`) and
+    target tokens (:func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`) and
     :math:`\mathbf g_t=\partial\mathcal L/\partial\mathbf s_t` comes from ``torch.autograd.grad``
     (no ``.grad`` is left behind). Returns ``{module: (K, G)}``, float64 on the model's device, one
     row per recorded position. Derived in notebook ``08_one_framework``.
     """
-    from crispedit_lite.editing.trainer import ft_m_loss
+    from crispedit_lite.editing.loops.trainer import ft_m_loss
 
     if token not in ("ans", "all"):
         raise ValueError(f"token must be 'ans' or 'all', got {token!r}")
@@ -157,7 +157,7 @@ def run(job: EditJob) -> EditResult:
     """
     from tqdm.auto import tqdm
 
-    from crispedit_lite.editing.sequential import chunk_requests
+    from crispedit_lite.editing.loops.sequential import chunk_requests
 
     cfg, model = job.config, job.model
     start = time.perf_counter()

@@ -4,10 +4,10 @@ Notebooks ``09_reproduce_llama3_8b`` and ``10_reproduce_qwen2_5_1_5b`` take the 
 ``reproduce/<cell>.yaml`` (:data:`PARAMETERS`); :func:`config_from_parameters` turns them into an
 :class:`~crispedit_lite.editing.EditConfig` (the paper's preset, CrispEdit Table 2 / App. E, when
 ``MODEL`` is one of the paper's models, else the CPU preset), :func:`run_cell` runs
-:func:`crispedit_lite.experiment.run_experiment` with them, and :func:`compare_runs` puts the paper's
-cells beside any runs (:func:`crispedit_lite.paper_tables.compare`, plus a check that the edit data is
-the paper's file). ``11_results`` reads every run back with :func:`load_runs`. Those two, with the
-other paper-beside-run helpers, live in :mod:`crispedit_lite.comparison` and are re-exported here.
+:func:`crispedit_lite.reproduction.experiment.run_experiment` with them, and the paper's
+cells beside any runs. The paper-beside-run helpers (``compare_runs``, ``load_runs``, ...) live in
+:mod:`crispedit_lite.reproduction.comparison`; paths of a checkout in
+:mod:`crispedit_lite.reproduction.paths`.
 
 Derived in notebook ``09_reproduce_llama3_8b``.
 """
@@ -15,28 +15,18 @@ Derived in notebook ``09_reproduce_llama3_8b``.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crispedit_lite.comparison import (
-    benchmark_summary,
-    compare_runs,
-    load_runs,
-    scale_notes,
-    scale_summary,
-    side_by_side,
-)
 from crispedit_lite.editing import EditConfig, cpu_config, paper_config
+from crispedit_lite.reproduction.paths import resolve_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PARAMETERS", "PAPER_MODELS", "repo_root", "resolve_path", "config_from_parameters",
-           "run_cell", "run_metrics", "editable_fractions", "compare_runs", "side_by_side", "load_runs",
-           "scale_notes", "scale_summary", "benchmark_summary"]
+__all__ = ["PARAMETERS", "PAPER_MODELS", "config_from_parameters", "run_cell", "run_metrics",
+           "editable_fractions"]
 
 #: The parameters of the reproduction notebooks, as ``reproduce/*.yaml`` sets them.
 PARAMETERS = ("MODEL", "DATASET", "DATA_PATH", "N_EDITS", "METHOD", "GAMMA", "N_CAPABILITY", "LAYERS",
@@ -53,33 +43,6 @@ PAPER_MODELS: dict[str, dict[str, Any]] = {
 _PAPER_DATASETS = ("zsre", "counterfact", "wikibigedit")
 #: Columns of the per-run metrics frame, in the paper's order.
 _RUN_COLUMNS = ("QA Rel", "QA Gen", "NoCtx Rel", "NoCtx Gen", "TF Rel", "TF Gen", "TF Spec")
-
-
-def repo_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The checkout holding ``start`` (a folder with ``reproduce/`` and ``notebooks/``), or ``None``.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
-    here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "reproduce").is_dir() and (d / "notebooks").is_dir():
-            return d
-    return None
-
-
-def resolve_path(path: str | os.PathLike, root: Path | None = None) -> Path:
-    """A relative path of ``reproduce/*.yaml`` resolved against the repository root (else the cwd).
-
-    The yaml files give paths relative to the root; papermill may run the notebook from ``notebooks/``
-    (``python -m crispedit_lite reproduce``) or from the root, and both must write to the same place.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    root = root if root is not None else repo_root()
-    return (root / p) if root is not None else p.resolve()
 
 
 def _method(params: Mapping[str, Any]) -> str:
@@ -131,7 +94,9 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
 
 
 def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False) -> dict[str, Any]:
-    """Run one reproduction cell (:func:`~crispedit_lite.experiment.run_experiment`); the result record.
+    """Run one reproduction cell (:func:`~crispedit_lite.reproduction.experiment.run_experiment`).
+
+    Returns the result record.
 
     Evaluations: WILD, teacher-forced and the capability proxies always, lm-eval with ``RUN_LM_EVAL``.
     ``DATA_PATH`` (when it names a file) and ``RESULTS_DIR`` are resolved with :func:`resolve_path`.
@@ -140,7 +105,7 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    from crispedit_lite.experiment import run_experiment
+    from crispedit_lite.reproduction.experiment import run_experiment
 
     config, preset = config_from_parameters(params)
     data = str(params["DATA_PATH"])
@@ -167,7 +132,7 @@ def run_metrics(result: Mapping[str, Any]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from crispedit_lite.paper_tables import run_metric
+    from crispedit_lite.reproduction.paper_tables import run_metric
 
     rows = [{"metric": m, "before": run_metric(result, m, phase="before"),
              "after": run_metric(result, m, phase="after")} for m in _RUN_COLUMNS]

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from crispedit_lite.editing.gradient import eigh_dtype, make_optimizer, select_weights
 from crispedit_lite.editing.kfac_cache import build_projectors
+from crispedit_lite.editing.loops.projected import eigh_dtype, make_optimizer, select_weights
+from crispedit_lite.editing.loops.trainer import train_edits
 from crispedit_lite.editing.result import EditResult
-from crispedit_lite.editing.trainer import train_edits
 
 __all__ = ["chunk_requests", "run_chunks"]
 
@@ -48,7 +48,7 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
 
     Derived in notebook ``07_sequential_editing``.
     """
-    from crispedit_lite.batches import edit_kfac_batches
+    from crispedit_lite.data.batches import edit_kfac_batches
     from crispedit_lite.kfac import collect_kfac, merge_kfac
 
     cfg, model = job.config, job.model

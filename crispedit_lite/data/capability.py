@@ -17,7 +17,7 @@ App. E; the official code reads ``wikipedia/20220301.en`` through a dataset *scr
 
 The result is a :class:`CapabilityCorpus`: a sequence of strings whose ``meta`` records the source,
 whether it is a stand-in, the seed and the Python version (the offline text changes across Python
-releases). Tokenise it with :func:`crispedit_lite.batches.tokenize_capability`.
+releases). Tokenise it with :func:`crispedit_lite.data.batches.tokenize_capability`.
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """

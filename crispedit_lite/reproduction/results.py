@@ -67,7 +67,7 @@ _PACKAGES = ("crispedit-lite", "torch", "transformers", "datasets", "peft", "lm-
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)

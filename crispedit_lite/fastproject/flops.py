@@ -1,4 +1,4 @@
-r"""FLOP counts of the projection forms, and the chooser that picks the cheapest.
+r"""The FLOP model of the projection: its forms, the blocks they correct, and the chooser of the cheapest.
 
 The reference projection (:meth:`crispedit_lite.projector.KroneckerProjector.project`, four dense
 products) costs :math:`4d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})` FLOPs; the low-rank gradient
@@ -13,14 +13,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from crispedit_lite.fastproject.blocks import Block
+__all__ = ["BLOCK_OVERHEAD_FLOPS", "Block", "block_flops", "reference_flops", "projection_flops",
+           "choose_projection"]
 
-__all__ = ["BLOCK_OVERHEAD_FLOPS", "block_flops", "projection_flops", "choose_projection"]
+@dataclass(frozen=True)
+class Block:
+    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient.
+
+    Described on the book page ``performance``.
+    """
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def h(self) -> int:
+        """Height (output eigen-directions)."""
+        return self.r1 - self.r0
+
+    @property
+    def w(self) -> int:
+        """Width (input eigen-directions)."""
+        return self.c1 - self.c0
+
+
+def reference_flops(d_out: int, d_in: int) -> int:
+    r"""FLOPs of the reference projection's four dense products.
+
+    In all :math:`4d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})`:
+    :math:`\mathbf U_{\rm out}^\top\mathbf G` and :math:`\mathbf U_{\rm out}\,\cdot` cost
+    :math:`2d_{\rm out}^2d_{\rm in}` each, :math:`\cdot\,\mathbf U_{\rm in}` and
+    :math:`\cdot\,\mathbf U_{\rm in}^\top` :math:`2d_{\rm out}d_{\rm in}^2` each; the mask product is not
+    counted. Derived in notebook ``05_matrix_free_projector``.
+    """
+    d_out, d_in = int(d_out), int(d_in)
+    return 4 * d_out * d_in * (d_out + d_in)
+
 
 #: FLOP-equivalent charged per extra block (kernel launches, small-GEMM inefficiency) by the planner.
 BLOCK_OVERHEAD_FLOPS = 2e9
@@ -82,7 +117,7 @@ def projection_flops(
     Described on the book page ``performance``.
     """
     build = 0.0 if have_grad else (2.0 * T * d_out * d_in if T is not None else math.inf)
-    out: dict[str, float] = {"reference": 4.0 * d_out * d_in * (d_out + d_in) + build}
+    out: dict[str, float] = {"reference": float(reference_flops(d_out, d_in)) + build}
     if T is not None:
         out["lowrank"] = 2.0 * T * (d_out**2 + d_in**2 + d_out * d_in) + 2.0 * d_out * d_in * (
             d_out + d_in

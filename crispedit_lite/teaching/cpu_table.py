@@ -118,7 +118,7 @@ def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", 
     """
     import matplotlib.pyplot as plt
 
-    from crispedit_lite.plotting import METHOD_COLORS, PALETTE
+    from crispedit_lite.teaching.plotting import METHOD_COLORS, PALETTE
 
     d = df[~df["method"].isin(skip)]
     methods = list(dict.fromkeys(d["method"]))

@@ -40,7 +40,7 @@ def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str, root: Pat
     """
     import yaml
 
-    from crispedit_lite.reproduce import config_from_parameters
+    from crispedit_lite.reproduction.cells import config_from_parameters
 
     cell_file = None if root is None else Path(root) / "reproduce" / f"{cell}.yaml"
     if cell_file is None or not cell_file.exists():
@@ -65,9 +65,9 @@ def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], mod
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from crispedit_lite.paper_tables import table_info
-    from crispedit_lite.plotting import PALETTE
-    from crispedit_lite.reproduce import compare_runs
+    from crispedit_lite.reproduction.comparison import compare_runs
+    from crispedit_lite.reproduction.paper_tables import table_info
+    from crispedit_lite.teaching.plotting import PALETTE
 
     ref = compare_runs([record], list(tables[:1]), include_missing=False)
     ref = ref[ref["method"] != "base"].set_index("metric")["paper"]
@@ -100,7 +100,7 @@ def scale_report(record: Mapping[str, Any], tables: Sequence[str], paper_model: 
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    from crispedit_lite.reproduce import compare_runs, scale_notes
+    from crispedit_lite.reproduction.comparison import compare_runs, scale_notes
 
     frame = compare_runs([record], list(tables), include_missing=False)
     cols = ["table", "label", "setting", "metric", "paper", "this run", "paper scale"]
@@ -121,7 +121,7 @@ def headline(record: Mapping[str, Any], gamma: float) -> tuple[Any, list[str]]:
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    from crispedit_lite.reproduce import editable_fractions, run_metrics
+    from crispedit_lite.reproduction.cells import editable_fractions, run_metrics
 
     metrics = run_metrics(record).set_index("metric")
     tf_before, tf_after = metrics.loc["TF Rel", "before"], metrics.loc["TF Rel", "after"]

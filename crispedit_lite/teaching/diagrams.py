@@ -1,7 +1,7 @@
 r"""Conceptual diagrams of the book: K-FAC hooks, the Kronecker mask, CrispEdit-Seq, the reproductions.
 
 Each public function draws one figure with matplotlib and returns it; :func:`save_all` writes them as
-SVG (``python -m crispedit_lite.diagrams [OUT_DIR]``, default ``book/figures``). The book shows them
+SVG (``python -m crispedit_lite.teaching.diagrams [OUT_DIR]``, default ``book/figures``). The book shows them
 on the page ``book/diagrams`` and the chapter that derives each one. The mask diagram is computed,
 not drawn by hand: its cut comes from :func:`crispedit_lite.energy.energy_threshold` (CrispEdit
 eq. 3 with the strict rule, :math:`M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]`).

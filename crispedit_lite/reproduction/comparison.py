@@ -1,10 +1,11 @@
 r"""Paper beside run: join results JSONs to the paper's table cells, lay tables out, read runs back.
 
-:func:`compare_runs` puts the paper's cells beside any runs (:func:`crispedit_lite.paper_tables.compare`,
+:func:`compare_runs` puts the paper's cells beside any runs
+(:func:`crispedit_lite.reproduction.paper_tables.compare`,
 plus a check that the edit data is the paper's file); :func:`side_by_side` lays one table out as the
 paper does; :func:`load_runs` reads every results JSON back; :func:`scale_notes`,
 :func:`scale_summary` and :func:`benchmark_summary` say which cells ran at paper scale and summarise
-``benchmarks/scale.py`` runs. Re-exported by :mod:`crispedit_lite.reproduce`.
+``benchmarks/scale.py`` runs. Re-exported by :mod:`crispedit_lite.reproduction.cells`.
 
 Derived in notebook ``11_results``.
 """
@@ -27,7 +28,7 @@ __all__ = ["NOT_RUN", "benchmark_summary", "compare_runs", "coverage", "editor_r
 
 
 def _data_issue(result: Mapping[str, Any]) -> str | None:
-    from crispedit_lite.paper_tables import DATASETS
+    from crispedit_lite.reproduction.paper_tables import DATASETS
 
     s = result.get("settings", {})
     data = str(s.get("data", ""))
@@ -39,13 +40,13 @@ def _data_issue(result: Mapping[str, Any]) -> str | None:
 
 def compare_runs(runs: Iterable[Mapping[str, Any]], tables: Sequence[str] | None = None, *,
                  include_missing: bool = True) -> pd.DataFrame:
-    """:func:`crispedit_lite.paper_tables.compare` on ``tables`` (``None``: all), also flagging edit data.
+    """:func:`~crispedit_lite.reproduction.paper_tables.compare` on ``tables`` (``None``: all), with data flags.
 
     A run is matched to paper cells by its recorded dataset *label*; if its edit data is not one of
     the paper's files (e.g. the bundled ``smollm2-counterfacts`` set labelled ``counterfact``), the
     cell is not at paper scale and ``scale notes`` says so. Derived in notebook ``11_results``.
     """
-    from crispedit_lite.paper_tables import compare, load_paper_tables
+    from crispedit_lite.reproduction.paper_tables import compare, load_paper_tables
 
     runs = list(runs)
     rows = load_paper_tables()
@@ -92,11 +93,11 @@ def side_by_side(frame: pd.DataFrame, table: str, runs_only: bool = False) -> pd
 def load_runs(*roots: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str]]:
     """Every results JSON under ``roots`` (recursively): ``(valid runs, problems)``.
 
-    A file that is not valid JSON or breaks :data:`crispedit_lite.results.SCHEMA` is not read, and
-    ``problems`` names it with the reason, so the notebook can show it (never a silent skip).
+    A file that is not valid JSON or breaks :data:`crispedit_lite.reproduction.results.SCHEMA` is not
+    read, and ``problems`` names it with the reason, so the notebook can show it (never a silent skip).
     Missing roots are fine (nothing has been run yet). Derived in notebook ``11_results``.
     """
-    from crispedit_lite.results import validate_result
+    from crispedit_lite.reproduction.results import validate_result
 
     runs, problems, seen = [], [], set()
     for root in roots:
@@ -193,7 +194,7 @@ def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
     import pandas as pd
 
     from crispedit_lite.editing.registry import registry
-    from crispedit_lite.reproduce import repo_root
+    from crispedit_lite.reproduction.paths import repo_root
 
     root = repo_root()
     table_editors = registry()

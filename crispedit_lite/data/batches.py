@@ -154,7 +154,7 @@ def tokenize_capability(
     """Tokenise capability texts into K-FAC batches (labels = the text; padding = ``-100``).
 
     Args:
-        texts: e.g. a :class:`~crispedit_lite.capability.CapabilityCorpus`.
+        texts: e.g. a :class:`~crispedit_lite.data.capability.CapabilityCorpus`.
         tokenizer: a Hugging Face tokenizer.
         max_length: truncation in tokens (the paper: 512).
         batch_size: texts per batch (the paper: 1, so no padding at all).

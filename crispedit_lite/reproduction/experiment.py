@@ -174,10 +174,10 @@ def run_experiment(
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    from crispedit_lite.capability import capability_texts
+    from crispedit_lite.data.capability import capability_texts
     from crispedit_lite.editing import edit, get_editor, needs_capability, save_edited
     from crispedit_lite.evaluation.runner import evaluate_run
-    from crispedit_lite.results import environment_info, peak_memory, write_result
+    from crispedit_lite.reproduction.results import environment_info, peak_memory, write_result
 
     evals = _check(config, evals, dtype, results_dir, run_id, save_model, n_edits)
     editor = get_editor(config.method)

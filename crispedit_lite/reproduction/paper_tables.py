@@ -6,7 +6,8 @@ metadata (source, caption, model, edited layers, ``n_edits``, columns, CrispEdit
 and the notes that change how a cell should be read (e.g. Table 7's caption, MEND's collapse).
 
 :func:`load_paper_tables` gives them as a long frame, :func:`paper_value` reads one cell, and
-:func:`compare` joins results JSONs (:mod:`crispedit_lite.results`) to the paper's cells and says, per
+:func:`compare` joins results JSONs (:mod:`crispedit_lite.reproduction.results`) to the paper's cells and
+says, per
 cell, whether the run was at paper scale (same model, ``n_edits``, :math:`\gamma`, ``n_capability``,
 Wikipedia capability text) and, if not, why.
 

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from crispedit_lite.editing.kfac_cache import build_projectors
+from crispedit_lite.editing.loops.trainer import train_edits
 from crispedit_lite.editing.result import EditResult
-from crispedit_lite.editing.trainer import train_edits
 from crispedit_lite.optim import ProjectedAdam, ProjectedSGD
 
 __all__ = ["eigh_dtype", "make_optimizer", "projectors_for", "run_gradient_editor", "select_weights"]

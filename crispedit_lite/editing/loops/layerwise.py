@@ -1,0 +1,194 @@
+r"""The closed-form layer loop of locate-then-edit editors (MEMIT, AlphaEdit), driven by a solver.
+
+For a batch of edits, the target values :math:`z` at the last edited layer :math:`L` are optimised
+once (:func:`~crispedit_lite.editing.loops.keys_values.compute_targets`); then the edited layers are
+visited in ascending order and, at layer :math:`l_i` (:math:`i=0..n-1`), on the partially edited
+model, the keys :math:`K` are recomputed and the editor's solve gets the residual share
+:math:`R = (z - h^L)/(n - i)`, so the residual is spread over the remaining layers. MEMIT's and
+AlphaEdit's solves (:mod:`~crispedit_lite.editing.updates.closed_form`) are the only difference.
+
+Derived in notebook ``08_one_framework``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from crispedit_lite.editing.loops.keys_values import (
+    ValueSettings,
+    compute_keys,
+    compute_targets,
+    context_templates,
+    layer_outputs,
+)
+from crispedit_lite.editing.loops.sequential import chunk_requests
+from crispedit_lite.editing.registry import EditJob
+from crispedit_lite.editing.result import EditResult
+
+__all__ = ["Solver", "SolverFactory", "closed_form_settings", "edit_layers", "run_closed_form"]
+
+# compute_z settings where the model has no CLOSED_FORM_PRESETS entry (LLaMA-3-8B's, see presets.py)
+_FALLBACK_Z = {"memit": {"v_lr": 0.5, "v_steps": 25, "v_weight_decay": 1e-3, "clamp_norm": 4.0,
+                         "kl_factor": 0.0625},
+               "alphaedit": {"v_lr": 0.1, "v_steps": 25, "v_weight_decay": 0.5, "clamp_norm": 0.75,
+                             "kl_factor": 0.0625}}
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def closed_form_settings(job: EditJob, method: str) -> dict[str, Any]:
+    r"""Resolve the layers, :math:`\lambda`, null-space rule and value settings of a closed-form run.
+
+    ``config.layers`` (or the model's ``CLOSED_FORM_PRESETS`` entry when it is ``None``), config
+    fields ``cf_*`` over the preset's values. Derived in notebook ``08_one_framework``.
+    """
+    from crispedit_lite.models.presets import closed_form_preset, resolve_edit_modules
+
+    cfg, preset = job.config, closed_form_preset(job.model)
+    if cfg.layers is None and preset is None:
+        raise ValueError(f"method {cfg.method!r}: no CLOSED_FORM_PRESETS entry for this model; pass "
+                         f"layers=[...] in the EditConfig")
+    layers = sorted(cfg.layers if cfg.layers is not None else preset["layers"])
+    if "{i}" not in cfg.module_pattern or ".{i}." not in cfg.module_pattern:
+        raise ValueError(f"module_pattern {cfg.module_pattern!r} must look like 'model.layers.{{i}}.mlp."
+                         f"down_proj' (the block is the part up to '.{{i}}')")
+    block = cfg.module_pattern.split(".{i}.")[0] + ".{i}"
+    z = (preset or {}).get(method, _FALLBACK_Z[method])
+    value = ValueSettings(lr=_pick(cfg.cf_v_lr, z["v_lr"]), steps=int(_pick(cfg.cf_v_steps, z["v_steps"])),
+                          weight_decay=_pick(cfg.cf_v_weight_decay, z["v_weight_decay"]),
+                          clamp_norm=_pick(cfg.cf_clamp_norm, z["clamp_norm"]),
+                          kl_factor=_pick(cfg.cf_kl_factor, z["kl_factor"]))
+    return {
+        "layers": layers, "modules": resolve_edit_modules(job.model, cfg.module_pattern, layers),
+        "top_block": block.format(i=layers[-1]),
+        "lambda": float(_pick(cfg.cf_lambda, (preset or {}).get("lambda", 15000.0))),
+        "l2": float(cfg.cf_l2), "nullspace_rule": cfg.cf_nullspace_rule,
+        "nullspace_threshold": float(_pick(cfg.cf_nullspace_threshold,
+                                           (preset or {}).get("nullspace_threshold", 2e-2))),
+        "nullspace_gamma": float(_pick(cfg.cf_nullspace_gamma, cfg.gamma)),
+        "value": value, "preset": "CLOSED_FORM_PRESETS" if cfg.layers is None else "config.layers"}
+
+
+Solver = Callable[[str, Tensor, Tensor, Tensor | None], Tensor]
+
+
+def _norms(z: Tensor, h: Tensor) -> dict[str, float]:
+    r = (z - h).norm(dim=1)
+    return {"mean": round(float(r.mean()), 4), "max": round(float(r.max()), 4),
+            "relative_mean": round(float((r / h.norm(dim=1)).mean()), 4)}
+
+
+def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modules: Sequence[str],
+                top: str, templates: Sequence[Sequence[str]], z: Tensor, solve: Solver, *,
+                cache: dict[str, Tensor] | None = None, cache_keys: str = "solve",
+                timings: dict[str, float] | None = None, bar: Any = None) -> None:
+    r"""One batch through the layer loop: ascending layers, :math:`W_{l_i} \mathrel{+}= \Delta_i` in place.
+
+    At layer :math:`i` the keys and :math:`h^L` are recomputed on the partially edited model and
+    ``solve(module, R, K, cache)`` gets :math:`R=(z-h^L)/(n-i)`. ``cache`` (sequential editing) is
+    updated with :math:`KK^\top` of the keys each solve used (``cache_keys="solve"``, MEMIT-Seq) or of
+    keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq).
+
+    Derived in notebook ``08_one_framework``.
+    """
+    timings = {} if timings is None else timings
+    for i, m in enumerate(modules):
+        t = time.perf_counter()
+        K = compute_keys(model, tokenizer, requests, m, templates).T  # (d_in, u)
+        cur = layer_outputs(model, tokenizer, requests, top)  # h^L on the partially edited model
+        timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        weight = model.get_submodule(m).weight
+        delta = solve(m, ((z - cur).T / (len(modules) - i)).to(K.device), K,
+                      None if cache is None else cache[m])
+        with torch.no_grad():
+            weight.add_(delta.to(weight.device, weight.dtype))
+        if cache is not None and cache_keys == "solve":
+            cache[m] += K @ K.T  # the keys this solve used
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t
+        if bar is not None:
+            bar.update(1)
+    if cache is not None and cache_keys == "after":
+        t = time.perf_counter()
+        for m in modules:  # AlphaEdit: keys recomputed on the updated model
+            K = compute_keys(model, tokenizer, requests, m, templates).T
+            cache[m] += K @ K.T
+        timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t
+
+
+SolverFactory = Callable[[dict[str, Tensor], dict[str, Any]], tuple[Solver, dict[str, Any]]]
+
+
+def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: SolverFactory, *,
+                    cache_keys: str, describe: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+                    ) -> EditResult:
+    """The closed-form layer loop of MEMIT and AlphaEdit, batch or chunk by chunk.
+
+    ``make_solver(C, settings)`` builds the editor's per-layer solve from the covariances ``C`` and
+    returns ``(solve, projector_stats)``; ``cache_keys`` is :func:`edit_layers`'s; ``describe(settings,
+    projector_stats)`` gives the editor's own entries of ``details``. ``method`` (``"memit"`` or
+    ``"alphaedit"``) picks the value-optimisation fallback of :data:`_FALLBACK_Z`.
+
+    Derived in notebook ``08_one_framework``.
+    """
+    cfg, model, tok = job.config, job.model, job.tokenizer
+    start = time.perf_counter()
+    s = closed_form_settings(job, method)
+    modules, top = s["modules"], s["top_block"]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    weights = {m: model.get_submodule(m).weight for m in modules}
+    original = {f"{m}.weight": w.detach().to("cpu", copy=True) for m, w in weights.items()}
+    factors, info = job.capability_factors(modules)
+    timings = {"kfac_s": float(info["seconds"]), "targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
+    # C at the cache's float32 precision, so that a first run and a cache hit give the same edit
+    C = {m: factors[m].A.to(weights[m].device, torch.float32).double() for m in modules}
+    d_in = next(iter(C.values())).shape[0]
+    if int(info["n_tokens"]) < d_in:
+        warnings.warn(f"{cfg.method}: the covariance has {info['n_tokens']} tokens for d_in = {d_in}; it is "
+                      f"rank deficient and the solve ill posed (use more capability text)", stacklevel=2)
+    t = time.perf_counter()
+    solve, projector_stats = make_solver(C, s)
+    timings["projector_s"] = time.perf_counter() - t
+    templates = context_templates(model, tok)
+    chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed) if sequential \
+        else [list(job.requests)]
+    cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential else None
+    per_chunk = []
+    bar = tqdm(total=len(chunks) * len(modules), desc=cfg.method, disable=not job.progress)
+    for k, chunk in enumerate(chunks):
+        t = time.perf_counter()
+        z, zinfo = compute_targets(model, tok, chunk, top, templates, s["value"])
+        timings["targets_s"] += time.perf_counter() - t
+        before = _norms(z, layer_outputs(model, tok, chunk, top))
+        edit_layers(model, tok, chunk, modules, top, templates, z, solve, cache=cache,
+                    cache_keys=cache_keys, timings=timings, bar=bar)
+        after = _norms(z, layer_outputs(model, tok, chunk, top))
+        per_chunk.append({"chunk": k, "n_edits": len(chunk), "residual_before": before,
+                          "residual_after": after, "value_optimisation": zinfo})
+    bar.close()
+    timings["total_s"] = time.perf_counter() - start
+    details = {
+        "method": method, "layers": s["layers"], "top_block": top, "preset": s["preset"],
+        **describe(s, projector_stats),
+        "value": asdict(s["value"]), "context_templates": templates,
+        "covariance": {"source": "K-FAC input factor A (count-normalised E[k k^T])",
+                       "n_tokens": int(info["n_tokens"]), "cache_hit": bool(info["hit"])},
+        "chunks": per_chunk,
+        "schedule": {"batch_size": cfg.chunk_size if sequential else len(job.requests),
+                     "n_chunks": len(chunks), "order_seed": cfg.seed if sequential else None,
+                     "sequential": sequential, "evaluated": "once, after the last chunk"},
+    }
+    return EditResult(config=cfg, modules=list(modules), logs=[], timings=timings,
+                      projector_stats=projector_stats, capability=info,
+                      statistics=["input_covariance"], details=details, original=original)

@@ -40,7 +40,7 @@ def _data_issue(result: Mapping[str, Any]) -> str | None:
 
 def compare_runs(runs: Iterable[Mapping[str, Any]], tables: Sequence[str] | None = None, *,
                  include_missing: bool = True) -> pd.DataFrame:
-    """:func:`~crispedit_lite.reproduction.paper_tables.compare` on ``tables`` (``None``: all), with data flags.
+    """:func:`~crispedit_lite.reproduction.paper_tables.compare` on ``tables`` (``None``: all), with flags.
 
     A run is matched to paper cells by its recorded dataset *label*; if its edit data is not one of
     the paper's files (e.g. the bundled ``smollm2-counterfacts`` set labelled ``counterfact``), the

@@ -1,4 +1,10 @@
-"""Shared pytest set-up: notebook markers, the nbval sanitize file, paths and a tiny-model guard.
+"""Shared pytest set-up: notebook markers, the nbval sanitize file, a grad-mode guard, shared fixtures.
+
+The fixtures used by more than one folder are here: ``model`` and ``tok`` (the tiny Llama and its
+word-level tokenizer of the editing tests, also used by ``fastproject/`` and ``teaching/``) and
+``tokenizer_dir`` (a word-level tokenizer on disk for the command-line runs of ``reproduction/`` and
+``cli/``). Helpers that are not fixtures are in ``tests/helpers.py``; ``tests/`` is a package, so test
+modules import them as ``from tests.helpers import ...`` and files in different folders may share a name.
 
 The notebooks themselves are collected by nbval (``--nbval-lax`` in ``pyproject.toml``'s ``addopts``,
 ``notebooks`` in ``testpaths``): each notebook is one collector and each cell one test item, run in a
@@ -9,22 +15,22 @@ without starting a kernel.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / "notebooks"
+from crispedit_lite.models import random_init_model
+from tests.helpers import SPECIALS, tiny_tokenizer, word_tokenizer
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-
-def notebook_paths() -> list[Path]:
-    """The book's chapters: ``notebooks/*.ipynb`` in reading order (checkpoints excluded)."""
-    return sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,8 +49,6 @@ def _grad_mode_is_not_leaked(request: pytest.FixtureRequest):
     A ``with torch.no_grad():`` around a ``yield`` in a generator that is not exhausted keeps grad mode
     off in the caller; without this guard every later test that backpropagates fails mysteriously.
     """
-    import torch
-
     before = torch.is_grad_enabled()
     yield
     if torch.is_grad_enabled() != before:
@@ -64,3 +68,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _is_nbval_item(item):
             item.add_marker(pytest.mark.notebook)
             item.add_marker(pytest.mark.slow)
+
+
+# --- shared fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def model():
+    """The randomly initialised tiny Llama (float64, seed 0), fresh for each test."""
+    return random_init_model("tiny-llama", dtype=torch.float64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The editing tests' word-level tokenizer (``tests.helpers.tiny_tokenizer``)."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A word-level tokenizer over the bundled edit set's most frequent words, saved to a folder."""
+    text = resources.files("crispedit_lite").joinpath("resources/smollm2_counterfacts.json").read_text()
+    words = Counter(re.findall(r"\w+|[^\w\s]", " ".join(json.dumps(r) for r in json.loads(text)["records"])))
+    vocab = SPECIALS + [w for w, _ in words.most_common(500 - len(SPECIALS))]
+    out = tmp_path_factory.mktemp("tok")
+    word_tokenizer(vocab).save_pretrained(out)
+    return str(out)

@@ -8,9 +8,10 @@ import shlex
 
 import pytest
 import yaml
-from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.helpers import ROOT
 
 try:
     import tomllib

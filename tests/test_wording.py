@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from tests.helpers import ROOT
 
 FLAGGED = re.compile(
     r"\bissues?\b|\bsessions?\b|\btickets?\b|\bhelpers?\b|\bdossier\b|\bthe (?:project )?lead\b"

@@ -29,7 +29,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
-from conftest import ROOT
+
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, notebook_paths
+
+from tests.helpers import ROOT, notebook_paths
 
 NOTEBOOKS = notebook_paths()
 IDS = [p.stem for p in NOTEBOOKS]

@@ -1,8 +1,9 @@
-"""The command line through its real entry point (``python -m crispedit_lite`` in a subprocess).
+"""crispedit_lite.cli: the commands through their real entry point (``python -m crispedit_lite``).
 
 Every class of mistake must give one line on stderr (``error: ...``), exit status 2, no traceback,
 and write nothing; a success ends with the before/after table and the results JSON's path. The
-model is ``random:tiny-llama`` with the word-level tokenizer of ``test_experiment`` (offline).
+model is ``random:tiny-llama`` with the word-level tokenizer of the ``tokenizer_dir`` fixture
+(``tests/conftest.py``; offline).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_experiment import tokenizer_dir  # noqa: F401 (fixture)
 
 from crispedit_lite.cli.checks import UsageError
 from crispedit_lite.cli.edit import headline_rows
 from crispedit_lite.cli.presets import paper_dataset_for
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TINY = ["--n-edits", "2", "--epochs", "1", "--batch-size", "2", "--n-capability", "4",
         "--capability-max-length", "16", "--layers", "1", "--device", "cpu", "--no-progress"]
@@ -41,7 +41,7 @@ def _records() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tokenizer_dir):  # noqa: F811
+def inputs(tmp_path_factory, tokenizer_dir):
     """A folder of bad and good inputs: binary, unknown-format, CounterFact-field and ZsRE files."""
     d = tmp_path_factory.mktemp("inputs")
     (d / "binary.json").write_bytes(bytes(range(256)) * 4)

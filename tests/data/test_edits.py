@@ -306,9 +306,10 @@ def test_builtin_edit_set_loads():
 
 def _tools():
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from tests.helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
     import edit_set_measure
     import verify_edit_set
 

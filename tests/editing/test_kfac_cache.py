@@ -1,4 +1,5 @@
-"""The capability K-FAC cache: self-healing, locking, permissions, key, checkpointed resumption."""
+"""crispedit_lite.editing.kfac_cache: hits and misses, the key, self-healing, locking, permissions,
+checkpointed resumption, and ``build_projectors`` from the cached factors."""
 
 from __future__ import annotations
 
@@ -10,28 +11,28 @@ import time
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, tiny_tokenizer
 
 import crispedit_lite.kfac.hooks as khooks
-from crispedit_lite.editing import cache_key, capability_factors
+from crispedit_lite.editing import build_projectors, cache_key, capability_factors
 from crispedit_lite.editing.kfac_cache import corpus_fingerprint
 from crispedit_lite.kfac import load_kfac, save_kfac
 from crispedit_lite.kfac.io import file_lock
 from crispedit_lite.models import random_init_model
-
-MODULES = ["model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"]
-TEXTS = [CAP_TEXT, "the dog runs", "a b c d e f g h", "the cat lies on the red house",
-         "berlin is a big city", "the river lies in the city"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from tests.helpers import CACHE_MODULES as MODULES
+from tests.helpers import CACHE_TEXTS as TEXTS
+from tests.helpers import CAP_TEXT, LAYERS, ROOT
 
 
 @pytest.fixture()
 def model():
+    """The tiny Llama in float32, the dtype the cache stores (``tok`` is the shared editing tokenizer)."""
     return random_init_model("tiny-llama", seed=0)
+
+
+@pytest.fixture()
+def model64():
+    """The tiny Llama in float64, as the editing tests use it."""
+    return random_init_model("tiny-llama", dtype=torch.float64, seed=0)
 
 
 def _cap(model, tok, tmp_path, **kw):
@@ -44,6 +45,66 @@ def _equal(f, g):
     for m in f:
         assert torch.equal(f[m].A, g[m].A) and torch.equal(f[m].S, g[m].S)
         assert f[m].n_tokens == g[m].n_tokens
+
+
+# --- hits, misses, the key, the projectors --------------------------------------------------------
+
+
+def test_kfac_cache_hit_returns_identical_factors(tok, tmp_path):
+    model = random_init_model("tiny-llama", dtype=torch.float32, seed=0)  # the cache stores fp32
+    modules = [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
+    texts = [CAP_TEXT, "the dog runs"]
+    f1, info1 = capability_factors(model, tok, modules, texts, max_length=64, cache_dir=tmp_path,
+                                   progress=False)
+    f2, info2 = capability_factors(model, tok, modules, texts, max_length=64, cache_dir=tmp_path,
+                                   progress=False)
+    assert not info1["hit"] and info2["hit"] and info1["cache"] == info2["cache"]
+    for m in modules:
+        assert torch.equal(f1[m].A, f2[m].A) and torch.equal(f1[m].S, f2[m].S)
+        assert f1[m].n_tokens == f2[m].n_tokens
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize("change", ["texts", "labels", "max_length", "modules", "seed"])
+def test_kfac_cache_for_other_settings_is_not_reused(model64, tok, tmp_path, change):
+    modules = [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
+    kw = dict(max_length=64, labels="true", seed=0)
+    texts = [CAP_TEXT]
+    capability_factors(model64, tok, modules, texts, cache_dir=tmp_path, progress=False, **kw)
+    if change == "texts":
+        texts = [CAP_TEXT + " the cat"]
+    elif change == "modules":
+        modules = modules[:1]
+    else:
+        kw[change] = {"labels": "sampled", "max_length": 16, "seed": 1}[change]
+    _, info = capability_factors(model64, tok, modules, texts, cache_dir=tmp_path, progress=False, **kw)
+    assert not info["hit"]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_cache_key_depends_on_every_setting():
+    base = dict(max_length=8, labels="true", seed=0)
+    k = cache_key("m", ["a"], ["x"], **base)
+    assert k == cache_key("m", ["a"], ["x"], **base)
+    others = [cache_key("m2", ["a"], ["x"], **base), cache_key("m", ["b"], ["x"], **base),
+              cache_key("m", ["a"], ["y"], **base), cache_key("m", ["a"], ["x", "x"], **base),
+              cache_key("m", ["a"], ["x"], **dict(base, max_length=9)),
+              cache_key("m", ["a"], ["x"], **dict(base, labels="sampled")),
+              cache_key("m", ["a"], ["x"], **dict(base, seed=1))]
+    assert len({k, *others}) == len(others) + 1
+
+
+def test_build_projectors_kinds(model64, tok, tmp_path):
+    modules = [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
+    f, _ = capability_factors(model64, tok, modules, [CAP_TEXT], max_length=64, cache_dir=tmp_path,
+                              progress=False)
+    lo, s_lo = build_projectors(model64, f, 0.5)
+    hi, s_hi = build_projectors(model64, f, 0.99)
+    for m in modules:
+        assert s_lo[m]["editable_fraction"] > s_hi[m]["editable_fraction"]  # larger gamma protects more
+    assert set(lo) == {model64.get_submodule(m).weight for m in modules}
+    with pytest.raises(ValueError, match="kind must be"):
+        build_projectors(model64, f, 0.5, kind="nope")
 
 
 # --- self-healing ------------------------------------------------------------------------------------
@@ -209,8 +270,7 @@ def test_checkpoint_every_must_be_positive(model, tok, tmp_path):
 _KILLED_RUN = """
 import os, signal, sys
 import crispedit_lite.kfac.hooks as khooks
-from test_editing import tiny_tokenizer
-from test_kfac_cache import MODULES, TEXTS
+from tests.helpers import CACHE_MODULES as MODULES, CACHE_TEXTS as TEXTS, tiny_tokenizer
 from crispedit_lite.editing import capability_factors
 from crispedit_lite.models import random_init_model
 forward, calls = khooks._forward, [0]
@@ -230,9 +290,9 @@ def test_kill_9_during_collection_resumes_from_the_last_checkpoint(model, tok, t
     import signal
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    # the repository root: this checkout's crispedit_lite and tests.helpers
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -244,8 +304,6 @@ def test_kill_9_during_collection_resumes_from_the_last_checkpoint(model, tok, t
 
 
 def test_build_projectors_refuses_offloaded_weights(model, tok, tmp_path):
-    from crispedit_lite.editing import build_projectors
-
     f, _ = _cap(model, tok, tmp_path)
     projectors, _ = build_projectors(model, f, 0.9)
     assert all(p.U_in.device == w.device for w, p in projectors.items())

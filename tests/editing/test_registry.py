@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, LAYERS, REQUESTS, _changed, _config, _weights, model, tok  # noqa: F401, F811 (shared fixtures)
 
 from crispedit_lite.data import EditRequest
 from crispedit_lite.data.batches import edit_kfac_batches
 from crispedit_lite.editing import Editor, edit, editor_names, get_editor, needs_capability, registry
 from crispedit_lite.editing.loops.sequential import chunk_requests
+from tests.helpers import CAP_TEXT, LAYERS, REQUESTS, changed_since, edit_config, weights_of
 
 REQS = REQUESTS + [EditRequest("the small cat is", "red")]
 
@@ -38,9 +38,9 @@ def test_chunks_are_one_seeded_order_shared_by_every_sequential_editor():
         chunk_requests([1], 0, seed=0)
 
 
-def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):  # noqa: F811
+def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):
     """FT-Seq = FT-M on each chunk of chunk_requests in turn, one Adam throughout, no projection."""
-    cfg = _config("ft_seq", chunk_size=2, epochs=2)
+    cfg = edit_config("ft_seq", chunk_size=2, epochs=2)
     twin = copy.deepcopy(model)
     res = edit(model, tok, REQS, cfg, progress=False)
     assert len(res.logs) == 2 and res.details["schedule"]["n_chunks"] == 2 and not res.projector_stats
@@ -57,41 +57,41 @@ def test_ft_seq_equals_ft_run_chunk_by_chunk(model, tok):  # noqa: F811
         assert torch.equal(model.get_submodule(m).weight, twin.get_submodule(m).weight)
 
 
-def test_lora_official_keeps_rank_init_r_and_uses_outputs_loss(model, tok):  # noqa: F811
+def test_lora_official_keeps_rank_init_r_and_uses_outputs_loss(model, tok):
     pytest.importorskip("peft")
-    before = _weights(model)
-    res = edit(model, tok, REQUESTS, _config("lora", epochs=2, lr=1e-2), progress=False)
+    before = weights_of(model)
+    res = edit(model, tok, REQUESTS, edit_config("lora", epochs=2, lr=1e-2), progress=False)
     assert res.details["lora_variant"] == "official" and res.details["adapter_ranks"] == [12]
     assert res.details["dropout_active"] and "orthogonal" in res.details["loss"]
-    assert _changed(before, model) == {f"model.layers.{i}.self_attn.{t}.weight"
+    assert changed_since(before, model) == {f"model.layers.{i}.self_attn.{t}.weight"
                                        for i in LAYERS for t in ("q_proj", "v_proj")}
     res.restore(model)
-    res = edit(model, tok, REQUESTS, _config("lora", epochs=2, lr=1e-2, lora_variant="allocate"),
+    res = edit(model, tok, REQUESTS, edit_config("lora", epochs=2, lr=1e-2, lora_variant="allocate"),
                progress=False)
     assert res.details["lora_variant"] == "allocate" and not res.details["dropout_active"]
 
 
-def test_lora_seq_trains_one_adapter_set_through_the_chunks(model, tok):  # noqa: F811
+def test_lora_seq_trains_one_adapter_set_through_the_chunks(model, tok):
     pytest.importorskip("peft")
-    before = _weights(model)
-    res = edit(model, tok, REQS, _config("lora_seq", chunk_size=2, epochs=1, lr=1e-2), progress=False)
+    before = weights_of(model)
+    res = edit(model, tok, REQS, edit_config("lora_seq", chunk_size=2, epochs=1, lr=1e-2), progress=False)
     assert len(res.logs) == 2 and res.details["schedule"]["n_chunks"] == 2
-    assert _changed(before, model) and not any("lora" in n for n, _ in model.named_modules())
+    assert changed_since(before, model) and not any("lora" in n for n, _ in model.named_modules())
 
 
-def test_table6_prompt_masked_edit_factors_count_target_tokens_only(tok):  # noqa: F811
+def test_table6_prompt_masked_edit_factors_count_target_tokens_only(tok):
     full = edit_kfac_batches(REQS[:2], tok, batch_size=2)
     masked = edit_kfac_batches(REQS[:2], tok, batch_size=2, mask_prompt=True)
     n_full, n_masked = int((full[0]["labels"] != -100).sum()), int((masked[0]["labels"] != -100).sum())
     assert n_masked == 2 and n_full > n_masked  # one target token per edit here
 
 
-def test_seq_mask_prompt_reaches_crispedit_seq(model, tok, tmp_path):  # noqa: F811
+def test_seq_mask_prompt_reaches_crispedit_seq(model, tok, tmp_path):
     reqs = REQS
     kw = dict(gamma=0.9, chunk_size=2, epochs=1, lr=1e-2)
-    a = edit(copy.deepcopy(model), tok, reqs, _config("crispedit_seq", **kw), capability_texts=[CAP_TEXT],
+    a = edit(copy.deepcopy(model), tok, reqs, edit_config("crispedit_seq", **kw), capability_texts=[CAP_TEXT],
              cache_dir=tmp_path, progress=False)
-    b = edit(copy.deepcopy(model), tok, reqs, _config("crispedit_seq", seq_mask_prompt=True, **kw),
+    b = edit(copy.deepcopy(model), tok, reqs, edit_config("crispedit_seq", seq_mask_prompt=True, **kw),
              capability_texts=[CAP_TEXT], cache_dir=tmp_path, progress=False)
     assert a.config.seq_mask_prompt is False and b.config.seq_mask_prompt is True
     fa = a.projector_stats["editable_fraction_per_chunk"][1]

@@ -1,5 +1,9 @@
-"""WILD decodings: stop strings after the first non-blank token, the chat template in the QA context,
-the official decoding unchanged, and the lenient contains-as-a-word score."""
+"""crispedit_lite.evaluation.decoding: the WILD prompts and decodings.
+
+The QA, no-context and chat prompts (one BOS with a chat template), stop strings after the first
+non-blank token, the chat template in the QA context, the official decoding unchanged, and the lenient
+contains-as-a-word score.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import types
 
 import pytest
 import torch
-from test_evaluation_wild import CHAT_TEMPLATE, WORDS, tiny_model, tiny_tokenizer
 
 from crispedit_lite.evaluation import (
+    CHAT_SYSTEM_PROMPT,
     QA_TEMPLATE,
     contains_match,
     default_decoding,
@@ -19,11 +23,14 @@ from crispedit_lite.evaluation import (
     truncate_at_stop,
     wild_evaluate,
 )
+from tests.helpers import CHAT_TEMPLATE, qa_tokenizer, tiny_model
+from tests.helpers import QA_WORDS as WORDS
 
 
 @pytest.fixture()
 def tok():
-    return tiny_tokenizer()
+    """A fresh QA tokenizer for each test (the tests here set its chat template)."""
+    return qa_tokenizer()
 
 
 def scripted_model(chain: dict[str, str]):
@@ -122,6 +129,29 @@ def test_official_decoding_is_unchanged(tok):
     robust = wild_evaluate(model, tok, reqs, contexts=("qa",), max_new_tokens=8, progress=False)
     assert robust["settings"]["wild_decoding"] == "robust" and robust["settings"]["qa_chat_template"]
     assert robust["records"][0]["qa"]["rel"]["input"] == format_prompt(qs[0], "qa", tok, "robust")
+
+
+def test_format_prompt():
+    assert format_prompt("Who?", "qa") == "Please answer the question:\n\nQ: Who?\nA:"
+    assert format_prompt("Who?", "none") == "Who?"
+    assert QA_TEMPLATE.format(question="x") == format_prompt("x", "qa")
+    with pytest.raises(ValueError, match="context"):
+        format_prompt("Who?", "chatml")
+
+
+def test_chat_context_uses_the_chat_template_with_one_bos(tok):
+    with pytest.raises(ValueError, match="chat template"):
+        format_prompt("Who?", "chat", tok)
+    tok.chat_template = CHAT_TEMPLATE
+    try:
+        text = format_prompt("Who?", "chat", tok)
+        assert not text.startswith("<s>")  # the tokenizer adds BOS itself
+        user = QA_TEMPLATE.format(question="Who?")
+        assert text.startswith(f"system : {CHAT_SYSTEM_PROMPT} ; user : {user}")
+        assert text.endswith("assistant :")
+        assert tok(text).input_ids.count(1) == 1
+    finally:
+        tok.chat_template = None
 
 
 def test_format_prompt_robust_qa_uses_chat_template(tok):

@@ -6,10 +6,10 @@ import json
 import types
 
 import pytest
-from test_evaluation_wild import CHAT_TEMPLATE, tiny_model, tiny_tokenizer
 
 import crispedit_lite.evaluation.wild as wild_module
 from crispedit_lite.evaluation import base_answers, evaluate_run
+from tests.helpers import CHAT_TEMPLATE, qa_tokenizer, tiny_model
 
 REQS = [types.SimpleNamespace(prompt="capital of france ?", target_new="rome", ground_truth="paris",
                               rephrase_prompt="the capital of france is", locality_prompt=["city ?", "w3 ?"],
@@ -30,7 +30,7 @@ def run(model, tok, base=None, **kw):
 
 
 def test_agreement_one_when_unchanged_below_one_when_a_neighbour_changes(monkeypatch):
-    tok, model = tiny_tokenizer(), tiny_model(2)
+    tok, model = qa_tokenizer(), tiny_model(2)
     fake_generation(monkeypatch, {"city ?": "paris", "w3 ?": "w4", "france": "paris"})
     before = run(model, tok)
     assert before["metrics"]["wild"]["scores"]["qa"]["loc_agreement"] is None  # nothing to compare with
@@ -50,7 +50,7 @@ def test_agreement_one_when_unchanged_below_one_when_a_neighbour_changes(monkeyp
 
 
 def test_base_answers_survive_a_json_round_trip(monkeypatch):
-    tok, model = tiny_tokenizer(), tiny_model(2)
+    tok, model = qa_tokenizer(), tiny_model(2)
     fake_generation(monkeypatch, {"city ?": "paris", "w3 ?": "w4"})
     before = run(model, tok)
     on_disk = {"metrics": json.loads(json.dumps(before["metrics"]))}  # what a results file keeps
@@ -64,7 +64,7 @@ def test_base_answers_survive_a_json_round_trip(monkeypatch):
 
 
 def test_both_decodings_reported_with_their_own_base_answers(monkeypatch):
-    tok, model = tiny_tokenizer(), tiny_model(2)
+    tok, model = qa_tokenizer(), tiny_model(2)
     tok.chat_template = CHAT_TEMPLATE
     seen = []
 

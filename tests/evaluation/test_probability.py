@@ -5,15 +5,9 @@ from __future__ import annotations
 import types
 
 import pytest
-from test_evaluation_teacher_forced import by_hand
-from test_evaluation_wild import constant_model, tiny_model, tiny_tokenizer
 
 from crispedit_lite.evaluation import format_prompt, probability_evaluate, sequence_logprobs
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from tests.helpers import constant_model, teacher_forced_by_hand, tiny_model
 
 
 def rec(prompt, new, old=None, rephrase=None, loc=None, loc_ans=None):
@@ -24,7 +18,7 @@ def rec(prompt, new, old=None, rephrase=None, loc=None, loc_ans=None):
 def logp_by_hand(model, tok, prompt, target):
     """Summed log-prob = -(mean NLL computed by hand) x number of target tokens."""
     n = len(tok(prompt + " " + target).input_ids) - len(tok(prompt).input_ids)
-    return -by_hand(model, tok, prompt, target)[1] * n, n
+    return -teacher_forced_by_hand(model, tok, prompt, target)[1] * n, n
 
 
 def test_sequence_logprobs_match_hand_sum(tok):

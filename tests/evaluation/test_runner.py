@@ -8,9 +8,9 @@ import types
 
 import pytest
 import torch
-from test_evaluation_wild import tiny_model, tiny_tokenizer
 
 from crispedit_lite.evaluation import evaluate_run
+from tests.helpers import qa_tokenizer, tiny_model
 
 TEXTS = ["the capital of france is paris .", "rome is a city of italy", "w1 w2 w3 w4 w5 w6 w7 w8"]
 
@@ -21,7 +21,7 @@ def rec(prompt, target, rephrase, loc, loc_ans):
 
 
 def test_before_and_after(monkeypatch):
-    tok = tiny_tokenizer()
+    tok = qa_tokenizer()
     model = tiny_model(7)
     reqs = [rec("capital of france ?", "rome", "the capital of france is", "city ?", "paris"),
             rec("capital of italy ?", "paris", "w1 w2 ?", "w3 ?", "london")]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import types
 
 import pytest
-import torch
-import torch.nn.functional as F
-from test_evaluation_wild import constant_model, tiny_model, tiny_tokenizer
 
 from crispedit_lite.evaluation import (
     score_targets,
@@ -15,26 +12,12 @@ from crispedit_lite.evaluation import (
     target_token_accuracy,
     teacher_forced_evaluate,
 )
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from tests.helpers import constant_model, teacher_forced_by_hand, tiny_model
 
 
 def rec(prompt, target, rephrase=None, loc=None, loc_ans=None):
     return types.SimpleNamespace(prompt=prompt, target_new=target, rephrase_prompt=rephrase,
                                  locality_prompt=loc, locality_answer=loc_ans, case_id=None)
-
-
-def by_hand(model, tok, prompt, target):
-    ids = tok(prompt + " " + target).input_ids
-    n_prompt = len(tok(prompt).input_ids)
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0]
-    hits = [int(logits[t - 1].argmax()) == ids[t] for t in range(n_prompt, len(ids))]
-    nll = F.cross_entropy(logits[n_prompt - 1 : len(ids) - 1], torch.tensor(ids[n_prompt:]))
-    return sum(hits) / len(hits), float(nll)
 
 
 PAIRS = [("the capital of france is", "paris"), ("q : w1 w2 w3 ?", "rome is a city of italy"),
@@ -46,7 +29,7 @@ def test_matches_hand_computation_in_mixed_length_batches(tok):
     prompts, targets = zip(*PAIRS)
     accs, nlls = score_targets(model, tok, prompts, targets, batch_size=3)
     for (p, t), a, n in zip(PAIRS, accs, nlls):
-        ha, hn = by_hand(model, tok, p, t)
+        ha, hn = teacher_forced_by_hand(model, tok, p, t)
         assert a == pytest.approx(ha)
         assert n == pytest.approx(hn, rel=1e-5)
     assert target_token_accuracy(model, tok, prompts, targets, batch_size=1) == pytest.approx(accs)

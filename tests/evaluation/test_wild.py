@@ -1,197 +1,27 @@
-"""WILD evaluation: normalisation, stop strings, batched greedy decoding, Rel/Gen/Loc bookkeeping."""
+"""crispedit_lite.evaluation.wild: Rel/Gen/Loc scores and records, the judge, the contains fallback, the
+pre-edit locality answers and bad records (on the tiny QA Llama; the embedded SmolLM2 when slow)."""
 
 from __future__ import annotations
 
 import types
 
 import pytest
-import torch
-from torch import nn
 
 from crispedit_lite.evaluation import (
-    CHAT_SYSTEM_PROMPT,
-    QA_TEMPLATE,
     contains_match,
-    exact_match,
     format_prompt,
     greedy_generate,
     locality_agreement,
-    normalize_answer,
     pre_edit_locality,
-    truncate_at_stop,
     wild_evaluate,
 )
-
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", ".", "\n", "?", ":", ",", "please", "answer", "the", "question",
-         "q", "a", "an", "paris", "london", "rome", "is", "capital", "of", "france", "italy", "city"]
-WORDS += [f"w{i}" for i in range(60)]
-
-
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split("\n", "isolated"),
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Punctuation(),
-    ])
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tk.decoder = decoders.WordPiece(prefix="##")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                  pad_token="<pad>", unk_token="<unk>")
-    tok.padding_side = "right"
-    return tok
-
-
-def tiny_model(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def constant_model(word: str, seed: int = 0):
-    """A tiny Llama whose head always prefers ``word`` (zero weights, one-hot bias)."""
-    model = tiny_model(seed)
-    head = nn.Linear(32, len(WORDS), bias=True)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-        head.bias[WORDS.index(word)] = 10.0
-    model.lm_head = head
-    return model
+from tests.helpers import constant_model, tiny_model
 
 
 def rec(prompt, target, rephrase=None, loc=None, loc_ans=None, case_id=0):
     return types.SimpleNamespace(prompt=prompt, target_new=target, rephrase_prompt=rephrase,
                                  locality_prompt=loc, locality_answer=loc_ans, subject="x",
                                  ground_truth="<|endoftext|>", case_id=case_id)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-# --- text ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("raw, norm", [
-    ("The Eiffel Tower", "eiffel tower"),
-    ("  an  apple, a pear!  ", "apple pear"),
-    ("Paris.", "paris"),
-    ("THEATRE", "theatre"),          # "the" inside a word survives
-    ("U.S.A.", "usa"),
-    ("", ""),
-])
-def test_normalize_answer_squad(raw, norm):
-    assert normalize_answer(raw) == norm
-
-
-def test_exact_match():
-    assert exact_match("the Paris", "Paris.") == 1.0
-    assert exact_match("Paris, France", "Paris") == 0.0
-    assert exact_match("rome", ["Paris", "Rome"]) == 1.0
-    with pytest.raises(ValueError):
-        exact_match("x", [])
-
-
-def test_contains_match():
-    assert contains_match("The capital of France is Paris", "Paris") == 1.0
-    assert contains_match("It is the Eiffel Tower, in Paris", "the eiffel tower") == 1.0
-    assert contains_match("Parisian food", "Paris") == 0.0  # whole words only
-    assert contains_match("Rome", ["Paris", "rome"]) == 1.0
-    assert contains_match("anything", "the") == 0.0  # a gold that normalises to "" never matches
-    with pytest.raises(ValueError):
-        contains_match("x", [])
-
-
-@pytest.mark.parametrize("text, out", [
-    (" Paris. It is", "Paris"),
-    (" Paris\nQ: next", "Paris"),
-    ("\nParis", ""),
-    (" Paris", "Paris"),
-    (" 3.5 metres.", "3"),           # WILD stops at the first ".", as the official code does
-    ("Rome\n.", "Rome"),
-])
-def test_truncate_at_stop(text, out):
-    assert truncate_at_stop(text) == out
-
-
-def test_format_prompt():
-    assert format_prompt("Who?", "qa") == "Please answer the question:\n\nQ: Who?\nA:"
-    assert format_prompt("Who?", "none") == "Who?"
-    assert QA_TEMPLATE.format(question="x") == format_prompt("x", "qa")
-    with pytest.raises(ValueError, match="context"):
-        format_prompt("Who?", "chatml")
-
-
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} ; {% endfor %}"
-                 "{% if add_generation_prompt %}assistant :{% endif %}")
-
-
-def test_chat_context_uses_the_chat_template_with_one_bos(tok):
-    with pytest.raises(ValueError, match="chat template"):
-        format_prompt("Who?", "chat", tok)
-    tok.chat_template = CHAT_TEMPLATE
-    try:
-        text = format_prompt("Who?", "chat", tok)
-        assert not text.startswith("<s>")  # the tokenizer adds BOS itself
-        user = QA_TEMPLATE.format(question="Who?")
-        assert text.startswith(f"system : {CHAT_SYSTEM_PROMPT} ; user : {user}")
-        assert text.endswith("assistant :")
-        assert tok(text).input_ids.count(1) == 1
-    finally:
-        tok.chat_template = None
-
-
-# --- generation ---------------------------------------------------------------------------------
-
-PROMPTS = ["the capital of france is", "paris", "q : w1 w2 w3 w4 w5 w6 w7 ?", "please answer the question",
-           "rome is the capital of italy , a city"]
-
-
-def test_left_padded_batch_equals_one_by_one(tok):
-    model = tiny_model(1)
-    batched = greedy_generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=3)
-    single = [greedy_generate(model, tok, [p], max_new_tokens=12, batch_size=1)[0] for p in PROMPTS]
-    assert batched == single
-    assert any(batched)  # the random model says something
-    assert tok.padding_side == "right" and tok.pad_token == "<pad>"
-
-
-def test_tokenizer_without_pad_token_is_restored(tok):
-    model = tiny_model(2)
-    ref = greedy_generate(model, tok, PROMPTS[:2], max_new_tokens=5, batch_size=1)
-    tok.pad_token = None
-    try:
-        assert greedy_generate(model, tok, PROMPTS[:2], max_new_tokens=5, batch_size=2) == ref
-        assert tok.pad_token is None and tok.padding_side == "right"
-    finally:
-        tok.pad_token = "<pad>"
-
-
-def test_stop_string_ends_generation_early(tok):
-    model = constant_model(".")
-    calls = []
-    model.lm_head.register_forward_hook(lambda m, i, o: calls.append(1))
-    assert greedy_generate(model, tok, ["paris", "the capital of france is"], max_new_tokens=40) == ["", ""]
-    assert len(calls) == 1  # one decoding step, not 40
-
-
-def test_eos_and_budget(tok):
-    assert greedy_generate(constant_model("</s>"), tok, ["paris"]) == [""]
-    out = greedy_generate(constant_model("rome"), tok, ["paris"], max_new_tokens=7)
-    assert out == [" ".join(["rome"] * 7)]
-    with pytest.raises(ValueError, match="prompt 1"):
-        greedy_generate(constant_model("rome"), tok, ["paris", ""])
-    assert greedy_generate(constant_model("rome"), tok, []) == []
 
 
 # --- wild_evaluate --------------------------------------------------------------------------------

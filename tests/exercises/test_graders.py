@@ -21,13 +21,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOK_DIR
 from torch import nn
 
 from crispedit_lite.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10, ch11
 from crispedit_lite.exercises.grade import exercise_cells
 from crispedit_lite.exercises.student import STUB_MESSAGE, is_solution_cell, student_source
 from crispedit_lite.projector import energy_rank, energy_threshold
+from tests.helpers import NOTEBOOK_DIR, ROOT
 
 NAMESPACE = {"torch": torch, "F": F, "nn": nn, "pd": pd, "energy_rank": energy_rank,
              "energy_threshold": energy_threshold, "math": math,
@@ -526,7 +526,6 @@ def test_ex_08_2_gn_quadratic(capsys):
 
 def _paper_params(cell: str) -> dict:
     import yaml
-    from conftest import ROOT
 
     return yaml.safe_load((ROOT / "reproduce" / f"{cell}.yaml").read_text())
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from test_fastproject_projector import _proj
 
 from crispedit_lite.fastproject import (
     Block,
@@ -13,12 +12,13 @@ from crispedit_lite.fastproject import (
     projection_flops,
     staircase,
 )
+from tests.helpers import random_projector
 
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("gamma", [0.3, 0.7, 0.9, 0.999])
 def test_corner_property_of_energy_rule(seed, gamma):
-    kp = _proj(9, 14, gamma, seed=seed, massive=seed % 2 == 1)
+    kp = random_projector(9, 14, gamma, seed=seed, massive=seed % 2 == 1)
     po = torch.sort(kp.eig_out, descending=True, stable=True).indices
     pi = torch.sort(kp.eig_in, descending=True, stable=True).indices
     prot = ~kp.mask[po][:, pi]

@@ -1,11 +1,10 @@
-r"""The paper's optimiser as the reference, and the fast forms and the eigenbasis variant on the same edits.
+r"""crispedit_lite.fastproject on edits: fast forms and the eigenbasis variant against the paper's optimiser.
 
-Issue 5: keep CrispEdit's update rule (:class:`~crispedit_lite.optim.ProjectedAdam` with the
+Keep CrispEdit's update rule (:class:`~crispedit_lite.optim.ProjectedAdam` with the
 :class:`~crispedit_lite.projector.KroneckerProjector` of capability K-FAC factors) as the reference, and
 show on a toy LM that a faster variant edits as well. One FT-M run
 (:func:`~crispedit_lite.editing.loops.trainer.train_edits`) on a randomly initialised tiny Llama (float64),
-the
-``down_proj`` of two layers edited, three optimisers:
+the ``down_proj`` of two layers edited, three optimisers:
 
 (a) the paper's: ``ProjectedAdam`` + ``KroneckerProjector`` (four dense products per step);
 (b) ``ProjectedAdam`` + :class:`~crispedit_lite.fastproject.FastProjector` fed per-token factors by a
@@ -29,7 +28,6 @@ import copy
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, tiny_tokenizer
 
 from crispedit_lite.data import EditRequest
 from crispedit_lite.data.batches import tokenize_capability, tokenize_edits
@@ -45,6 +43,7 @@ from crispedit_lite.kfac import collect_kfac
 from crispedit_lite.models import random_init_model
 from crispedit_lite.optim import ProjectedAdam
 from crispedit_lite.projector import KroneckerProjector
+from tests.helpers import CAP_TEXT, tiny_tokenizer
 
 F64 = torch.float64
 LAYERS = (1, 2)

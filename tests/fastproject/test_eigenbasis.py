@@ -1,7 +1,6 @@
 """The eigenbasis variant (``fastproject.eigenbasis``): updates inside the subspace, reparam equal."""
 
 import torch
-from test_fastproject_projector import F64, _proj, _rel, _TinyMLP, _train
 from torch import nn
 
 from crispedit_lite.fastproject import (
@@ -11,30 +10,31 @@ from crispedit_lite.fastproject import (
     merge_eigenbasis,
 )
 from crispedit_lite.optim import ProjectedAdam
+from tests.helpers import F64, TinyMLP, random_projector, rel_err, train_tiny_mlp
 
 
 def test_eigenbasis_adam_update_inside_subspace_and_matches_reparam():
-    kp = _proj(6, 10, 0.7, massive=True)
-    w0 = _TinyMLP(gen=torch.Generator().manual_seed(3)).down.weight.detach().clone()
+    kp = random_projector(6, 10, 0.7, massive=True)
+    w0 = TinyMLP(gen=torch.Generator().manual_seed(3)).down.weight.detach().clone()
 
     def mk():
-        return _TinyMLP(gen=torch.Generator().manual_seed(3))
+        return TinyMLP(gen=torch.Generator().manual_seed(3))
 
-    got = _train(
+    got = train_tiny_mlp(
         lambda m, c: EigenbasisProjectedAdam([m.down.weight], {m.down.weight: kp}, lr=1e-2),
         mk,
         steps=5,
     )
     delta = got.down.weight.detach() - w0
-    assert _rel(kp.project(delta), delta) < 1e-12  # exactly in the editable subspace
+    assert rel_err(kp.project(delta), delta) < 1e-12  # exactly in the editable subspace
     # the paper's ProjectedAdam leaks out of it
-    paper = _train(
+    paper = train_tiny_mlp(
         lambda m, c: ProjectedAdam([m.down.weight], {m.down.weight: kp}, lr=1e-2), mk, steps=5
     )
     dp = paper.down.weight.detach() - w0
-    assert _rel(kp.project(dp), dp) > 1e-6
+    assert rel_err(kp.project(dp), dp) > 1e-6
     # with token factors from a capture: same iterates
-    capd = _train(
+    capd = train_tiny_mlp(
         lambda m, c: EigenbasisProjectedAdam(
             [m.down.weight], {m.down.weight: kp}, lr=1e-2, capture=c, names={m.down.weight: "down"}
         ),
@@ -42,7 +42,7 @@ def test_eigenbasis_adam_update_inside_subspace_and_matches_reparam():
         steps=5,
         capture=True,
     )
-    assert _rel(capd.down.weight, got.down.weight) < 1e-10
+    assert rel_err(capd.down.weight, got.down.weight) < 1e-10
     # the reparameterised layer + stock Adam: same iterates
     gen = torch.Generator().manual_seed(7)
     model = mk()
@@ -59,10 +59,10 @@ def test_eigenbasis_adam_update_inside_subspace_and_matches_reparam():
         opt.step()
     assert merge_eigenbasis(model) == ["down"]
     assert isinstance(model.down, nn.Linear)
-    assert _rel(model.down.weight, got.down.weight) < 1e-10
+    assert rel_err(model.down.weight, got.down.weight) < 1e-10
 
 def test_eigenbasis_linear_with_sgd_is_projected_gd():
-    kp = _proj(6, 10, 0.7)
+    kp = random_projector(6, 10, 0.7)
     gen = torch.Generator().manual_seed(5)
     base = nn.Linear(10, 6, bias=False, dtype=F64)
     w0 = base.weight.detach().clone()
@@ -72,4 +72,4 @@ def test_eigenbasis_linear_with_sgd_is_projected_gd():
     lin.delta.data -= 0.1 * lin.delta.grad
     w = w0.clone().requires_grad_(True)
     ((x @ w.T - y) ** 2).sum().backward()
-    assert _rel(lin.merged_weight(), w0 - 0.1 * kp.project(w.grad)) < 1e-12
+    assert rel_err(lin.merged_weight(), w0 - 0.1 * kp.project(w.grad)) < 1e-12

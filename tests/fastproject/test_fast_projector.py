@@ -1,8 +1,8 @@
 """FastProjector and the low-rank form against the reference KroneckerProjector.project.
 
 Mirrors :mod:`crispedit_lite.fastproject.fast_projector` and :mod:`crispedit_lite.fastproject.lowrank`;
-the helpers here (random projectors, a tiny MLP trainer) are shared by the other
-``test_fastproject_*`` files. The scale benchmark's smoke run is here too.
+the random projectors and the tiny MLP trainer shared with the other ``tests/fastproject`` files are in
+``tests/helpers.py``. The scale benchmark's smoke run is here too.
 """
 
 import json
@@ -10,11 +10,9 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from crispedit_lite.fastproject import (
     FastProjector,
@@ -23,39 +21,7 @@ from crispedit_lite.fastproject import (
     lowrank_project,
 )
 from crispedit_lite.optim import ProjectedAdam
-from crispedit_lite.projector import KroneckerProjector
-
-ROOT = Path(__file__).resolve().parents[1]
-F64 = torch.float64
-
-
-def _factor(d, n, gen, decay=1.0, massive=False):
-    """A PSD factor with a decaying (optionally one massive direction) spectrum."""
-    x = torch.randn(n, d, generator=gen, dtype=F64) * torch.arange(1, d + 1, dtype=F64) ** (-decay)
-    x = x @ torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64))[0]
-    if massive:
-        x[:, 0] += 30.0
-    return x.T @ x / n
-
-def _tied_factor(d, gen, levels=(4.0, 4.0, 1.0)):
-    """A PSD factor with exactly tied eigenvalues (ties in the sort and at the cut)."""
-    q = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64))[0]
-    ev = torch.tensor([levels[i % len(levels)] for i in range(d)], dtype=F64)
-    return (q * ev) @ q.T
-
-def _proj(d_out, d_in, gamma, seed=0, rule="paper", tied=False, massive=False):
-    gen = torch.Generator().manual_seed(seed)
-    if tied:
-        A, S = _tied_factor(d_in, gen), _tied_factor(d_out, gen, (2.0, 1.0))
-    else:
-        A = _factor(d_in, 3 * d_in, gen, massive=massive)
-        S = _factor(d_out, 3 * d_out, gen, decay=0.5)
-    return KroneckerProjector.from_factors(A, S, gamma, rule=rule, dtype=F64, rtol=1e-6)
-
-def _rel(a, b, scale=None):
-    """Relative error; against ``scale``'s norm when the reference may vanish (gamma = 1)."""
-    den = (b if scale is None else scale).norm().clamp_min(1e-300)
-    return float((a - b).detach().norm() / den.detach())
+from tests.helpers import F64, ROOT, TinyMLP, random_projector, rel_err, train_tiny_mlp
 
 CASES = [
     (6, 9, 0.7, "paper", False, False),
@@ -69,23 +35,23 @@ CASES = [
 
 @pytest.mark.parametrize("d_out,d_in,gamma,rule,tied,massive", CASES)
 def test_every_form_equals_reference(d_out, d_in, gamma, rule, tied, massive):
-    kp = _proj(d_out, d_in, gamma, rule=rule, tied=tied, massive=massive)
+    kp = random_projector(d_out, d_in, gamma, rule=rule, tied=tied, massive=massive)
     gen = torch.Generator().manual_seed(1)
     T = 13
     gout = torch.randn(T, d_out, generator=gen, dtype=F64)
     ain = torch.randn(T, d_in, generator=gen, dtype=F64)
     G = gout.T @ ain
     ref = kp.project(G)
-    assert _rel(lowrank_project(kp, gout, ain), ref, G) < 1e-12
-    assert _rel(corner_project(kp, G), ref, G) < 1e-12
+    assert rel_err(lowrank_project(kp, gout, ain), ref, G) < 1e-12
+    assert rel_err(corner_project(kp, G), ref, G) < 1e-12
     for method in ("reference", "lowrank", "corner", "blocks", "auto"):
         for plan in ("corner", "blocks"):
             fp = FastProjector.from_projector(kp, method=method, plan=plan)
-            assert _rel(fp.project(G), ref, G) < 1e-12, (method, plan)
-            assert _rel(fp.project(G, factors=(gout, ain)), ref, G) < 1e-12, (method, plan)
+            assert rel_err(fp.project(G), ref, G) < 1e-12, (method, plan)
+            assert rel_err(fp.project(G, factors=(gout, ain)), ref, G) < 1e-12, (method, plan)
 
 def test_transposed_and_dtype():
-    kp = _proj(6, 9, 0.8)
+    kp = random_projector(6, 9, 0.8)
     kt = replace(kp, transposed=True)  # the same projector for a Conv1D (d_in, d_out) weight
     gen = torch.Generator().manual_seed(2)
     gout, ain = (
@@ -94,19 +60,19 @@ def test_transposed_and_dtype():
     )
     Gt = ain.T @ gout  # Conv1D layout (d_in, d_out)
     ref = kt.project(Gt)
-    assert _rel(lowrank_project(kt, gout, ain), ref) < 1e-12
+    assert rel_err(lowrank_project(kt, gout, ain), ref) < 1e-12
     fp = FastProjector.from_projector(kt, method="blocks")
-    assert _rel(fp.project(Gt), ref) < 1e-12
-    assert _rel(fp.project(Gt, factors=(gout, ain)), ref) < 1e-12
+    assert rel_err(fp.project(Gt), ref) < 1e-12
+    assert rel_err(fp.project(Gt, factors=(gout, ain)), ref) < 1e-12
     f32 = FastProjector.from_projector(kp, dtype=torch.float32)
     out = f32.project((gout.T @ ain).float())
     assert out.dtype == torch.float32
-    assert _rel(out.double(), kp.project(gout.T @ ain)) < 1e-5
+    assert rel_err(out.double(), kp.project(gout.T @ ain)) < 1e-5
     with pytest.raises(ValueError):
         fp.project(torch.zeros(6, 9, dtype=F64))
 
 def test_fast_projector_choose_matches_flops():
-    kp = _proj(12, 20, 0.9, massive=True)
+    kp = random_projector(12, 20, 0.9, massive=True)
     fp = FastProjector.from_projector(kp)
     for T in (None, 1, 5, 1000):
         fl = fp.flops(T)
@@ -114,43 +80,14 @@ def test_fast_projector_choose_matches_flops():
         fl.pop("lowrank_corner", None)
         assert fp.choose(T) == min(fl, key=fl.get)
 
-class _TinyMLP(nn.Module):
-    def __init__(self, d=6, h=10, gen=None):
-        super().__init__()
-        self.up = nn.Linear(d, h, dtype=F64)
-        self.down = nn.Linear(h, d, bias=False, dtype=F64)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.5)
-
-    def forward(self, x):
-        return self.down(torch.tanh(self.up(x)))
-
-def _train(opt_factory, model_factory, steps=4, capture=False, micro=1):
-    gen = torch.Generator().manual_seed(7)
-    model = model_factory()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.down.weight.requires_grad_(True)
-    cap = TokenFactorCapture({"down": model.down}) if capture else None
-    opt = opt_factory(model, cap)
-    for _ in range(steps):
-        opt.zero_grad()
-        for _ in range(micro):
-            x = torch.randn(3, 5, 6, generator=gen, dtype=F64)
-            y = torch.randn(3, 5, 6, generator=gen, dtype=F64)
-            ((model(x) - y) ** 2).mean().backward()
-        opt.step()
-    return model
-
 @pytest.mark.parametrize("micro", [1, 2])
 def test_projected_adam_with_capture_equals_reference(micro):
-    kp = _proj(6, 10, 0.8, massive=True)
+    kp = random_projector(6, 10, 0.8, massive=True)
 
     def mk():
-        return _TinyMLP(gen=torch.Generator().manual_seed(3))
+        return TinyMLP(gen=torch.Generator().manual_seed(3))
 
-    ref = _train(
+    ref = train_tiny_mlp(
         lambda m, c: ProjectedAdam([m.down.weight], {m.down.weight: kp}, lr=1e-2), mk, micro=micro
     )
 
@@ -158,18 +95,18 @@ def test_projected_adam_with_capture_equals_reference(micro):
         fp = FastProjector.from_projector(kp, method="auto", capture=c, name="down")
         return ProjectedAdam([m.down.weight], {m.down.weight: fp}, lr=1e-2)
 
-    got = _train(fast, mk, capture=True, micro=micro)
-    assert _rel(got.down.weight, ref.down.weight) < 1e-10
+    got = train_tiny_mlp(fast, mk, capture=True, micro=micro)
+    assert rel_err(got.down.weight, ref.down.weight) < 1e-10
 
 def test_capture_records_per_token_rows():
     gen = torch.Generator().manual_seed(0)
-    m = _TinyMLP(gen=gen)
+    m = TinyMLP(gen=gen)
     with TokenFactorCapture({"down": m.down}) as cap:
         x = torch.randn(2, 3, 6, generator=gen, dtype=F64)
         m(x).sum().backward()
         gout, ain = cap.pop("down")
         assert gout.shape == (6, 6) and ain.shape == (6, 10)
-        assert _rel(gout.T @ ain, m.down.weight.grad) < 1e-12
+        assert rel_err(gout.T @ ain, m.down.weight.grad) < 1e-12
         assert cap.pop("down") is None
         with torch.no_grad():
             m(x)

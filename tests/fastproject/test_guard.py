@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, REQUESTS, _config, model, tok  # noqa: F401 (shared fixtures)
-from test_fastproject_projector import _proj
 
 from crispedit_lite.editing import edit
 from crispedit_lite.fastproject import FastProjector
 from crispedit_lite.fastproject.guard import guarded_projector
+from tests.helpers import CAP_TEXT, REQUESTS, edit_config, random_projector
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.7, 0.9])
 def test_guard_takes_the_block_form_where_cheaper_and_equal(gamma):
-    proj = _proj(96, 160, gamma, massive=True)
+    proj = random_projector(96, 160, gamma, massive=True)
     fast, info = guarded_projector(proj)
     assert info["projection"] == "blocks" and isinstance(fast, FastProjector), info
     assert info["projection_error"] < 1e-5 and info["protected_leak"] < 1e-5
@@ -30,7 +29,7 @@ def test_guard_takes_the_block_form_where_cheaper_and_equal(gamma):
 
 
 def test_guard_refuses_a_wrong_block_form(monkeypatch):
-    proj = _proj(96, 160, 0.7, massive=True)
+    proj = random_projector(96, 160, 0.7, massive=True)
     monkeypatch.setattr(FastProjector, "project", lambda self, G, factors=None: G.clone())  # no projection
     back, info = guarded_projector(proj)
     assert back is proj and info["projection"] == "reference"
@@ -38,15 +37,15 @@ def test_guard_refuses_a_wrong_block_form(monkeypatch):
 
 
 def test_guard_refuses_at_zero_tolerance_and_when_not_cheaper():
-    proj = _proj(96, 160, 0.7, massive=True)
+    proj = random_projector(96, 160, 0.7, massive=True)
     back, info = guarded_projector(proj, tol=0.0)
     assert back is proj and info["projection"] == "reference"
-    dense = _proj(6, 9, 0.999)  # almost everything protected: the blocks cover the whole matrix
+    dense = random_projector(6, 9, 0.999)  # almost everything protected: the blocks cover the whole matrix
     back, info = guarded_projector(dense)
     assert back is dense and info["reason"] == "the block form is not cheaper"
 
 
-def test_crispedit_fast_projection_gives_the_reference_weights(model, tok):  # noqa: F811
+def test_crispedit_fast_projection_gives_the_reference_weights(model, tok):
     import copy
 
     twin = copy.deepcopy(model)
@@ -54,7 +53,7 @@ def test_crispedit_fast_projection_gives_the_reference_weights(model, tok):  # n
     runs = {}
     for how, m in (("reference", model), ("fast", twin)):
         torch.manual_seed(0)
-        res = edit(m, tok, REQUESTS, _config("crispedit", gamma=0.5, projection=how),
+        res = edit(m, tok, REQUESTS, edit_config("crispedit", gamma=0.5, projection=how),
                    capability_texts=[CAP_TEXT], progress=False)
         runs[how] = (res, {n: p.detach().clone() for n, p in m.named_parameters()})
     forms = {s.get("projection") for s in runs["fast"][0].projector_stats.values()}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, tiny_tokenizer
 
 from crispedit_lite.editing import capability_factors
 from crispedit_lite.kfac.distributed import shard, use_distributed
 from crispedit_lite.models import random_init_model
+from tests.helpers import CAP_TEXT, tiny_tokenizer
 
 MODULES = ["model.layers.1.mlp.down_proj", "model.layers.3.mlp.down_proj"]
 TEXTS = [CAP_TEXT, "the dog runs", "a b c d e f g h", "the cat lies on the red house",

@@ -1,16 +1,14 @@
-"""experiment.run_experiment and the command line, on a randomly initialised tiny LLaMA (offline).
+"""crispedit_lite.reproduction.experiment: run_experiment and the command line on a random tiny LLaMA.
 
-The tokenizer is a word-level one built here from the bundled edit set's words (no hub access);
-the model is ``random:tiny-llama`` (vocabulary 512). Metrics of a random model are meaningless, but
-they must be *reproducible*: the same settings and seed on a CPU give the same numbers.
+The tokenizer is a word-level one over the bundled edit set's words (the ``tokenizer_dir`` fixture of
+``tests/conftest.py``; no hub access); the model is ``random:tiny-llama`` (vocabulary 512). Metrics of a
+random model are meaningless, but they must be *reproducible*: the same settings and seed on a CPU give
+the same numbers.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
-from importlib import resources
 
 import pytest
 
@@ -18,27 +16,9 @@ from crispedit_lite.cli import main
 from crispedit_lite.editing import cpu_config
 from crispedit_lite.reproduction.experiment import run_experiment
 from crispedit_lite.reproduction.results import read_results, validate_result
+from tests.helpers import ROOT, SPECIALS, word_tokenizer
 
 FAST = dict(epochs=2, batch_size=4, n_capability=4, capability_max_length=32, layers=(1, 2))
-SPECIALS = ["<unk>", "<s>", "</s>"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """A word-level tokenizer over the bundled edit set's most frequent words, saved to a folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    text = resources.files("crispedit_lite").joinpath("resources/smollm2_counterfacts.json").read_text()
-    words = Counter(re.findall(r"\w+|[^\w\s]", " ".join(json.dumps(r) for r in json.loads(text)["records"])))
-    vocab = SPECIALS + [w for w, _ in words.most_common(500 - len(SPECIALS))]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
-                                  bos_token="<s>")
-    out = tmp_path_factory.mktemp("tok")
-    tok.save_pretrained(out)
-    return str(out)
 
 
 def _run(tokenizer_dir, results_dir, method="crispedit", run_id=None, **changes):
@@ -109,9 +89,7 @@ def test_cli_edit_writes_a_result(tokenizer_dir, tmp_path, capsys):
 
 
 def test_cli_reproduce_unknown_cell_lists_cells(tmp_path, capsys):
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     assert main(["reproduce", "nonexistent", "--root", str(root), "--results-root", str(tmp_path)]) == 2
     assert "no reproduce/nonexistent.yaml; cells include ['table" in capsys.readouterr().err
     assert main(["reproduce", "table1_zsre_crispedt", "--root", str(root),
@@ -121,9 +99,7 @@ def test_cli_reproduce_unknown_cell_lists_cells(tmp_path, capsys):
 
 
 def test_cli_reproduce_skips_a_finished_cell(first_run, tmp_path, capsys):
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     (tmp_path / "table1_zsre_crispedit").mkdir()
     (tmp_path / "table1_zsre_crispedit" / "half.json").write_text("{")  # never finished
     (tmp_path / "table1_zsre_crispedit" / "done.json").write_text(open(first_run["_path"]).read())
@@ -141,14 +117,8 @@ def test_bad_dtype_is_a_clear_error(tokenizer_dir, tmp_path):
 
 
 def test_random_model_with_a_larger_tokenizer_is_a_clear_error(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = SPECIALS + [f"w{i}" for i in range(600)]  # more tokens than tiny-llama's 512 embeddings
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
-                            bos_token="<s>").save_pretrained(tmp_path / "tok")
+    word_tokenizer(vocab).save_pretrained(tmp_path / "tok")
     with pytest.raises(ValueError, match=r"has 603 tokens but random:tiny-llama has vocab_size 512"):
         run_experiment(cpu_config("ft"), model="random:tiny-llama", tokenizer=str(tmp_path / "tok"),
                        results_dir=str(tmp_path / "res"), progress=False)

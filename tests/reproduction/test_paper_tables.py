@@ -1,4 +1,5 @@
-"""The paper's tables as transcribed, the join with this project's runs, and the reproduce/ configs.
+"""crispedit_lite.reproduction.paper_tables: the paper's tables as transcribed, the join with this
+project's runs, and the reproduce/ configs.
 
 The expected values below are typed from the paper (arXiv 2602.15823 v2, Tables 1, 3-8), independently
 of ``crispedit_lite/resources/paper_tables.json``, so a transcription slip fails here.
@@ -25,9 +26,8 @@ from crispedit_lite.reproduction.paper_tables import (  # noqa: E402
     scale_issues,
     table_info,
 )
+from tests.helpers import LLAMA, ROOT, paper_run_record  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-LLAMA = "meta-llama/Meta-Llama-3-8B-Instruct"
 WILD9 = ["QA Rel", "QA Gen", "NoCtx Rel", "NoCtx Gen", "MMLU", "IFEval", "TruthfulQA", "ARC-C", "GSM8K"]
 
 # (table, dataset, method, metric, setting, value as printed in the paper)
@@ -186,29 +186,10 @@ def test_paper_value_errors_name_the_choices():
                                                                               "crispedit", "QA Rel")
 
 
-def _record(run_id, model, n_edits, gamma, n_capability, source, created, dataset="zsre", qa_rel=79.0):
-    """A results record shaped like crispedit_lite.cli writes it (evaluation.runner metrics)."""
-    wild = {"scores": {"qa": {"rel": qa_rel, "gen": 60.0}, "none": {"rel": 50.0, "gen": 40.0}},
-            "settings": {"scorer": "llm_judge:gpt-4o-mini"}}
-    return {
-        "schema_version": 1, "run_id": run_id, "created": created,
-        "command": f"python -m crispedit_lite edit --model {model}",
-        "settings": {"model": model, "dataset": dataset, "n_edits": n_edits, "method": "crispedit",
-                     "seed": 0, "config": {"method": "crispedit", "gamma": gamma, "layers": None,
-                                           "n_capability": n_capability, "capability_source": source,
-                                           "chunk_size": 100}},
-        "metrics": {"before": {"wild": {"scores": {"qa": {"rel": 2.5}}}},
-                    "after": {"wild": wild, "teacher_forced": {"scores": {"rel": 98.0}},
-                              "lm_eval": {"mmlu": {"score": 69.0, "metric": "acc,none"}}}},
-        "timings": {"total_s": 500.0, "kfac_s": 300.0, "eval_after_s": 90.0},
-        "environment": {"python": "3.11", "torch": "2", "device": "cuda", "packages": {}},
-    }
-
-
 def test_compare_joins_runs_and_flags_scale():
-    gpu = _record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
-    cpu = _record("cpu", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03", qa_rel=30.0)
-    other = _record("other", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03",
+    gpu = paper_run_record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
+    cpu = paper_run_record("cpu", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03", qa_rel=30.0)
+    other = paper_run_record("other", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03",
                     dataset="smollm2-counterfacts")
     paper = load_paper_tables()
     sel = paper[(paper.dataset == "zsre") & (paper.method.isin(["crispedit", "base"]))
@@ -242,7 +223,7 @@ def test_compare_joins_runs_and_flags_scale():
 
 
 def test_scale_issues_and_run_metric_details():
-    rec = _record("gpu", LLAMA, 3000, 0.9, 10_000, "wikipedia", "2026-01-02")
+    rec = paper_run_record("gpu", LLAMA, 3000, 0.9, 10_000, "wikipedia", "2026-01-02")
     assert scale_issues(rec, 8, {"gamma": 0.9, "n_capability": 10_000}) == []
     assert scale_issues(rec, 1, {"gamma": 0.7, "n_capability": 10_000}) == ["gamma 0.9 (paper: 0.7)"]
     assert any("Qwen" in i for i in scale_issues(rec, 5))
@@ -352,7 +333,7 @@ def test_chapter11_views_list_editors_coverage_and_missing_cells():
     assert rows.loc["alphaedit", "update"] == "closed_form"
     assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
 
-    gpu = _record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
+    gpu = paper_run_record("gpu", LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
     frame = comparison.compare_runs([gpu], ["table1"])
     cov = comparison.coverage(frame)
     t1 = frame[(frame.table == "table1") & (frame.method == "crispedit")]

@@ -9,11 +9,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from matplotlib.text import Text
 
 from crispedit_lite.projector import KroneckerProjector
 from crispedit_lite.teaching import diagrams
+from tests.helpers import ROOT
 
 
 def _text_boxes(fig):

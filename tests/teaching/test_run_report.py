@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import yaml
-from test_paper_tables import LLAMA, ROOT, _record
 
 from crispedit_lite.reproduction import cells as reproduce
 from crispedit_lite.teaching import run_report
+from tests.helpers import LLAMA, ROOT, paper_run_record
 
 
 def test_config_lines_name_the_preset_and_every_shown_setting():
@@ -34,7 +34,7 @@ def test_paper_cell_diff_lists_exactly_what_differs():
 
 
 def test_headline_and_scale_report():
-    rec = _record("cpu", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03")
+    rec = paper_run_record("cpu", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03")
     rec["metrics"]["before"]["teacher_forced"] = {"scores": {"rel": 20.0}}
     rec["edit"] = {"projectors": {"model.layers.20.mlp.down_proj": {"editable_fraction": 0.9}}}
     metrics, lines = run_report.headline(rec, 0.7)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, REQUESTS, _config, _weights, model, tok  # noqa: F401, F811 (shared fixtures)
 
 from crispedit_lite.editing import edit
 from crispedit_lite.evaluation import evaluate_run
 from crispedit_lite.teaching.sweeps import run_sweeps
+from tests.helpers import CAP_TEXT, REQUESTS, edit_config, weights_of
 
 TEXTS = [CAP_TEXT, "the dog runs and the cat lies in the house", "a red tree on the river",
          "the capital of germany is berlin and the city lies on the river"]
@@ -25,17 +25,17 @@ def _capability(n: int) -> list[str]:
 
 
 @pytest.fixture()
-def swept(model, tok):  # noqa: F811
+def swept(model, tok):
     base = evaluate_run(model, tok, REQUESTS, ("teacher_forced", "proxies"), proxy_texts=TEXTS[1:],
                         progress=False)
-    before = _weights(model)
-    rows = run_sweeps(model, tok, REQUESTS, config=lambda m, **kw: _config(m, **kw), capability=_capability,
-                      base=base, proxy_texts=TEXTS[1:], gamma=0.7, n_capability=4,
+    before = weights_of(model)
+    rows = run_sweeps(model, tok, REQUESTS, config=lambda m, **kw: edit_config(m, **kw),
+                      capability=_capability, base=base, proxy_texts=TEXTS[1:], gamma=0.7, n_capability=4,
                       gammas=[0.5, 0.9, 0.99], n_caps=[1, 4], progress=False)
     return rows, base, before
 
 
-def test_sweep_rows_and_orderings(model, swept):  # noqa: F811
+def test_sweep_rows_and_orderings(model, swept):
     rows, _, before = swept
     assert [(r["sweep"], r["value"], r["method"]) for r in rows] == [
         ("gamma", 0.5, "crispedit"), ("gamma", 0.9, "crispedit"), ("gamma", 0.99, "crispedit"),
@@ -49,11 +49,11 @@ def test_sweep_rows_and_orderings(model, swept):  # noqa: F811
     assert all(torch.equal(before[n], p.detach()) for n, p in model.named_parameters())  # restored
 
 
-def test_ft_point_equals_a_direct_ft_edit(model, tok, swept):  # noqa: F811
+def test_ft_point_equals_a_direct_ft_edit(model, tok, swept):
     rows, base, _ = swept
     ft_row = next(r for r in rows if r["method"] == "ft")
-    torch.manual_seed(_config("ft").seed)
-    res = edit(model, tok, REQUESTS, _config("ft"), progress=False)
+    torch.manual_seed(edit_config("ft").seed)
+    res = edit(model, tok, REQUESTS, edit_config("ft"), progress=False)
     ev = evaluate_run(model, tok, REQUESTS, ("teacher_forced", "proxies"), base=base, proxy_texts=TEXTS[1:],
                       progress=False)
     res.restore(model)

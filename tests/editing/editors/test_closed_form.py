@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 import torch
-from test_editing import WORDS, tiny_tokenizer
 
 from crispedit_lite.data import EditRequest
 from crispedit_lite.editing import EditConfig, EditJob, edit, get_editor
@@ -17,6 +16,7 @@ from crispedit_lite.evaluation.teacher_forced import target_nll
 from crispedit_lite.kfac import KFACFactors
 from crispedit_lite.models import presets as presets_mod
 from crispedit_lite.models import random_init_model
+from tests.helpers import EDIT_WORDS as WORDS
 
 REQS = [EditRequest("the capital of france is", "rome", subject="france", case_id=0),
         EditRequest("the river of germany is", "blue", subject="the river", case_id=1),
@@ -28,11 +28,6 @@ CAP_TEXTS = [" ".join(WORDS[3 + int(i)] for i in torch.randint(0, len(WORDS) - 3
              for _ in range(4)]
 INIT = 0.3  # O(1) activations: keys of the default 0.02 init are ~1e-3
 MODULES = [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 def _model():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_editing import tiny_tokenizer
 from torch import nn
 
 from crispedit_lite.data import EditRequest
@@ -23,6 +22,7 @@ from crispedit_lite.editing.loops.keys_values import (
     subject_span,
 )
 from crispedit_lite.models import random_init_model
+from tests.helpers import tiny_tokenizer
 
 REQS = [EditRequest("the capital of france is", "rome", subject="france", case_id=10),
         EditRequest("a big red dog runs in", "the small house", subject="big red dog", case_id=11)]

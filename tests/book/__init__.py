@@ -1,0 +1,1 @@
+"""Whole-book checks: the notebooks' conventions and the built book in a browser."""

@@ -1,0 +1,1 @@
+"""Tests of ``crispedit_lite.models``."""

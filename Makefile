@@ -2,6 +2,8 @@
 #   make book   create/reuse .venv, install, execute every notebook and build the book (_build/html)
 #   make test   create/reuse .venv, install, run the whole test suite (library, notebook conventions,
 #               papermill injection, every notebook under nbval, the book rendered in headless Chromium)
+# For developers, a quicker check while working on the library:
+#   make test-fast   the library tests only: no notebooks, no browser, nothing marked slow
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +19,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install browser book test lint clean
+.PHONY: install browser book test test-fast lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +37,7 @@ book: install
 	$(BIN)/jupyter-book build . -W --keep-going --path-output . ; rc=$$?; \
 	echo "book build: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
-# Headless Chromium for tests/test_book_build.py (Debian package `chromium`). Installed only when
+# Headless Chromium for tests/book/test_book_build.py (Debian package `chromium`). Installed only when
 # missing and apt-get is usable (root, or passwordless sudo); never fails the build: without a
 # browser the browser checks skip with a message.
 browser:
@@ -56,6 +58,12 @@ test: install browser
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest; rc=$$?; \
 	echo "test suite: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
+# The library tests without the notebooks, the browser and the slow marker (a few minutes on 2 cores).
+test-fast: install
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest tests -m "not notebook and not browser and not slow"; rc=$$?; \
+	echo "fast library tests: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check crispedit_lite tests benchmarks

@@ -5,7 +5,8 @@ notebooks (``09_reproduce_llama3_8b`` / ``10_reproduce_qwen2_5_1_5b``), so a cha
 CPU defaults never changes a paper run, and its header says which cells it regenerates, how to run it,
 which data file it needs, and the GPU memory and time it should take (estimates, see
 :func:`estimate`). The cell index of ``reproduce/README.md`` (between the ``cells`` markers) is
-written here too. ``tests/test_paper_tables.py`` checks that the committed files equal the output.
+written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal the
+output.
 
 Usage (from the repository root)::
 

@@ -1,3 +1,5 @@
+"""crispedit_lite.costs: memory and FLOPs of the dense and matrix-free projectors, the device anchor."""
+
 import json
 from importlib import resources
 from pathlib import Path

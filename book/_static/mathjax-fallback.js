@@ -2,7 +2,7 @@
 // sphinx-mathjax-offline serves MathJax 3.2.2 from _static/mathjax/tex-chtml.js, so pages render math
 // offline. If that local script did not load (file missing, blocked, opened from a partial copy), this
 // snippet loads the same MathJax version from a CDN instead, which works whenever the reader is online.
-// Checked by tests/test_book_build.py (offline: no fallback element when the local copy works; the
+// Checked by tests/book/test_book_build.py (offline: no fallback element when the local copy works; the
 // fallback element appears when the local copy is removed).
 (function () {
   "use strict";

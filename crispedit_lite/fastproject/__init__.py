@@ -45,7 +45,7 @@ LLaMA-3-8B ``down_proj``, every optimiser step). This module computes the same m
 
 :func:`projection_flops` counts the matrix-product FLOPs of each form and :func:`choose_projection`
 picks the cheapest. Every form is tested against the reference in ``tests/test_fastproject_*.py``
-(``tests/test_fastproject_edits.py``: the same FT-M edits of a toy Llama with the paper's optimiser, the
+(``tests/fastproject/test_edits.py``: the same FT-M edits of a toy Llama with the paper's optimiser, the
 fast forms and the eigenbasis variant); ``benchmarks/scale.py`` times them at LLaMA-3-8B and
 Qwen-2.5-1.5B shapes (``book/performance.md``). The reference projection is derived in notebook
 ``05_matrix_free_projector``.

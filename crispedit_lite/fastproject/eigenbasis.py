@@ -9,7 +9,7 @@ trains :math:`\mathbf X` with a stock optimiser: the rotations then act on the :
 (:math:`O(T(d_{\rm in}^2+d_{\rm out}^2))`) and no per-step projection is left. With SGD this is exactly
 projected gradient descent; with Adam it equals :class:`EigenbasisProjectedAdam`. The projection is
 derived in notebook ``05_matrix_free_projector``; the step times on an H200 are in
-``book/performance.md``, and ``tests/test_fastproject_edits.py`` shows it edits a toy LM about as well
+``book/performance.md``, and ``tests/fastproject/test_edits.py`` shows it edits a toy LM about as well
 as the paper's optimiser.
 """
 

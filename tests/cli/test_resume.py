@@ -1,4 +1,5 @@
-"""Resumable runs: SIGKILL at several points, run again, and get what an uninterrupted run gets.
+"""crispedit_lite.cli, resumable runs: SIGKILL at several points, run again, and get what an uninterrupted run
+gets.
 
 * ``edit`` on the embedded SmolLM2 (tiny CPU setting), killed during K-FAC and again after the K-FAC
   cache entry is written: the rerun's metrics, losses and K-FAC factors equal an uninterrupted run's.

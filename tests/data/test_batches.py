@@ -1,4 +1,5 @@
-"""Token batches: FT-M prompt masking, right padding, K-FAC batches of edits and capability text."""
+"""crispedit_lite.data.batches: FT-M prompt masking, right padding, K-FAC batches of edits and capability
+text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Capability corpus: the offline stand-in is labelled, seeded, sized; Wikipedia fails clearly."""
+"""crispedit_lite.data.capability: the offline stand-in is labelled, seeded, sized; Wikipedia fails clearly.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Edit requests and dataset loaders: round trips per format, malformed records, sources."""
+"""crispedit_lite.data.edits, edit requests and dataset loaders: round trips per format, malformed records,
+sources."""
 
 from __future__ import annotations
 

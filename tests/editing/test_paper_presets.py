@@ -1,4 +1,5 @@
-"""editing.paper_presets: the paper's (n, gamma) by model, method and dataset (Tables 2, 4, 5)."""
+"""crispedit_lite.editing.paper_presets: the paper's (n, gamma) by model, method and dataset (Tables 2, 4, 5).
+"""
 
 from __future__ import annotations
 

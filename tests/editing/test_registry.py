@@ -1,4 +1,5 @@
-"""The editor registry and the editors it added: FT-Seq, LoRA-Seq, the official LoRA, Table 6 masking."""
+"""crispedit_lite.editing.registry and the editors it added: FT-Seq, LoRA-Seq, the official LoRA, Table 6
+masking."""
 
 from __future__ import annotations
 

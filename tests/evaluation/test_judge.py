@@ -1,4 +1,5 @@
-"""LLM judge: grade parsing, request shape, a stub client, and a local fake OpenAI endpoint."""
+"""crispedit_lite.evaluation.judge, the LLM judge: grade parsing, request shape, a stub client, and a local
+fake OpenAI endpoint."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Locality against the pre-edit model: base answers kept in the "before" record, agreement 1 / < 1."""
+"""crispedit_lite.evaluation.locality, against the pre-edit model: base answers kept in the "before" record,
+agreement 1 / < 1."""
 
 from __future__ import annotations
 

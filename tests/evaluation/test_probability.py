@@ -1,4 +1,5 @@
-"""ROME/MEMIT probability test: hand-computed log-probs, a rigged model, joint vs per-token-mean rule."""
+"""crispedit_lite.evaluation.probability, the ROME/MEMIT test: hand-computed log-probs, a rigged model, joint
+vs per-token-mean rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""evaluate_run: before/after bookkeeping (pre-edit answers, base log-probs), metric layout."""
+"""crispedit_lite.evaluation.runner (evaluate_run): before/after bookkeeping (pre-edit answers, base
+log-probs), metric layout."""
 
 from __future__ import annotations
 

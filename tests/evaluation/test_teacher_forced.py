@@ -1,4 +1,5 @@
-"""Teacher-forced Rel / Gen / Spec: hand computation, padding independence, CounterFact NLL rule."""
+"""crispedit_lite.evaluation.teacher_forced, Rel / Gen / Spec: hand computation, padding independence,
+CounterFact NLL rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every grader of chapters 01-11 passes its reference solution and fails the stub and wrong answers.
+"""crispedit_lite.exercises.ch01-ch11: every grader of chapters 01-11 passes its reference solution and fails
+the stub and wrong answers.
 
 For each exercise: the reference solution taken from the chapter's own solution cell (its top-level
 ``def``), or a reference value for exercises whose answer is a value, must pass; the student stub

@@ -1,4 +1,5 @@
-"""FastProjector and the low-rank form against the reference KroneckerProjector.project.
+"""crispedit_lite.fastproject: FastProjector and the low-rank form against the reference
+KroneckerProjector.project.
 
 Mirrors :mod:`crispedit_lite.fastproject.fast_projector` and :mod:`crispedit_lite.fastproject.lowrank`;
 the random projectors and the tiny MLP trainer shared with the other ``tests/fastproject`` files are in

@@ -1,4 +1,5 @@
-"""Running K-FAC sums: resumption is bit-identical, checkpoints round-trip and check their settings."""
+"""crispedit_lite.kfac.checkpoint, running K-FAC sums: resumption is bit-identical, checkpoints round-trip and
+check their settings."""
 
 import pytest
 import torch

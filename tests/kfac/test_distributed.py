@@ -1,4 +1,5 @@
-"""Distributed K-FAC: two gloo ranks on the CPU give the single-process factors and one cache entry."""
+"""crispedit_lite.kfac.distributed: two gloo ranks on the CPU give the single-process factors and one cache
+entry."""
 
 from __future__ import annotations
 

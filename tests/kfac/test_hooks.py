@@ -1,4 +1,5 @@
-"""K-FAC collection: exactness on deep linear networks, expand/reduce definitions, masking, labels."""
+"""crispedit_lite.kfac.hooks (collect_kfac, with merge_kfac and resolve_modules): exactness on deep linear
+networks, expand/reduce definitions, masking, labels."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The K-FAC cache on disk: round trip, checksum, metadata checks, atomic writes."""
+"""crispedit_lite.kfac.io, the K-FAC cache on disk: round trip, checksum, metadata checks, atomic writes."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""The book's diagrams: readable (no overlapping text), computed by the library, committed up to date."""
+"""crispedit_lite.teaching.diagrams, the book's diagrams: readable (no overlapping text), computed by the
+library, committed up to date."""
 
 from __future__ import annotations
 

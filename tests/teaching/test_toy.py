@@ -1,4 +1,4 @@
-"""Toy data, models, training helpers and the dense eigen-projector."""
+"""crispedit_lite.teaching.toy: toy data, models, training helpers and the dense eigen-projector."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""MEMIT, MEMIT-Seq, AlphaEdit and AlphaEdit-Seq through ``edit()`` on a random tiny Llama (float64)."""
+"""crispedit_lite.editing.editors.memit and .alphaedit: MEMIT, MEMIT-Seq, AlphaEdit and AlphaEdit-Seq
+through ``edit()`` on a random tiny Llama (float64)."""
 
 from __future__ import annotations
 

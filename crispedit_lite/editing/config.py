@@ -222,11 +222,13 @@ def setting_error(method: str, key: str, shown: str | None = None) -> str:
     reads = (", ".join(own) + " and the shared settings") if own else "only the shared settings"
     owners = settings_owners(key)
     if owners:
-        return (f"{shown or key} is a {registry()[owners[0]].label} setting (read by {', '.join(owners)}); "
-                f"method {method} reads {reads}")
+        label = registry()[owners[0]].label
+        article = "an" if label[:1].lower() in "aeiou" else "a"
+        return (f"{shown or key} is {article} {label} setting (read by {', '.join(owners)}); "
+                f"method {method} reads: {reads}")
     close = difflib.get_close_matches(key, own + list(SHARED_FIELDS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return (f"unknown setting {key!r} for method {method}{hint}; it reads {reads} "
+    return (f"unknown setting {key!r} for method {method}{hint}; it reads: {reads} "
             f"({', '.join(SHARED_FIELDS)})")
 
 

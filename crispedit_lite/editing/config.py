@@ -210,8 +210,8 @@ def _settings_for(editor: Any, given: Any, own: dict[str, Any]) -> EditorSetting
 def setting_error(method: str, key: str, shown: str | None = None) -> str:
     """Why ``key`` is no setting of ``method``: another method's (naming it) or unknown (with a hint).
 
-    ``shown`` is how the caller names the setting (``lora_rank=4``). Described on the book page
-    ``running``.
+    ``shown`` is how the caller names the setting (``lora_rank=4``).
+    Described on the book page ``running``.
     """
     import difflib
 

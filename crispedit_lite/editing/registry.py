@@ -279,13 +279,19 @@ def needs_capability(name: str) -> bool:
 
 
 def settings_owners(key: str) -> tuple[str, ...]:
-    """The editors whose own settings (:attr:`Editor.settings`) have a field ``key``."""
+    """The editors whose own settings (:attr:`Editor.settings`) have a field ``key``.
+
+    Described on the book page ``running``.
+    """
     return tuple(n for n, e in registry().items()
                  if e.settings is not None and key in e.settings.field_names())
 
 
 def sequential_form(name: str) -> str:
-    """The sequential variant of method ``name`` (itself if it is sequential); an error if it has none."""
+    """The sequential variant of method ``name`` (itself if it is sequential); an error if it has none.
+
+    Described on the book page ``running``.
+    """
     editor = get_editor(name)
     if editor.sequential:
         return name
@@ -296,6 +302,9 @@ def sequential_form(name: str) -> str:
 
 
 def base_methods() -> tuple[str, ...]:
-    """The methods of the comparison: every editor except the sequential forms of another one."""
+    """The methods of the comparison: every editor except the sequential forms of another one.
+
+    Described on the book page ``running``.
+    """
     forms = {e.sequential_form for e in registry().values()}
     return tuple(n for n in registry() if n not in forms)

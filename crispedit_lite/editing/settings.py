@@ -22,13 +22,16 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Union
 
-__all__ = ["EditorSettings", "check", "coerce_value", "expected", "field_types", "parse_value"]
+__all__ = ["EditorSettings", "check", "field_types", "parse_value"]
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    """``{field: type}`` of a dataclass, with its string annotations resolved."""
+    """``{field: type}`` of a dataclass, with its string annotations resolved.
+
+    Described on the book page ``running``.
+    """
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -97,6 +100,7 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
 
     ``none`` / ``null`` for ``X | None``; ``true`` / ``false`` (``yes``, ``no``, ``1``, ``0``) for a
     ``bool``; a comma list for a ``tuple``. Raises ``ValueError("<name>=<text>: expected ...")``.
+    Described on the book page ``running``.
     """
     optional, inner = _optional(tp)
     raw = text.strip()
@@ -135,6 +139,8 @@ class EditorSettings:
     Subclasses are frozen dataclasses whose fields carry defaults; ``paper`` maps field names to the
     paper's or the official code's values where they exist (documentation and tests: the defaults
     are the values this library runs with).
+
+    Described on the book page ``running``.
     """
 
     paper: ClassVar[Mapping[str, Any]] = {}
@@ -155,6 +161,9 @@ class EditorSettings:
 
 
 def check(ok: bool, name: str, what: str, value: Any) -> None:
-    """Raise ``ValueError("<name> must be <what>, got <value>")`` unless ``ok`` (for ``__post_init__``)."""
+    """Raise ``ValueError("<name> must be <what>, got <value>")`` unless ``ok`` (for ``__post_init__``).
+
+    Described on the book page ``running``.
+    """
     if not ok:
         raise ValueError(f"{name} must be {what}, got {value!r}")

@@ -26,7 +26,10 @@ VARIANT_LABELS = {"crispedit+nbhd": "CrispEdit + nbhd texts", "base": "base"}
 
 
 def label(method: str) -> str:
-    """The display name of a row's method: the editor's ``label`` (registry), a variant's, or itself."""
+    """The display name of a row's method: the editor's ``label`` (registry), a variant's, or itself.
+
+    Described on the book page ``running``.
+    """
     from crispedit_lite.editing.registry import registry
 
     table = registry()

@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
 def method_color(name: str, default: Any = None) -> Any:
     """The colour of a method by display name (``"FT-Seq"``) or registry name (``"ft_seq"``).
 
-    Names that are neither get ``default``.
+    Names that are neither get ``default``. Described on the book page ``running``.
     """
     from crispedit_lite.editing.registry import registry
 

@@ -14,7 +14,7 @@ from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.settings import EditorSettings, check
 
-__all__ = ["EDITORS", "AdamNSCLSettings", "run"]
+__all__ = ["EDITORS", "AdamNSCLSettings"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class AdamNSCLSettings(EditorSettings):
     Attributes:
         nscl_gamma: energy threshold on the input covariance, in (0, 1] (paper's run: 0.5).
         nscl_early_stop: its early stop, >= 0 (paper's run: 0.05).
+
+    Described on the book page ``running``.
     """
 
     nscl_gamma: float = 0.5

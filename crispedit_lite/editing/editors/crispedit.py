@@ -10,7 +10,7 @@ from __future__ import annotations
 from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
-__all__ = ["EDITORS", "PAPER_N_GAMMA", "run"]
+__all__ = ["EDITORS", "PAPER_N_GAMMA"]
 
 #: The paper's capability-set size and energy threshold (n, gamma) by model family and dataset.
 #: LLaMA-3-8B: Table 2 / App. E (Table 1) and Table 4 (``zsre10k``: 10,000 ZsRE edits, n = 1,000);

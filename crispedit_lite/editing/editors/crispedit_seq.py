@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.settings import EditorSettings
 
-__all__ = ["EDITORS", "PAPER_N_GAMMA", "CrispEditSeqSettings", "run"]
+__all__ = ["EDITORS", "PAPER_N_GAMMA", "CrispEditSeqSettings"]
 
 #: The paper's (n, gamma) of CrispEdit-Seq by model family and dataset: LLaMA-3-8B (30, 0.999) on ZsRE
 #: and CounterFact, (200, 0.995) on WikiBigEdit (App. E, Table 1); Qwen-2.5-1.5B (30, 0.995) (Table 5).
@@ -31,6 +31,8 @@ class CrispEditSeqSettings(EditorSettings):
     Attributes:
         seq_mask_prompt: collect each chunk's edit-data K-FAC on the target positions only (the
             Table 6 ablation); the paper's default lets the whole prompt + target text in.
+
+    Described on the book page ``running``.
     """
 
     seq_mask_prompt: bool = False

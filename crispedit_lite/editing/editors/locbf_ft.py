@@ -12,7 +12,7 @@ from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.settings import EditorSettings, check
 
-__all__ = ["EDITORS", "LocBFSettings", "run"]
+__all__ = ["EDITORS", "LocBFSettings"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class LocBFSettings(EditorSettings):
     Attributes:
         locbf_layer: the one layer it trains (``None``: the second-to-last edited layer, i.e. 22 of
             19-23 on LLaMA-3-8B as the paper runs it, locft-bf.py).
+
+    Described on the book page ``running``.
     """
 
     locbf_layer: int | None = None

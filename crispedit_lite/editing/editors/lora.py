@@ -47,6 +47,8 @@ class LoraSettings(EditorSettings):
         lora_variant: ``"official"`` (rank ``lora_init_r`` throughout, ``outputs.loss`` with the
             orthogonal regulariser, dropout active, fp32 adapters) or ``"allocate"`` (rank allocation
             down to ``lora_rank``, FT-M loss, no dropout).
+
+    Described on the book page ``running``.
     """
 
     lora_rank: int = 8

@@ -87,6 +87,8 @@ class ClosedFormSettings(EditorSettings):
         cf_v_lr, cf_v_steps, cf_v_weight_decay, cf_clamp_norm, cf_kl_factor: the target-value
             optimisation (``compute_z``: Adam lr, steps, weight decay, clamp factor, KL weight;
             ``None``: the preset's).
+
+    Described on the book page ``running``.
     """
 
     cf_lambda: float | None = None

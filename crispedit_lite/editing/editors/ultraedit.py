@@ -84,6 +84,8 @@ class UltraEditSettings(EditorSettings):
         ultra_normalizer: one lifelong normaliser per weight ``"shape"`` (official: modules of equal
             shape share it) or per ``"module"``.
         ultra_variance: ``"exact"`` (streaming equals one-shot statistics) or ``"official"``.
+
+    Described on the book page ``ultraedit`` and on the book page ``running``.
     """
 
     ultra_modules: Literal["preset", "pattern"] = "preset"

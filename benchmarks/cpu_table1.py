@@ -40,12 +40,14 @@ from tqdm.auto import tqdm
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import cpu_config, edit, needs_capability
+from crispedit_lite.editing.registry import base_methods
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_generate, score_targets
 from crispedit_lite.models import default_layers, load_model, resolve_edit_modules
 from crispedit_lite.reproduction.results import write_json_atomic
 
-METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "ultraedit",
-           "crispedit+nbhd")
+# every method of the registry but the sequential forms of another (the CPU table edits in one batch),
+# then chapter 6's locality variant
+METHODS = (*base_methods(), "crispedit+nbhd")
 # UltraEdit's official step size (1e-6) barely moves a model with SmolLM2's 576-wide inputs; 1e-4 is the
 # value its sweep on this model picked (book/ultraedit.md)
 CHANGES = {"ultraedit": {"ultra_lr": 1e-4}}

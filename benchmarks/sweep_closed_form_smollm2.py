@@ -9,7 +9,8 @@ corpus (the offline stand-in, 32 texts of 128 tokens), collected once for the un
 Target values depend only on the top layer, so they are optimised once per layer set.
 
 Rule: the highest reliability; among settings within 5 points of it, the highest generalisation,
-then the lowest KL. The chosen values are those of ``CLOSED_FORM_PRESETS["smollm2-135m-instruct"]``.
+then the lowest KL. The chosen values are those of ``CLOSED_FORM_PRESETS["smollm2-135m-instruct"]``
+(:mod:`crispedit_lite.editing.editors.memit`).
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/sweep_closed_form_smollm2.py`` (about 10 CPU minutes);
 writes ``benchmarks/results/sweep-closed-form-smollm2.json``.

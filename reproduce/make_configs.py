@@ -4,9 +4,11 @@ One file per (table, dataset, method[, setting]) group. Each sets every paramete
 notebooks (``09_reproduce_llama3_8b`` / ``10_reproduce_qwen2_5_1_5b``), so a change of a notebook's
 CPU defaults never changes a paper run, and its header says which cells it regenerates, how to run it,
 which data file it needs, and the GPU memory and time it should take (estimates, see
-:func:`estimate`). The cell index of ``reproduce/README.md`` (between the ``cells`` markers) is
-written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal the
-output.
+:func:`estimate`). What a cell says about a method comes from the editor registry
+(``crispedit_lite.editing.registry``): its paper row, whether it runs in chunks and how (``paper_run``:
+chunk size, epochs, extra settings, precision), whether it picks its own layers (``presets``) and
+reads capability text. The cell index of ``reproduce/README.md`` (between the ``cells`` markers) is
+written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal the output.
 
 Usage (from the repository root)::
 
@@ -25,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from crispedit_lite.reproduction.paper_tables import paper_value  # noqa: E402
+from crispedit_lite.editing.registry import get_editor, needs_capability, registry  # noqa: E402
+from crispedit_lite.reproduction.paper_tables import paper_tables_data, paper_value  # noqa: E402
 
 LLAMA, QWEN = "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"
 NB = {LLAMA: "notebooks/09_reproduce_llama3_8b.ipynb", QWEN: "notebooks/10_reproduce_qwen2_5_1_5b.ipynb"}
@@ -34,22 +37,29 @@ DATA = {"zsre": "data/zsre_mend_eval_3k.json", "counterfact": "data/counterfact-
         "wikibigedit": "data/wiki_big_edit_3k.json"}
 ZSRE_10K = "data/zsre_mend_10k.json"
 DATASETS = ("zsre", "counterfact", "wikibigedit")
-LABEL = {"zsre": "ZsRE", "counterfact": "CounterFact", "wikibigedit": "WikiBigEdit",
-         "crispedit": "CrispEdit", "crispedit_seq": "CrispEdit-Seq", "ft": "FT", "locbf_ft": "LocBF-FT",
-         "lora": "LoRA", "adam_nscl": "Adam-NSCL", "memit": "MEMIT", "alphaedit": "AlphaEdit",
-         "ultraedit": "UltraEdit", "ft_seq": "FT-Sequential", "lora_seq": "LoRA-Sequential"}
-QWEN_LABEL = {"crispedit": "CrispEdit (Batch)", "crispedit_seq": "CrispEdit (Seq)"}
-BASELINES = ("ft", "locbf_ft", "lora", "adam_nscl")
-# Table 1 rows run in chunks, as the paper's runs did (dossier: MEMIT and UltraEdit in sequential
-# batches of 32 edits, AlphaEdit in batches of 100, FT-/LoRA-Sequential in chunks of 100; LoRA-Seq with
-# EasyEdit's LoRA settings: 70 steps per chunk, lr 5e-3). The method runs as its sequential form.
-SEQ_BASELINES: dict[str, dict[str, Any]] = {
-    "memit": {"CHUNK_SIZE": 32}, "alphaedit": {"CHUNK_SIZE": 100}, "ultraedit": {"CHUNK_SIZE": 32},
-    "ft_seq": {"CHUNK_SIZE": 100}, "lora_seq": {"CHUNK_SIZE": 100, "EPOCHS": 70, "CONFIG": {"lr": 5e-3}},
-}
-CLOSED_FORM = ("memit", "alphaedit", "ultraedit")  # their own layers: the editor's model preset
-FP32 = ("ft", "locbf_ft")  # the official code trains these in fp32 (dossier §8.5)
-CAPABILITY = ("crispedit", "crispedit_seq", "adam_nscl", "memit", "alphaedit")
+LABEL = {"zsre": "ZsRE", "counterfact": "CounterFact", "wikibigedit": "WikiBigEdit"}
+# the editors the official code trains in fp32 (paper_run's dtype), and those that read capability text
+FP32 = tuple(n for n, e in registry().items() if e.paper_run.get("dtype") == "float32")
+CAPABILITY = tuple(n for n in registry() if needs_capability(n))
+
+
+def row_label(method: str, table: str = "table1") -> str:
+    """The paper's row text of ``method``: its ``paper_row`` in Table 1, the transcription's elsewhere."""
+    rows = [r["label"] for r in paper_tables_data()["rows"] if r["table"] == table and r["method"] == method]
+    return get_editor(method).paper_row if table == "table1" or not rows else rows[0]
+
+
+def chunked(method: str) -> dict[str, Any] | None:
+    """The cell parameters of a paper row that ran in chunks (the editor's ``paper_run``), else ``None``.
+
+    As the official runs did: MEMIT and UltraEdit in sequential batches of 32 edits, AlphaEdit of 100,
+    FT Sequential and LoRA Sequential in chunks of 100 (LoRA Sequential: 70 steps per chunk, lr 5e-3).
+    """
+    run = get_editor(method).paper_run
+    if "chunk_size" not in run:
+        return None
+    keys = {"chunk_size": "CHUNK_SIZE", "epochs": "EPOCHS", "config": "CONFIG"}
+    return {param: run[key] for key, param in keys.items() if key in run}
 BEGIN, END = "<!-- cells:begin (written by reproduce/make_configs.py) -->", "<!-- cells:end -->"
 
 # Throughputs behind the estimates (one H100/H200-class GPU, bf16; not measured here; an A100 takes
@@ -95,11 +105,11 @@ def cell(name: str, regenerates: str, *, model: str, dataset: str, method: str, 
          same_as: str | None = None, sequential: bool | None = None,
          extra: dict[str, Any] | None = None) -> tuple[str, str]:
     """``(file name, yaml text)`` of one cell group."""
-    seq = method in ("crispedit_seq", "ft_seq", "lora_seq") if sequential is None else sequential
+    seq = get_editor(method).sequential if sequential is None else sequential
     params: dict[str, Any] = {
         "MODEL": model, "DATASET": dataset, "DATA_PATH": data_path or DATA[dataset], "N_EDITS": n_edits,
         "METHOD": method, "GAMMA": gamma, "N_CAPABILITY": n_capability,
-        "LAYERS": None if method in CLOSED_FORM else LAYERS[model],
+        "LAYERS": None if get_editor(method).presets else LAYERS[model],  # presets: its own layers
         "SEQUENTIAL": seq, "CHUNK_SIZE": 100, "JUDGE": True, "RUN_LM_EVAL": True,
         "RESULTS_DIR": f"results/{name}", "SEED": 0, "DEVICE": "cuda",
         "DTYPE": "float32" if method in FP32 else "bfloat16", "EPOCHS": 25, "BATCH_SIZE": 32,
@@ -154,37 +164,37 @@ def _paper_nd(model: str, method: str, dataset: str) -> tuple[int, float]:
 def cells() -> list[tuple[str, str]]:
     """Every cell group: Tables 1 (and 3), 4, 5, 7, 8."""
     out = []
+    table1 = [n for n, e in registry().items() if e.paper_row]  # the rows of Table 1 (MEND aside)
     for ds in DATASETS:
-        for method in ("crispedit", "crispedit_seq", *BASELINES):
+        for method in table1:
             n, g = _paper_nd(LLAMA, method, ds)
-            suffix = "crispedit_seq" if method == "crispedit_seq" else method
-            what = f"Table 1, {LABEL[ds]}, {LABEL[method]} row; Table 3 (teacher-forced), same row"
+            extra = chunked(method)
+            if extra:
+                chunks = f"in chunks of {extra['CHUNK_SIZE']} edits, as the paper's run"
+                what = f"Table 1, {LABEL[ds]}, {row_label(method)} row ({chunks}); Table 3, same row"
+                out.append(cell(f"table1_{ds}_{method}", what, model=LLAMA, dataset=ds, method=method,
+                                gamma=g, n_capability=n, sequential=True, extra=extra))
+                continue
+            what = f"Table 1, {LABEL[ds]}, {row_label(method)} row; Table 3 (teacher-forced), same row"
             if method == "crispedit":
                 what += f"; Table 8, {LABEL[ds]}, gamma = {g}"
             if method == "ft" and ds == "zsre":
                 what += "; Table 7, n = 0 (no projection)"
-            out.append(cell(f"table1_{ds}_{suffix}", what, model=LLAMA, dataset=ds, method=method,
+            out.append(cell(f"table1_{ds}_{method}", what, model=LLAMA, dataset=ds, method=method,
                             gamma=g, n_capability=n))
-        for method, extra in SEQ_BASELINES.items():
-            n, g = _paper_nd(LLAMA, method, ds)
-            chunks = f"in chunks of {extra['CHUNK_SIZE']} edits, as the paper's run"
-            out.append(cell(f"table1_{ds}_{method}",
-                            f"Table 1, {LABEL[ds]}, {LABEL[method]} row ({chunks}); Table 3, same row",
-                            model=LLAMA, dataset=ds, method=method, gamma=g, n_capability=n,
-                            sequential=True, extra=extra))
     for method in ("crispedit", "locbf_ft", "adam_nscl", "alphaedit", "ultraedit"):
         n, g = (1000, 0.7) if method != "adam_nscl" else (10_000, 0.7)
-        extra = SEQ_BASELINES.get(method)
-        out.append(cell(f"table4_zsre10k_{method}", f"Table 4 (10,000 ZsRE edits), {LABEL[method]} row",
+        extra = chunked(method)
+        out.append(cell(f"table4_zsre10k_{method}",
+                        f"Table 4 (10,000 ZsRE edits), {row_label(method, 'table4')} row",
                         model=LLAMA, dataset="zsre", method=method, gamma=g, n_capability=n,
                         n_edits=10_000, data_path=ZSRE_10K, sequential=True if extra else None, extra=extra))
     for ds in DATASETS:
         for method in ("crispedit", "crispedit_seq", "ft", "locbf_ft", "adam_nscl", "alphaedit",
                        "ultraedit"):
             n, g = _paper_nd(QWEN, method, ds)
-            label = QWEN_LABEL.get(method, LABEL[method])
-            what = f"Table 5 (Qwen-2.5-1.5B), {LABEL[ds]}, {label} row"
-            extra = SEQ_BASELINES.get(method)
+            what = f"Table 5 (Qwen-2.5-1.5B), {LABEL[ds]}, {row_label(method, 'table5')} row"
+            extra = chunked(method)
             out.append(cell(f"table5_qwen_{ds}_{method}", what, model=QWEN, dataset=ds, method=method,
                             gamma=g, n_capability=n, sequential=True if extra else None, extra=extra))
     for n in (10, 50, 100, 500, 1000, 10_000, 50_000, 100_000):

@@ -12,11 +12,12 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["UsageError", "device", "device_map", "evals", "gamma", "layers", "method", "model",
-           "positive", "tokenizer"]
+           "positive", "settings", "tokenizer"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -76,6 +77,50 @@ def method(name: str) -> str:
     except ValueError as err:
         raise UsageError(f"argument --method: {err}") from None
     return name
+
+
+def settings(method_name: str, assignments: Sequence[str], flags: Mapping[str, str] | None = None
+             ) -> dict[str, Any]:
+    """``--set KEY=VALUE`` assignments as typed values of ``method_name``'s settings or shared fields.
+
+    Each key must be a field of the method's own settings (``Editor.settings``) or a shared
+    :class:`~crispedit_lite.editing.EditConfig` field; the value is read by the field's type
+    (``int``, ``float``, ``bool``, ``str``, ``Literal`` choices, comma lists for tuples, ``none`` for
+    an optional field), then checked by the settings' own validation. ``flags`` maps keys that an
+    explicit flag set on this command line to that flag (``{"gamma": "--gamma"}``): setting them
+    twice is an error, as are ``method`` and ``seed``, which have flags of their own.
+
+    Described on the book page ``running``.
+    """
+    from crispedit_lite.editing import EditConfig, get_editor
+    from crispedit_lite.editing.config import SHARED_FIELDS, setting_error
+    from crispedit_lite.editing.settings import field_types, parse_value
+
+    editor = get_editor(method_name)
+    types = {k: v for k, v in field_types(EditConfig).items() if k in SHARED_FIELDS}
+    types.update(field_types(editor.settings) if editor.settings else {})
+    values: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"argument --set: expected KEY=VALUE such as lora_rank=4, got {item!r}")
+        if key in ("method", "seed"):
+            raise UsageError(f"argument --set: {key} has its own flag; pass --{key} instead")
+        if key not in types:
+            raise UsageError(f"argument --set: {setting_error(method_name, key, item)}")
+        if key in values or key in (flags or {}):
+            again = "--set" if key in values else (flags or {})[key]
+            raise UsageError(f"argument --set: {key} is also given by {again}; give it once")
+        try:
+            values[key] = parse_value(key, text, types[key])
+        except ValueError as err:
+            raise UsageError(f"argument --set: {err}") from None
+    try:
+        EditConfig(method_name, **values)  # each settings class's own checks (ranges, choices)
+    except ValueError as err:
+        raise UsageError(f"argument --set: {err}") from None
+    return values
 
 
 def evals(text: str) -> list[str]:

@@ -1,8 +1,11 @@
 r"""``python -m crispedit_lite edit``: one edit run, checked before the model loads, then a summary.
 
 The run itself is :func:`crispedit_lite.reproduction.experiment.run_experiment`; this module turns the command
-line into its settings (checking every argument first, see :mod:`crispedit_lite.cli.checks`), picks
-the preset (``--preset paper``: CrispEdit Table 2 / App. E, Table 5 for Qwen-2.5-1.5B, with the
+line into its settings (checking every argument first, see :mod:`crispedit_lite.cli.checks`): the
+explicit flags of the common settings, and ``--set KEY=VALUE`` (repeatable) for any setting of the
+method's own settings class (``Editor.settings``: ``--set lora_rank=4``, ``--set cf_lambda=1500``)
+or any shared :class:`~crispedit_lite.editing.EditConfig` field (``--set early_stop=0.05``). It
+picks the preset (``--preset paper``: CrispEdit Table 2 / App. E, Table 5 for Qwen-2.5-1.5B, with the
 dataset decided by :func:`crispedit_lite.cli.presets.paper_dataset_for`), and ends with a table of
 the headline metric of each family before and after the edit, then the results JSON's path.
 
@@ -64,6 +67,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument("--projection", choices=["fast", "reference"], default=None,
                    help="how CrispEdit's projection is computed: the guarded block form (fast, "
                         "default) or the paper code's four dense products (reference); same iterates")
+    e.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the method (e.g. lora_rank=4, cf_lambda=1500, ultra_lr=1e-4) or "
+                        "another EditConfig field (e.g. early_stop=0.05); repeatable; tuples as comma "
+                        "lists, none for an optional value")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     e.add_argument("--device-map", default=None,
@@ -89,6 +96,9 @@ def _check_args(args: argparse.Namespace) -> None:
     from crispedit_lite.reproduction.experiment import check_output_dir
 
     checks.method(args.method)
+    flags = {f: "--" + f.replace("_", "-") for f in _FIELDS if getattr(args, f) is not None}
+    flags.update({"layers": "--layers"} if args.layers else {})
+    args.set_values = checks.settings(args.method, args.assignments, flags)
     checks.gamma(args.gamma)
     for name in ("n_edits", "epochs", "batch_size", "lr", "n_capability", "capability_max_length",
                  "chunk_size"):
@@ -130,6 +140,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | N
     changes.update({f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None})
     if args.layers:
         changes["layers"] = args.layers
+    changes.update(getattr(args, "set_values", {}))  # --set KEY=VALUE, checked in _check_args
     label = args.dataset_name
     if args.preset == "paper":
         from crispedit_lite.cli.presets import paper_dataset_for

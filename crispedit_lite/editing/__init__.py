@@ -1,5 +1,9 @@
 """Editing methods on real causal LMs: settings, the registry of editors, the FT-M loop, statistics.
 
+``EditConfig`` holds what every method reads; each editor's own settings are a
+:class:`~crispedit_lite.editing.settings.EditorSettings` subclass declared in its file and named in its
+:class:`Editor` record.
+
 Derived in notebooks ``06_crispedit_on_a_small_lm``, ``07_sequential_editing``, ``08_one_framework``.
 """
 
@@ -16,6 +20,7 @@ from crispedit_lite.editing.registry import (
     registry,
 )
 from crispedit_lite.editing.save import save_edited
+from crispedit_lite.editing.settings import EditorSettings
 
 
 def __getattr__(name: str):
@@ -25,6 +30,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["METHODS", "EditConfig", "EditJob", "EditResult", "Editor", "TrainLog", "build_projectors",
+__all__ = ["METHODS", "EditConfig", "EditJob", "EditResult", "Editor", "EditorSettings", "TrainLog",
+           "build_projectors",
            "cache_key", "capability_factors", "cpu_config", "edit", "editor_names", "ft_m_loss",
            "get_editor", "needs_capability", "paper_config", "registry", "save_edited", "train_edits"]

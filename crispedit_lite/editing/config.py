@@ -1,18 +1,29 @@
 r"""Settings of one edit run, with the paper's defaults (CrispEdit Table 2, App. E) as presets.
 
-Every method of :mod:`crispedit_lite.editing.methods` reads an :class:`EditConfig`; the results
-store records it verbatim, so a run says which choices (paper or official code) it used.
+Every editor of :mod:`crispedit_lite.editing.registry` reads an :class:`EditConfig`: the fields more
+than one editor family reads (learning rate, epochs, :math:`\gamma`, layers, the capability text,
+chunks, ...) and ``settings``, the method's own
+:class:`~crispedit_lite.editing.settings.EditorSettings` (LoRA's ranks, the closed-form editors'
+:math:`\lambda`, UltraEdit's step size, ...; ``None`` for a method without any). Construction stays
+flat, ``EditConfig(method="lora", lora_rank=4)``: a name that is not a shared field goes to the
+method's settings, and a name that belongs to another method's settings is an error that says which
+method reads it. :meth:`EditConfig.to_dict` is flat too (the shared fields and the method's own
+settings), which is what results JSON records, and :meth:`EditConfig.from_dict` reads such a record
+back, older records that listed every method's settings included.
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from crispedit_lite.editing.settings import EditorSettings
+
 __all__ = [  # noqa: F822 (METHODS: module __getattr__)
-    "EditConfig", "METHODS", "cpu_config", "paper_config"]
+    "EditConfig", "METHODS", "SHARED_FIELDS", "cpu_config", "paper_config", "setting_error"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,9 +35,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class EditConfig:
-    """One edit run's settings.
+    """One edit run's settings: the shared fields and the method's own ``settings``.
+
+    ``EditConfig(method, settings=None, **values)``: ``values`` are shared fields or fields of the
+    method's settings class (``Editor.settings``); ``settings`` may be an instance of that class or a
+    mapping of its fields. The method's settings are also readable as attributes
+    (``config.lora_rank`` is ``config.settings.lora_rank``).
 
     Attributes:
         method: one of :data:`METHODS`.
@@ -48,45 +64,12 @@ class EditConfig:
             staircase-block form in float32 where it is cheaper and passes a precision check, see
             ``fastproject.guard``; the same iterates up to rounding) or ``"reference"`` (the four
             dense products of the paper's code).
-        chunk_size: edits per chunk for CrispEdit-Seq (paper: 100).
-        seq_reshuffle: reshuffle inside a chunk every epoch (official code: no).
-        seq_mask_prompt: CrispEdit-Seq's edit-data K-FAC on target positions only (the Table 6
-            ablation); the paper's default lets the whole prompt + target text in.
-        locbf_layer: LocBF-FT's single layer (``None``: the second-to-last edited layer, i.e. 22
-            of 19-23 on LLaMA-3-8B as the paper runs it).
-        lora_rank, lora_alpha, lora_dropout, lora_targets: AdaLoRA (paper: 8, 32, 0.1, q/v).
-        lora_init_r: AdaLoRA's initial rank (peft's default 12; the official run keeps it).
-        lora_variant: ``"official"`` (rank init_r throughout, ``outputs.loss`` with the orthogonal
-            regulariser, dropout active, fp32 adapters) or ``"allocate"`` (rank allocation down to
-            ``lora_rank``, FT-M loss, no dropout).
-        nscl_gamma: Adam-NSCL's energy threshold on the input covariance (paper's run: 0.5).
-        nscl_early_stop: Adam-NSCL's early stop (paper's run: 0.05).
+        chunk_size: edits per chunk of the sequential editors (paper: 100).
+        seq_reshuffle: reshuffle inside a chunk every epoch (CrispEdit-Seq, FT-Seq, LoRA-Seq;
+            official code: no).
         eigh_dtype: ``"float64"`` or ``"float32"`` (the official code) for the eigendecompositions.
-        cf_lambda: closed-form editors (MEMIT, AlphaEdit): MEMIT's ``mom2_update_weight``
-            lambda (``None``: the model's ``CLOSED_FORM_PRESETS`` entry; 15,000 on LLaMA-3-8B).
-        cf_l2: AlphaEdit's alpha (``L2``): 1 in the paper and EasyEdit, 10 in the official
-            JSON configs.
-        cf_nullspace_rule: AlphaEdit's null space: ``"absolute"`` (eigenvalues of :math:`C` below
-            ``cf_nullspace_threshold``, the official rule) or ``"energy"`` (outside the top
-            ``cf_nullspace_gamma`` of the energy, as CrispEdit's gamma).
-        cf_nullspace_threshold: the absolute cut (official: 2e-2; ``None``: the preset's).
-        cf_nullspace_gamma: the energy fraction of ``"energy"`` (``None``: ``gamma``).
-        cf_v_lr, cf_v_steps, cf_v_weight_decay, cf_clamp_norm, cf_kl_factor: the target-value
-            optimisation (``compute_z``: Adam lr, steps, weight decay, clamp factor, KL weight;
-            ``None``: the preset's).
-        ultra_modules: UltraEdit's edited modules (``ultra_*`` block): ``"preset"`` (the official
-            per-model ``gate_proj`` / ``up_proj`` layers of ``editing.editors.ultraedit``) or
-            ``"pattern"`` (``module_pattern`` over ``layers``).
-        ultra_lr: UltraEdit's step size eta of the pseudo-values (official: 1e-6).
-        ultra_lambda: UltraEdit's ridge weight lambda (official: 1, the identity).
-        ultra_batch_size: edits per forward/backward pass when UltraEdit collects keys and value
-            gradients (official: 10); the loss is the mean over that pass's target tokens.
-        ultra_token: UltraEdit's positions: ``"ans"`` (official: the positions that predict target
-            tokens) or ``"all"`` (every real token, EasyEdit's ``token: mask``).
-        ultra_normalizer: one lifelong normaliser per weight ``"shape"`` (official: modules of equal
-            shape share it) or per ``"module"``.
-        ultra_variance: ``"exact"`` (streaming equals one-shot statistics) or ``"official"``.
         seed: seeds shuffling and label sampling.
+        settings: the method's own settings (an instance of ``Editor.settings``), or ``None``.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -109,95 +92,144 @@ class EditConfig:
     projection: Literal["fast", "reference"] = "fast"
     chunk_size: int = 100
     seq_reshuffle: bool = False
-    seq_mask_prompt: bool = False
-    locbf_layer: int | None = None
-    lora_rank: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    lora_init_r: int = 12
-    lora_variant: Literal["official", "allocate"] = "official"
-    nscl_gamma: float = 0.5
-    nscl_early_stop: float = 0.05
     eigh_dtype: Literal["float64", "float32"] = "float64"
-    # --- closed-form editors (MEMIT, AlphaEdit and their -Seq variants) ---
-    cf_lambda: float | None = None
-    cf_l2: float = 1.0
-    cf_nullspace_rule: Literal["absolute", "energy"] = "absolute"
-    cf_nullspace_threshold: float | None = None
-    cf_nullspace_gamma: float | None = None
-    cf_v_lr: float | None = None
-    cf_v_steps: int | None = None
-    cf_v_weight_decay: float | None = None
-    cf_clamp_norm: float | None = None
-    cf_kl_factor: float | None = None
-    # --- end closed-form editors ---
-    # --- UltraEdit (ultra_*) ---
-    ultra_modules: Literal["preset", "pattern"] = "preset"
-    ultra_lr: float = 1e-6
-    ultra_lambda: float = 1.0
-    ultra_batch_size: int = 10
-    ultra_token: Literal["ans", "all"] = "ans"
-    ultra_normalizer: Literal["shape", "module"] = "shape"
-    ultra_variance: Literal["exact", "official"] = "exact"
-    # --- end UltraEdit ---
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    settings: EditorSettings | None = None
 
-    def __post_init__(self) -> None:
+    def __init__(self, method: str = "crispedit", *, settings: Any = None, **values: Any) -> None:
         from crispedit_lite.editing.registry import get_editor
 
-        get_editor(self.method)  # an unknown method is an error listing the known ones
+        editor = get_editor(method)  # an unknown method is an error listing the known ones
+        own_names = editor.settings.field_names() if editor.settings else ()
+        shared, own = {}, {}
+        for key, value in values.items():
+            if key in SHARED_FIELDS:
+                shared[key] = value
+            elif key in own_names:
+                own[key] = value
+            else:
+                raise ValueError(f"EditConfig: {setting_error(method, key, f'{key}={value!r}')}")
+        for f in fields(self):
+            if f.name not in ("method", "settings"):
+                object.__setattr__(self, f.name, shared.get(f.name, f.default))
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "settings", _settings_for(editor, settings, own))
+        self._check()
+
+    def _check(self) -> None:
         for name in ("epochs", "batch_size", "chunk_size", "n_capability", "capability_max_length"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("gamma", "nscl_gamma"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.projection not in ("fast", "reference"):
             raise ValueError(f"projection must be 'fast' or 'reference', got {self.projection!r}")
-        # --- closed-form editors (cf_*) ---
-        if self.cf_nullspace_rule not in ("absolute", "energy"):
-            raise ValueError(f"cf_nullspace_rule must be 'absolute' or 'energy', got "
-                             f"{self.cf_nullspace_rule!r}")
-        if self.cf_nullspace_gamma is not None and not 0 < self.cf_nullspace_gamma <= 1:
-            raise ValueError(f"cf_nullspace_gamma must lie in (0, 1], got {self.cf_nullspace_gamma}")
-        if self.cf_lambda is not None and self.cf_lambda < 0:
-            raise ValueError(f"cf_lambda must be >= 0, got {self.cf_lambda}")
-        for name in ("cf_l2", "cf_nullspace_threshold", "cf_v_lr", "cf_v_steps", "cf_clamp_norm"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("cf_v_weight_decay", "cf_kl_factor"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        # --- end closed-form editors ---
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
-        # --- UltraEdit (ultra_*) ---
-        for name, allowed in (("ultra_modules", ("preset", "pattern")), ("ultra_token", ("ans", "all")),
-                              ("ultra_normalizer", ("shape", "module")),
-                              ("ultra_variance", ("exact", "official"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("ultra_lr", "ultra_lambda", "ultra_batch_size"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        # --- end UltraEdit ---
+
+    def __getattr__(self, name: str) -> Any:
+        """The method's own settings as attributes; another method's setting is an error naming it."""
+        settings = self.__dict__.get("settings")
+        if not name.startswith("_") and settings is not None and name in settings.field_names():
+            return getattr(settings, name)
+        if not name.startswith("_") and "method" in self.__dict__:
+            from crispedit_lite.editing.registry import settings_owners
+
+            owners = settings_owners(name)
+            if owners:
+                raise AttributeError(f"EditConfig of method {self.method!r} has no setting {name!r}; "
+                                     f"{', '.join(owners)} read it")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def with_(self, **changes: Any) -> EditConfig:
-        """A copy with some fields changed."""
+        """A copy with some fields (shared, or the method's own settings) changed."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every setting."""
-        d = asdict(self)
+        """JSON-ready flat dict: every shared field, then the method's own settings (tuples as lists)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
         d["layers"] = list(self.layers) if self.layers is not None else None
-        d["lora_targets"] = list(self.lora_targets)
+        if self.settings is not None:
+            d.update(self.settings.to_dict())
         return d
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> EditConfig:
+        """The config of a flat dict written by :meth:`to_dict` (a results record's ``config``).
+
+        Records written before the settings moved into each editor listed every method's settings
+        and an ``extra`` dict: those other methods' keys are ignored. Any other unknown key is an
+        error. Derived in notebook ``06_crispedit_on_a_small_lm``.
+        """
+        from crispedit_lite.editing.registry import get_editor, settings_owners
+
+        values = dict(record)
+        values.pop("extra", None)
+        values.pop("settings", None)
+        method = values.pop("method", "crispedit")
+        editor = get_editor(method)
+        own = editor.settings.field_names() if editor.settings else ()
+        kept = {k: v for k, v in values.items()
+                if k in SHARED_FIELDS or k in own or not settings_owners(k)}  # unknown: an error below
+        return cls(method, **kept)
+
+
+#: The fields of :class:`EditConfig` that every method shares (all but ``method`` and ``settings``).
+SHARED_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EditConfig)
+                                       if f.name not in ("method", "settings"))
+
+
+def _settings_for(editor: Any, given: Any, own: dict[str, Any]) -> EditorSettings | None:
+    """The method's settings instance from ``settings=`` (instance, mapping or None) and flat values."""
+    cls = editor.settings
+    if isinstance(given, EditorSettings) and not isinstance(given, cls or ()):
+        changed = sorted(k for k, v in given.to_dict().items() if v != type(given)().to_dict()[k])
+        if changed:  # another method's settings, e.g. carried over by dataclasses.replace(method=...)
+            raise ValueError(f"EditConfig: method {editor.name!r} does not read {type(given).__name__} "
+                             f"({', '.join(changed)} changed from the defaults)")
+        given = None
+    if cls is None:
+        if given:
+            raise ValueError(f"EditConfig: method {editor.name!r} has no settings of its own, got {given!r}")
+        return None
+    if given is None:
+        return cls(**own)
+    if isinstance(given, cls):
+        return replace(given, **own) if own else given
+    if isinstance(given, Mapping):
+        unknown = sorted(set(given) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"EditConfig: {setting_error(editor.name, unknown[0], unknown[0])}")
+        return cls(**{**given, **own})
+    raise ValueError(f"EditConfig: settings must be a {cls.__name__}, a mapping of its fields or None, "
+                     f"got {type(given).__name__}")
+
+
+def setting_error(method: str, key: str, shown: str | None = None) -> str:
+    """Why ``key`` is no setting of ``method``: another method's (naming it) or unknown (with a hint).
+
+    ``shown`` is how the caller names the setting (``lora_rank=4``).
+    Described on the book page ``running``.
+    """
+    import difflib
+
+    from crispedit_lite.editing.registry import get_editor, registry, settings_owners
+
+    editor = get_editor(method)
+    own = list(editor.settings.field_names()) if editor.settings else []
+    reads = (", ".join(own) + " and the shared settings") if own else "only the shared settings"
+    owners = settings_owners(key)
+    if owners:
+        label = registry()[owners[0]].label
+        article = "an" if label[:1].lower() in "aeiou" else "a"
+        return (f"{shown or key} is {article} {label} setting (read by {', '.join(owners)}); "
+                f"method {method} reads: {reads}")
+    close = difflib.get_close_matches(key, own + list(SHARED_FIELDS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown setting {key!r} for method {method}{hint}; it reads: {reads} "
+            f"({', '.join(SHARED_FIELDS)})")
 
 
 def paper_config(method: str = "crispedit", dataset: str = "zsre", *, model: str | None = None,
@@ -210,7 +242,7 @@ def paper_config(method: str = "crispedit", dataset: str = "zsre", *, model: str
     n = 1,000 with the same :math:`\gamma`, CrispEdit-Seq (30, 0.995)
     (:mod:`crispedit_lite.editing.paper_presets`). ``dataset`` takes the names of
     :data:`~crispedit_lite.editing.paper_presets.PAPER_DATASET_NAMES`; ``changes`` override any
-    field. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    shared field or setting of the method. Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     from crispedit_lite.editing.paper_presets import paper_values
 
@@ -226,7 +258,8 @@ def cpu_config(method: str = "crispedit", **changes: Any) -> EditConfig:
 
     Training follows the paper's stopping rule: it ends once an epoch's mean FT-M loss is below
     ``early_stop`` = 0.01, with ``epochs`` = 60 as a cap (the paper's 25 epochs of 94 minibatches are
-    far more steps than a handful of CPU edits get in 25 epochs).
+    far more steps than a handful of CPU edits get in 25 epochs). ``changes`` override any shared
+    field or setting of the method (``cpu_config("memit", cf_lambda=1.5e3)``).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """

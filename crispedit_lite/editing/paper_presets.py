@@ -1,8 +1,12 @@
 r"""The paper's capability-set sizes and energy thresholds, by model, method and dataset.
 
-:func:`~crispedit_lite.editing.config.paper_config` reads them; the command line's ``--preset paper``
-also records which entry it used (:func:`paper_values`). Sources: CrispEdit Table 2 / App. E
-(LLaMA-3-8B-Instruct, Table 1), Table 4 (10,000 ZsRE edits) and Table 5 (Qwen-2.5-1.5B-Instruct).
+Each editor declares its :math:`(n, \gamma)` in the registry (``Editor.paper_n_gamma``: CrispEdit's in
+:mod:`crispedit_lite.editing.editors.crispedit`, CrispEdit-Seq's in
+:mod:`crispedit_lite.editing.editors.crispedit_seq`); a method without values of its own is run with
+CrispEdit's. :func:`~crispedit_lite.editing.config.paper_config` reads them through
+:func:`paper_values`, and the command line's ``--preset paper`` also records which entry it used.
+Sources: CrispEdit Table 2 / App. E (LLaMA-3-8B-Instruct, Table 1), Table 4 (10,000 ZsRE edits) and
+Table 5 (Qwen-2.5-1.5B-Instruct).
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
@@ -11,25 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PAPER_DATASET_NAMES", "PAPER_PRESETS", "paper_dataset", "paper_model", "paper_values"]
+__all__ = ["DEFAULT_VALUES_FROM", "PAPER_DATASET_NAMES", "paper_dataset", "paper_model", "paper_values"]
 
-#: The paper's capability-set sizes and energy thresholds :math:`(n, \gamma)`, by model, kind of method
-#: (``"batch"``: every method but CrispEdit-Seq, ``"seq"``: CrispEdit-Seq) and dataset. LLaMA-3-8B:
-#: Table 2 / App. E (Table 1) and Table 4 (``zsre10k``: 10,000 ZsRE edits, n = 1,000); Qwen-2.5-1.5B:
-#: Table 5 (n = 1,000; CrispEdit-Seq (30, 0.995) on every dataset).
-PAPER_PRESETS: dict[str, dict[str, dict[str, tuple[int, float]]]] = {
-    "llama3-8b": {
-        "batch": {"zsre": (10_000, 0.7), "zsre10k": (1_000, 0.7), "counterfact": (10_000, 0.9),
-                  "wikibigedit": (10_000, 0.9)},
-        "seq": {"zsre": (30, 0.999), "zsre10k": (30, 0.999), "counterfact": (30, 0.999),
-                "wikibigedit": (200, 0.995)},
-    },
-    "qwen2.5-1.5b": {
-        "batch": {"zsre": (1_000, 0.7), "zsre10k": (1_000, 0.7), "counterfact": (1_000, 0.9),
-                  "wikibigedit": (1_000, 0.9)},
-        "seq": {d: (30, 0.995) for d in ("zsre", "zsre10k", "counterfact", "wikibigedit")},
-    },
-}
+#: The editor whose :math:`(n, \gamma)` a method without values of its own is run with: the paper runs
+#: its baselines on CrispEdit's capability set (App. E).
+DEFAULT_VALUES_FROM = "crispedit"
 
 #: Dataset names accepted by the presets: this project's and the official code's ``--data_type``
 #: names (``zsre``, ``zsre10k``, ``counterfact``, ``wiki``), compared without case and punctuation.
@@ -70,8 +60,9 @@ def paper_model(model: str | None) -> str | None:
 def paper_values(method: str, dataset: str, model: str | None = None) -> dict[str, Any]:
     r"""The paper's :math:`(n, \gamma)` for ``method`` on ``dataset`` with ``model``, and where from.
 
-    Returns ``{"n_capability", "gamma", "dataset", "model_family", "model_basis"}``; a model that is
-    not one of the paper's gets LLaMA-3-8B's values (the main tables), and ``model_basis`` says so.
+    The values are the editor's ``paper_n_gamma`` (else :data:`DEFAULT_VALUES_FROM`'s). Returns
+    ``{"n_capability", "gamma", "dataset", "model_family", "model_basis"}``; a model that is not one
+    of the paper's gets LLaMA-3-8B's values (the main tables), and ``model_basis`` says so.
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     ds = paper_dataset(dataset)
@@ -81,7 +72,14 @@ def paper_values(method: str, dataset: str, model: str | None = None) -> dict[st
     family = paper_model(model)
     basis = (f"model {model!r} is {family}" if family else
              f"model {model!r} is not one of the paper's; LLaMA-3-8B's values (Table 1)")
-    kind = "seq" if method == "crispedit_seq" else "batch"
-    n, gamma = PAPER_PRESETS[family or "llama3-8b"][kind][ds]
+    from crispedit_lite.editing.registry import get_editor
+
+    editor = get_editor(method)
+    owner = editor if editor.paper_n_gamma else get_editor(DEFAULT_VALUES_FROM)
+    entry = owner.paper_n_gamma.get(family or "llama3-8b", {}).get(ds)
+    if entry is None:
+        raise ValueError(f"method {method!r}: editor {owner.name!r} declares no paper (n, gamma) for "
+                         f"{family or 'llama3-8b'} on {ds}")
+    n, gamma = entry
     return {"n_capability": n, "gamma": gamma, "dataset": ds, "model_family": family or "llama3-8b",
             "model_basis": basis}

@@ -1,11 +1,11 @@
-r"""One registry of editors: what each changes, which statistics it reads, and how it updates.
+r"""One registry of editors: what each changes, which statistics it reads, how it updates, how it looks.
 
 Every editor of the paper's comparison (CrispEdit Table 1) is one small module under
 :mod:`crispedit_lite.editing.editors` that defines ``EDITORS``, a tuple of :class:`Editor` records.
-:func:`crispedit_lite.editing.edit`, the command line,
-:func:`crispedit_lite.reproduction.experiment.run_experiment`,
-the reproduce YAMLs and the results JSON all look methods up here, so adding an editor means adding
-one file, its tests and one line in :data:`EDITOR_MODULES`.
+:func:`crispedit_lite.editing.edit`, :class:`~crispedit_lite.editing.config.EditConfig`, the command
+line (``--method``, ``--set``), :func:`crispedit_lite.reproduction.experiment.run_experiment`, the
+paper presets, the reproduce YAMLs, the CPU tables and the book's figure colours all look methods up
+here, so adding an editor means adding one file, its tests and one line in :data:`EDITOR_MODULES`.
 
 An editor declares
 
@@ -16,22 +16,34 @@ An editor declares
   count-normalised input factor :math:`A` of K-FAC *is* MEMIT's and AlphaEdit's covariance, so one
   statistics file serves CrispEdit, Adam-NSCL, MEMIT and AlphaEdit;
 * ``update``: ``"projected_gradient"`` (the FT-M loop with a projected or plain optimiser) or
-  ``"closed_form"`` (a least-squares solve, MEMIT-style).
+  ``"closed_form"`` (a least-squares solve, MEMIT-style);
+* ``settings``: the :class:`~crispedit_lite.editing.settings.EditorSettings` subclass of what only its
+  family reads (``None``: nothing beyond the shared :class:`~crispedit_lite.editing.config.EditConfig`
+  fields), and ``presets``, the model-specific defaults it needs (layers and values by model shape);
+* how it is shown and reproduced: ``label`` and ``color`` (one spelling and one colour in every table
+  and figure), ``paper_row`` (the paper's exact row text), ``paper_run`` (how the official run behind
+  that row departed from CrispEdit's settings: chunks, epochs, precision), ``paper_n_gamma`` (the
+  paper's capability-set size and energy threshold) and ``sequential_form`` (its chunked variant).
 
 Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import Tensor, nn
 
-__all__ = ["EDITOR_MODULES", "STATISTICS", "EditJob", "Editor", "editor_names", "get_editor",
-           "needs_capability", "registry"]
+from crispedit_lite.editing.settings import EditorSettings
+
+__all__ = ["EDITOR_MODULES", "PAPER_RUN_KEYS", "STATISTICS", "EditJob", "Editor", "base_methods",
+           "editor_names", "get_editor", "needs_capability", "registry", "sequential_form",
+           "settings_owners"]
 
 # One line per editor module (crispedit_lite/editing/editors/<name>.py); a module may define the
 # batch and the sequential variant of one method.
@@ -48,6 +60,15 @@ STATISTICS: dict[str, str] = {
                         "factor A of the same module, from the same cache)",
     "edit_kfac": "K-FAC factors of the edit data, merged chunk by chunk (sequential editing)",
 }
+
+#: What an editor's ``paper_run`` may say about the official run behind its paper row.
+PAPER_RUN_KEYS: dict[str, str] = {
+    "chunk_size": "the row ran in chunks of this many edits (the reproduce cell's CHUNK_SIZE)",
+    "epochs": "epochs (or steps) per chunk of the official run (EPOCHS)",
+    "config": "other EditConfig settings of the official run (CONFIG), e.g. {'lr': 5e-3}",
+    "dtype": "the precision the official code trains in, e.g. 'float32' (DTYPE; default bfloat16)",
+}
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 @dataclass
@@ -102,9 +123,9 @@ class EditJob:
         return self._factors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Editor:
-    """One editing method of the comparison.
+    r"""One editing method of the comparison.
 
     Attributes:
         name: the method name used by configs, the CLI and results (``"crispedit"``).
@@ -112,8 +133,20 @@ class Editor:
         statistics: the statistics it reads (keys of :data:`STATISTICS`; empty: none).
         update: ``"projected_gradient"`` or ``"closed_form"``.
         run: ``run(job) -> EditResult``.
-        paper_row: its row name in the paper's Table 1 (empty if it has none).
+        label: its display name in every table and figure (``"FT-Seq"``).
+        color: its colour in every figure, ``#rrggbb`` (a sequential form: a darker shade of its batch
+            method's).
+        settings: the :class:`~crispedit_lite.editing.settings.EditorSettings` subclass of its own
+            settings, or ``None``; ``EditConfig(method=name).settings`` is its default instance.
+        presets: model-specific defaults, ``{preset name: {"shape": (model_type, layers, hidden,
+            intermediate), ...}}``; an editor with presets picks its own layers (:meth:`preset`).
+        paper_row: its row in the paper's Table 1, exactly as printed (empty if it has none).
+        paper_run: how the official run behind ``paper_row`` departed from CrispEdit's settings
+            (keys of :data:`PAPER_RUN_KEYS`).
+        paper_n_gamma: the paper's :math:`(n, \gamma)`, ``{model family: {dataset: (n, gamma)}}``
+            (CrispEdit Table 2 / App. E, Tables 4, 5); empty: CrispEdit's values.
         sequential: edits arrive in chunks (a lifelong / sequential editor).
+        sequential_form: the name of its chunked variant (``"memit_seq"``), if it has one.
         summary: one line for listings.
 
     Derived in notebook ``08_one_framework``.
@@ -124,23 +157,56 @@ class Editor:
     statistics: tuple[str, ...]
     update: Literal["projected_gradient", "closed_form"]
     run: Callable[[EditJob], Any]
+    label: str = ""
+    color: str = ""
+    settings: type[EditorSettings] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     paper_row: str = ""
+    paper_run: Mapping[str, Any] = field(default_factory=dict)
+    paper_n_gamma: Mapping[str, Mapping[str, tuple[int, float]]] = field(default_factory=dict)
     sequential: bool = False
+    sequential_form: str = ""
     summary: str = ""
 
     def __post_init__(self) -> None:
+        def fail(what: str) -> None:
+            raise ValueError(f"editor {self.name!r}: {what}")
+
         unknown = [s for s in self.statistics if s not in STATISTICS]
         if unknown:
-            raise ValueError(f"editor {self.name!r}: unknown statistics {unknown}; known: "
-                             f"{sorted(STATISTICS)}")
+            fail(f"unknown statistics {unknown}; known: {sorted(STATISTICS)}")
         if self.update not in ("projected_gradient", "closed_form"):
-            raise ValueError(f"editor {self.name!r}: update must be 'projected_gradient' or "
-                             f"'closed_form', got {self.update!r}")
+            fail(f"update must be 'projected_gradient' or 'closed_form', got {self.update!r}")
+        if not self.label.strip():
+            fail("label must be a non-empty display name")
+        if not _HEX.match(self.color):
+            fail(f"color must be a hex colour '#rrggbb', got {self.color!r}")
+        if self.settings is not None and not (
+                isinstance(self.settings, type) and issubclass(self.settings, EditorSettings)
+                and dataclasses.is_dataclass(self.settings) and self.settings.__dataclass_params__.frozen):
+            fail(f"settings must be a frozen dataclass subclassing EditorSettings, got {self.settings!r}")
+        bad = sorted(set(self.paper_run) - set(PAPER_RUN_KEYS))
+        if bad:
+            fail(f"paper_run keys {bad} unknown; expected some of {list(PAPER_RUN_KEYS)}")
+        no_shape = [k for k, v in self.presets.items() if not isinstance(v, Mapping) or "shape" not in v]
+        if no_shape:
+            fail(f"presets {no_shape} lack the 'shape' that identifies the model")
+        if self.sequential_form and self.sequential:
+            fail(f"a sequential editor has no sequential form, got {self.sequential_form!r}")
+
+    def preset(self, model: nn.Module) -> tuple[str, Mapping[str, Any]] | None:
+        """The entry of :attr:`presets` whose ``shape`` is ``model``'s: ``(name, entry)``, else ``None``."""
+        from crispedit_lite.models.presets import _model_shape
+
+        shape = _model_shape(model)
+        return next(((k, v) for k, v in self.presets.items() if tuple(v["shape"]) == shape), None)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready declaration (recorded in every results file)."""
-        return {"name": self.name, "changes": self.changes, "statistics": list(self.statistics),
-                "update": self.update, "paper_row": self.paper_row, "sequential": self.sequential}
+        return {"name": self.name, "label": self.label, "changes": self.changes,
+                "statistics": list(self.statistics), "update": self.update, "paper_row": self.paper_row,
+                "sequential": self.sequential,
+                "settings": None if self.settings is None else self.settings.__name__}
 
 
 _REGISTRY: dict[str, Editor] | None = None
@@ -159,8 +225,25 @@ def registry() -> dict[str, Editor]:
                 if editor.name in table:
                     raise ValueError(f"editor {editor.name!r} is registered twice (module {mod})")
                 table[editor.name] = editor
+        _check_table(table)
         _REGISTRY = table
     return _REGISTRY
+
+
+def _check_table(table: Mapping[str, Editor]) -> None:
+    """Labels and colours unique, sequential forms registered and sequential."""
+    for attr in ("label", "color"):
+        seen: dict[str, str] = {}
+        for e in table.values():
+            key = getattr(e, attr).lower()
+            if key in seen:
+                raise ValueError(f"editor {e.name!r}: {attr} {getattr(e, attr)!r} is already "
+                                 f"{seen[key]!r}'s; every method has its own")
+            seen[key] = e.name
+    for e in table.values():
+        if e.sequential_form and not (e.sequential_form in table and table[e.sequential_form].sequential):
+            raise ValueError(f"editor {e.name!r}: sequential_form {e.sequential_form!r} is not a registered "
+                             "sequential editor")
 
 
 def editor_names() -> tuple[str, ...]:
@@ -193,3 +276,35 @@ def needs_capability(name: str) -> bool:
     """
     stats = get_editor(name).statistics
     return "capability_kfac" in stats or "input_covariance" in stats
+
+
+def settings_owners(key: str) -> tuple[str, ...]:
+    """The editors whose own settings (:attr:`Editor.settings`) have a field ``key``.
+
+    Described on the book page ``running``.
+    """
+    return tuple(n for n, e in registry().items()
+                 if e.settings is not None and key in e.settings.field_names())
+
+
+def sequential_form(name: str) -> str:
+    """The sequential variant of method ``name`` (itself if it is sequential); an error if it has none.
+
+    Described on the book page ``running``.
+    """
+    editor = get_editor(name)
+    if editor.sequential:
+        return name
+    if editor.sequential_form:
+        return editor.sequential_form
+    raise ValueError(f"method {name!r} has no sequential form; sequential methods: "
+                     f"{[n for n, e in registry().items() if e.sequential]}")
+
+
+def base_methods() -> tuple[str, ...]:
+    """The methods of the comparison: every editor except the sequential forms of another one.
+
+    Described on the book page ``running``.
+    """
+    forms = {e.sequential_form for e in registry().values()}
+    return tuple(n for n in registry() if n not in forms)

@@ -17,8 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["CLOSED_FORM_PRESETS", "DEFAULT_PATTERN", "LAYER_PRESETS", "SHAPE_PRESETS",
-           "closed_form_preset", "default_layers", "resolve_edit_modules"]
+__all__ = ["DEFAULT_PATTERN", "LAYER_PRESETS", "SHAPE_PRESETS", "default_layers", "resolve_edit_modules"]
 
 DEFAULT_PATTERN = "model.layers.{i}.mlp.down_proj"
 
@@ -42,58 +41,11 @@ LAYER_PRESETS: dict[str, dict[str, Any]] = {
                                  "shape": ("qwen2", 28, 3584, 18944)},
 }
 
-# Closed-form editors (MEMIT, AlphaEdit) edit their own, earlier layers. Per preset: the layers, MEMIT's
-# lambda (mom2_update_weight, on the count-normalised covariance), the target-value optimisation of each
-# method (compute_z: Adam lr, steps, weight decay, clamp factor, KL weight) and AlphaEdit's absolute
-# null-space threshold.
-# * LLaMA-3-8B: layers 4-8, lambda 15000; MEMIT v_lr 0.5, clamp 4, weight decay 1e-3 (AnyEdit and
-#   CrispEdit's MEMIT baseline); AlphaEdit v_lr 0.1, weight decay 0.5, clamp 0.75 (official
-#   Llama3-8B.json); both 25 steps, KL 0.0625, threshold 2e-2.
-# * Qwen2.5-7B: EasyEdit's hparams/MEMIT/qwen2.5-7b.yaml and hparams/AlphaEdit/qwen2.5-7b.yaml (the
-#   same values for both: layers 4-8, lambda 15000, v_lr 0.5, clamp 4, weight decay 1e-3, threshold
-#   2e-2, L2 1). Qwen2.5-1.5B has no published closed-form preset; it has the same 28-layer depth, so
-#   it takes the 7B values (EasyEdit also edits layers 4-8 on the 16-layer Llama-3.2-1B).
-# * SmolLM2-135M (provisional): layers 3-7 place LLaMA-3-8B's 4-8 of 32 at the same relative depth
-#   of 30 layers, lambda stays 15000, the value optimisation keeps MEMIT's settings; the sweep of
-#   benchmarks/sweep_closed_form_smollm2.py (layers 1-5 / 3-7 / 7-11 x lambda 1.5e3 / 1.5e4 / 1.5e5)
-#   is the check of this choice and has not been run to completion yet. In chapter 6's Table 1 runs
-#   (benchmarks/results/cpu-table1-smollm2-part3.json, 40 edits) this preset reaches TF Rel 96.7
-#   (MEMIT) and 97.5 (AlphaEdit) on subset 0, with the best locality of all editors there.
-_MEMIT_Z = {"v_lr": 0.5, "v_steps": 25, "v_weight_decay": 1e-3, "clamp_norm": 4.0, "kl_factor": 0.0625}
-_ALPHA_Z = {"v_lr": 0.1, "v_steps": 25, "v_weight_decay": 0.5, "clamp_norm": 0.75, "kl_factor": 0.0625}
-CLOSED_FORM_PRESETS: dict[str, dict[str, Any]] = {
-    "meta-llama/Meta-Llama-3-8B-Instruct": {
-        "shape": ("llama", 32, 4096, 14336), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
-        "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _ALPHA_Z},
-    "Qwen/Qwen2.5-1.5B-Instruct": {
-        "shape": ("qwen2", 28, 1536, 8960), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
-        "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
-    "Qwen/Qwen2.5-7B-Instruct": {
-        "shape": ("qwen2", 28, 3584, 18944), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
-        "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
-    "smollm2-135m-instruct": {
-        "shape": ("llama", 30, 576, 1536), "layers": [3, 4, 5, 6, 7], "lambda": 15000.0,
-        "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
-}
-
-
 def _model_shape(model: nn.Module) -> tuple[Any, ...]:
     """(model_type, num_hidden_layers, hidden_size, intermediate_size) of a model's config."""
     cfg = getattr(model, "config", None)
     return tuple(getattr(cfg, k, None) for k in
                  ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size"))
-
-
-def closed_form_preset(model: nn.Module) -> dict[str, Any] | None:
-    """The :data:`CLOSED_FORM_PRESETS` entry of a model, recognised by its shape (``None`` if none).
-
-    Derived in notebook ``08_one_framework``.
-    """
-    shape = _model_shape(model)
-    for preset in CLOSED_FORM_PRESETS.values():
-        if preset["shape"] == shape:
-            return preset
-    return None
 
 
 # Architectures with the published shapes (config.json of each hub model), for random-weight runs.

@@ -46,18 +46,18 @@ _RUN_COLUMNS = ("QA Rel", "QA Gen", "NoCtx Rel", "NoCtx Gen", "TF Rel", "TF Gen"
 
 
 def _method(params: Mapping[str, Any]) -> str:
-    """The registered method of ``METHOD`` + ``SEQUENTIAL`` (``ft`` + True is ``ft_seq``)."""
-    from crispedit_lite.editing.registry import get_editor, registry
+    """The registered method of ``METHOD`` + ``SEQUENTIAL`` (``ft`` + True is its ``sequential_form``)."""
+    from crispedit_lite.editing.registry import get_editor, sequential_form
 
     method, seq = str(params["METHOD"]), bool(params["SEQUENTIAL"])
     editor = get_editor(method)
     if editor.sequential == seq:
         return method
     if seq:
-        if f"{method}_seq" in registry():
-            return f"{method}_seq"
-        raise ValueError(f"parameter SEQUENTIAL=True: METHOD={method!r} has no sequential form; "
-                         f"sequential methods: {[n for n, e in registry().items() if e.sequential]}")
+        try:
+            return sequential_form(method)
+        except ValueError as err:
+            raise ValueError(f"parameter SEQUENTIAL=True: {err}") from None
     raise ValueError(f"parameters METHOD={method!r} and SEQUENTIAL=False contradict each other")
 
 
@@ -69,7 +69,8 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
     the CPU preset (:func:`~crispedit_lite.editing.cpu_config`: offline capability text, 128 tokens)
     otherwise. Either way ``GAMMA`` (:math:`\gamma`), ``N_CAPABILITY`` (:math:`n`), ``LAYERS``,
     ``CHUNK_SIZE``, ``EPOCHS``, ``BATCH_SIZE``, ``SEED`` and the optional ``CONFIG`` (a mapping of
-    other :class:`~crispedit_lite.editing.EditConfig` fields) override the preset, and ``METHOD`` with
+    other shared :class:`~crispedit_lite.editing.EditConfig` fields or settings of the method, such as
+    ``{seq_mask_prompt: true}``) override the preset, and ``METHOD`` with
     ``SEQUENTIAL`` gives the method. Derived in notebook ``09_reproduce_llama3_8b``.
     """
     missing = [k for k in PARAMETERS if k not in params and k != "CONFIG"]  # CONFIG is optional
@@ -80,9 +81,9 @@ def config_from_parameters(params: Mapping[str, Any]) -> tuple[EditConfig, str]:
                    chunk_size=int(params["CHUNK_SIZE"]), epochs=int(params["EPOCHS"]),
                    batch_size=int(params["BATCH_SIZE"]), seed=int(params["SEED"]),
                    layers=None if params["LAYERS"] is None else tuple(int(i) for i in params["LAYERS"]))
-    extra = params.get("CONFIG") or {}  # optional: other EditConfig fields (e.g. LoRA-Seq's lr)
+    extra = params.get("CONFIG") or {}  # optional: other shared fields or the method's own settings
     if not isinstance(extra, Mapping):
-        raise ValueError(f"parameter CONFIG must be a mapping of EditConfig fields, got {extra!r}")
+        raise ValueError(f"parameter CONFIG must be a mapping of EditConfig settings, got {extra!r}")
     changes.update(extra)
     if str(params["MODEL"]) in PAPER_MODELS:
         dataset = str(params["DATASET"])

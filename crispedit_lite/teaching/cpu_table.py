@@ -18,12 +18,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LABELS", "load_table", "pareto_figure", "pareto_front", "summary"]
+__all__ = ["LABELS", "VARIANT_LABELS", "label", "load_table", "pareto_figure",  # noqa: F822
+           "pareto_front", "summary"]
 
-#: Display names of the methods of ``benchmarks/cpu_table1.py``.
-LABELS = {"crispedit": "CrispEdit", "ft": "FT", "adam_nscl": "Adam-NSCL", "lora": "LoRA",
-          "locbf_ft": "LocBF-FT", "memit": "MEMIT", "alphaedit": "AlphaEdit", "ultraedit": "UltraEdit",
-          "crispedit+nbhd": "CrispEdit + nbhd texts", "base": "base"}
+#: Display names of the rows of ``benchmarks/cpu_table1.py`` that are not editors.
+VARIANT_LABELS = {"crispedit+nbhd": "CrispEdit + nbhd texts", "base": "base"}
+
+
+def label(method: str) -> str:
+    """The display name of a row's method: the editor's ``label`` (registry), a variant's, or itself.
+
+    Described on the book page ``running``.
+    """
+    from crispedit_lite.editing.registry import registry
+
+    table = registry()
+    return table[method].label if method in table else VARIANT_LABELS.get(method, method)
+
+
+def __getattr__(name: str) -> Any:
+    """``LABELS``: every editor's display name (the registry's ``label``) and :data:`VARIANT_LABELS`."""
+    if name == "LABELS":
+        from crispedit_lite.editing.registry import registry
+
+        return {**{n: e.label for n, e in registry().items()}, **VARIANT_LABELS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _get(tree: Mapping[str, Any], *keys: str) -> float | None:
@@ -68,7 +87,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
         wild = {k: v for k, v in s.items() if k.startswith("wild_")}
         dec = next((k.split("_")[1] for k in wild), None)
         rows.append({
-            "method": LABELS.get(r["method"], r["method"]), "seed": r["seed"],
+            "method": label(r["method"]), "seed": r["seed"],
             "TF Rel": _get(s, "teacher_forced", "rel"), "TF Gen": _get(s, "teacher_forced", "gen"),
             "TF Spec": _get(s, "teacher_forced", "loc"),
             "PROB Rel": _get(s, "probability", "rel"), "PROB Gen": _get(s, "probability", "gen"),
@@ -118,11 +137,11 @@ def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", 
     """
     import matplotlib.pyplot as plt
 
-    from crispedit_lite.teaching.plotting import METHOD_COLORS, PALETTE
+    from crispedit_lite.teaching.plotting import PALETTE, method_color
 
     d = df[~df["method"].isin(skip)]
     methods = list(dict.fromkeys(d["method"]))
-    colors = {m: METHOD_COLORS.get(m, PALETTE[k % len(PALETTE)]) for k, m in enumerate(methods)}
+    colors = {m: method_color(m, PALETTE[k % len(PALETTE)]) for k, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(damages), figsize=(5.2 * len(damages), 4.2))
     axes = [axes] if len(damages) == 1 else list(axes)
     for ax, dmg in zip(axes, damages):

@@ -1,35 +1,58 @@
-"""One style for every figure in the book (seaborn on matplotlib).
+"""One style for every figure in the book (seaborn on matplotlib), and one colour per method.
 
-Used by every notebook; call :func:`set_style` once after the imports.
+Used by every notebook; call :func:`set_style` once after the imports. ``METHOD_COLORS`` maps display
+names to colours: every editor's ``label`` to its ``color`` (both declared in the editor registry,
+:mod:`crispedit_lite.editing.registry`, so a new editor brings its own), plus the curvature models and
+other curves of the book that are not editors (:data:`OTHER_COLORS`), in colours no editor uses.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib as mpl
 import seaborn as sns
 
-__all__ = ["set_style", "PALETTE", "METHOD_COLORS"]
+__all__ = ["METHOD_COLORS", "OTHER_COLORS", "PALETTE", "method_color", "set_style"]  # noqa: F822
 
 PALETTE = sns.color_palette("colorblind")
 
-#: A fixed colour per method, so that the same method looks the same in every chapter.
-METHOD_COLORS = {
-    "Hessian": PALETTE[0],
-    "Gauss-Newton": PALETTE[1],
-    "K-FAC": PALETTE[2],
-    "EK-FAC": PALETTE[3],
-    "Adam-NSCL": PALETTE[4],
-    "FT": PALETTE[7],
-    "CrispEdit": PALETTE[2],
-    "LoRA": PALETTE[5],
-    "LocBF-FT": PALETTE[6],
-    "AlphaEdit": PALETTE[8],
-    "MEMIT": PALETTE[9],
-    "UltraEdit": PALETTE[3],
-    "FT-Seq": PALETTE[7],
-    "LoRA-Seq": PALETTE[5],
-    "CrispEdit-Seq": PALETTE[2],
+#: Colours of what the figures show beside the editors: the curvature models of chapters 2-5, the
+#: unedited model and chapter 6's CrispEdit variant with the neighbourhood texts in its capability set.
+OTHER_COLORS: dict[str, str] = {
+    "Hessian": "#0173b2",
+    "Gauss-Newton": "#de8f05",
+    "K-FAC": "#6a3d9a",
+    "EK-FAC": "#b2182b",
+    "base": "#000000",
+    "CrispEdit + nbhd texts": "#7fcdbb",
 }
+
+
+def _method_colors() -> dict[str, str]:
+    from crispedit_lite.editing.registry import registry
+
+    return {**OTHER_COLORS, **{e.label: e.color for e in registry().values()}}
+
+
+def __getattr__(name: str) -> Any:
+    """``METHOD_COLORS``: ``{display name: hex colour}`` of every editor and of :data:`OTHER_COLORS`."""
+    if name == "METHOD_COLORS":
+        return _method_colors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def method_color(name: str, default: Any = None) -> Any:
+    """The colour of a method by display name (``"FT-Seq"``) or registry name (``"ft_seq"``).
+
+    Names that are neither get ``default``. Described on the book page ``running``.
+    """
+    from crispedit_lite.editing.registry import registry
+
+    table = registry()
+    if name in table:
+        return table[name].color
+    return _method_colors().get(name, default)
 
 
 def set_style(dpi: int = 150) -> None:

@@ -52,8 +52,8 @@ def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str, root: Pat
     for key in ("MODEL", "DATA_PATH", "N_EDITS", "DEVICE", "DTYPE", "JUDGE", "RUN_LM_EVAL"):
         if params[key] != paper_params[key]:
             lines.append(f"  {key:22s} {params[key]!s:28s} paper: {paper_params[key]}")
-    lines += [f"  {key:22s} {ours[key]!s:28s} paper: {theirs[key]}"
-              for key in sorted(k for k in ours if ours[k] != theirs[k])]
+    lines += [f"  {key:22s} {ours.get(key)!s:28s} paper: {theirs.get(key)}"  # settings differ by method
+              for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
     return lines
 
 

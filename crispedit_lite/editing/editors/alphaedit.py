@@ -14,7 +14,8 @@ the :math:`1/(n-i)` residual split and the target values are MEMIT's
 (:func:`~crispedit_lite.editing.loops.layerwise.run_closed_form`). AlphaEdit-Seq walks the chunks of
 :func:`~crispedit_lite.editing.loops.sequential.chunk_requests`; after each chunk the keys are recomputed
 on the updated model and :math:`K_pK_p^\top \mathrel{+}= KK^\top`. :math:`P` is built once from
-:math:`C` (the K-FAC input factor :math:`A`, the same cache as CrispEdit's).
+:math:`C` (the K-FAC input factor :math:`A`, the same cache as CrispEdit's). Its settings are MEMIT's
+:class:`~crispedit_lite.editing.editors.memit.ClosedFormSettings` (``cf_*``).
 
 Derived in notebook ``08_one_framework``.
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
+from crispedit_lite.editing.editors.memit import CLOSED_FORM_PRESETS, ClosedFormSettings
 from crispedit_lite.editing.loops.layerwise import run_closed_form
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
@@ -81,12 +83,16 @@ def run_seq(job: EditJob) -> EditResult:
     return _run(job, sequential=True)
 
 
+# The official AlphaEdit row ran in sequential batches of 100 edits (EasyEdit edit.py --num_edits 100).
 EDITORS = (
     Editor(name="alphaedit", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
-           statistics=("input_covariance",), update="closed_form", run=run, paper_row="AlphaEdit",
+           statistics=("input_covariance",), update="closed_form", run=run, label="AlphaEdit",
+           color="#ece133", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS,
+           paper_row="AlphaEdit", paper_run={"chunk_size": 100}, sequential_form="alphaedit_seq",
            summary="MEMIT's update projected onto the input covariance's null space"),
     Editor(name="alphaedit_seq", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
-           statistics=("input_covariance",), update="closed_form", run=run_seq, sequential=True,
+           statistics=("input_covariance",), update="closed_form", run=run_seq, label="AlphaEdit-Seq",
+           color="#8e871f", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
            summary="AlphaEdit chunk by chunk, keys of earlier chunks accumulated (the official "
                    "Table 1 run used chunks of 100)"),
 )

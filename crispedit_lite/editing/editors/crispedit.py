@@ -10,6 +10,18 @@ from __future__ import annotations
 from crispedit_lite.editing.loops.projected import run_gradient_editor
 from crispedit_lite.editing.registry import EditJob, Editor
 
+__all__ = ["EDITORS", "PAPER_N_GAMMA"]
+
+#: The paper's capability-set size and energy threshold (n, gamma) by model family and dataset.
+#: LLaMA-3-8B: Table 2 / App. E (Table 1) and Table 4 (``zsre10k``: 10,000 ZsRE edits, n = 1,000);
+#: Qwen-2.5-1.5B: Table 5 (n = 1,000). Every method without its own values is run with these.
+PAPER_N_GAMMA: dict[str, dict[str, tuple[int, float]]] = {
+    "llama3-8b": {"zsre": (10_000, 0.7), "zsre10k": (1_000, 0.7), "counterfact": (10_000, 0.9),
+                  "wikibigedit": (10_000, 0.9)},
+    "qwen2.5-1.5b": {"zsre": (1_000, 0.7), "zsre10k": (1_000, 0.7), "counterfact": (1_000, 0.9),
+                     "wikibigedit": (1_000, 0.9)},
+}
+
 
 def run(job: EditJob):
     """CrispEdit on ``job`` (see module docstring)."""
@@ -19,5 +31,6 @@ def run(job: EditJob):
 
 EDITORS = (Editor(
     name="crispedit", changes="down_proj of the edited layers", statistics=("capability_kfac",),
-    update="projected_gradient", run=run, paper_row="CrispEdit",
+    update="projected_gradient", run=run, label="CrispEdit", color="#029e73", paper_row="CrispEdit",
+    paper_n_gamma=PAPER_N_GAMMA, sequential_form="crispedit_seq",
     summary="FT-M, gradients projected by the K-FAC low-curvature projector (gamma)"),)

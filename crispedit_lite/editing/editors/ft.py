@@ -23,11 +23,15 @@ def run_seq(job: EditJob):
     return run_chunks(job, project=False)
 
 
+# The official FT run trains in float32 (run_crispedit.py --no_crisp); FT Sequential is the same loop
+# over chunks of 100 edits (run_crispedit.py --no_crisp --sequential_edit --num_edits 100).
 EDITORS = (
     Editor(name="ft", changes="down_proj of the edited layers", statistics=(),
-           update="projected_gradient", run=run, paper_row="FT",
+           update="projected_gradient", run=run, label="FT", color="#949494", paper_row="FT",
+           paper_run={"dtype": "float32"}, sequential_form="ft_seq",
            summary="FT-M on the edited down_proj matrices, no projection"),
     Editor(name="ft_seq", changes="down_proj of the edited layers", statistics=(),
-           update="projected_gradient", run=run_seq, paper_row="FT-Sequential", sequential=True,
+           update="projected_gradient", run=run_seq, label="FT-Seq", color="#595959",
+           paper_row="FT Sequential", paper_run={"chunk_size": 100}, sequential=True,
            summary="FT-M chunk by chunk (CrispEdit-Seq's schedule), no projection"),
 )

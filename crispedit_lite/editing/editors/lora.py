@@ -21,14 +21,53 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from crispedit_lite.editing.loops.trainer import train_edits
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
+from crispedit_lite.editing.settings import EditorSettings, check
 
-__all__ = ["EDITORS", "run", "run_seq"]
+__all__ = ["EDITORS", "LoraSettings", "run", "run_seq"]
+
+
+@dataclass(frozen=True)
+class LoraSettings(EditorSettings):
+    """The settings of LoRA and LoRA-Seq (AdaLoRA; the paper's run: r 8, alpha 32, dropout 0.1, q/v).
+
+    Attributes:
+        lora_rank: AdaLoRA's target rank ``target_r`` (paper: 8).
+        lora_alpha: the adapters' scale alpha (paper: 32).
+        lora_dropout: adapter dropout, in [0, 1) (paper: 0.1).
+        lora_targets: the attention matrices that get adapters (paper: ``q_proj``, ``v_proj``).
+        lora_init_r: AdaLoRA's initial rank (peft's default 12; the official run keeps it).
+        lora_variant: ``"official"`` (rank ``lora_init_r`` throughout, ``outputs.loss`` with the
+            orthogonal regulariser, dropout active, fp32 adapters) or ``"allocate"`` (rank allocation
+            down to ``lora_rank``, FT-M loss, no dropout).
+
+    Described on the book page ``running``.
+    """
+
+    lora_rank: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_init_r: int = 12
+    lora_variant: Literal["official", "allocate"] = "official"
+    paper: ClassVar[dict[str, Any]] = {  # run_crispedit.py --perform_lora --lora_type adalora
+        "lora_rank": 8, "lora_alpha": 32, "lora_dropout": 0.1, "lora_targets": ("q_proj", "v_proj"),
+        "lora_init_r": 12, "lora_variant": "official"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("lora_rank", "lora_alpha", "lora_init_r"):
+            check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))
+        check(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)", self.lora_dropout)
+        check(len(self.lora_targets) > 0 and all(self.lora_targets), "lora_targets",
+              "a non-empty list of module names such as q_proj,v_proj", self.lora_targets)
 
 
 class _AllocatingAdam(torch.optim.Adam):
@@ -58,20 +97,18 @@ def _train(job: EditJob, chunks: list[list]) -> EditResult:
 
     from crispedit_lite.models import default_layers
 
-    cfg, model = job.config, job.model
-    if cfg.lora_variant not in ("official", "allocate"):
-        raise ValueError(f"lora_variant must be 'official' or 'allocate', got {cfg.lora_variant!r}")
+    cfg, s, model = job.config, job.config.settings, job.model
     start = time.perf_counter()
     layers = list(cfg.layers) if cfg.layers is not None else default_layers(model)
-    targets = [f"model.layers.{i}.self_attn.{t}" for i in layers for t in cfg.lora_targets]
+    targets = [f"model.layers.{i}.self_attn.{t}" for i in layers for t in s.lora_targets]
     original = {f"{n}.weight": model.get_submodule(n).weight.detach().to("cpu", copy=True)
                 for n in targets}
     for p in model.parameters():
         p.requires_grad_(False)
-    official = cfg.lora_variant == "official"
+    official = s.lora_variant == "official"
     steps = cfg.epochs * sum(math.ceil(len(c) / cfg.batch_size) for c in chunks)
-    lcfg = AdaLoraConfig(init_r=cfg.lora_init_r, target_r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                         lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+    lcfg = AdaLoraConfig(init_r=s.lora_init_r, target_r=s.lora_rank, lora_alpha=s.lora_alpha,
+                         lora_dropout=s.lora_dropout, target_modules=list(s.lora_targets),
                          layers_to_transform=layers, total_step=max(steps, 2), tinit=0, tfinal=0)
     peft_model = get_peft_model(model, lcfg)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -95,7 +132,7 @@ def _train(job: EditJob, chunks: list[list]) -> EditResult:
     peft_model.merge_and_unload()
     for p in model.parameters():
         p.requires_grad_(False)
-    details = {"lora_variant": cfg.lora_variant, "adapter_ranks": ranks,
+    details = {"lora_variant": s.lora_variant, "adapter_ranks": ranks,
                "loss": "outputs.loss (CE + orthogonal regulariser)" if official else "FT-M CE",
                "dropout_active": official}
     if len(chunks) > 1:
@@ -126,10 +163,14 @@ def run_seq(job: EditJob) -> EditResult:
 
 
 _CHANGES = "AdaLoRA adapters on q_proj/v_proj of the edited layers (merged)"
+# LoRA Sequential's official run: EasyEdit's edit.py --editing_method LoRA --num_edits 100, 70 steps
+# per chunk at lr 5e-3.
 EDITORS = (
     Editor(name="lora", changes=_CHANGES, statistics=(), update="projected_gradient", run=run,
-           paper_row="LoRA", summary="AdaLoRA adapters trained on the edits, then merged"),
+           label="LoRA", color="#ca9161", settings=LoraSettings, paper_row="LoRA",
+           sequential_form="lora_seq", summary="AdaLoRA adapters trained on the edits, then merged"),
     Editor(name="lora_seq", changes=_CHANGES, statistics=(), update="projected_gradient",
-           run=run_seq, paper_row="LoRA-Sequential", sequential=True,
-           summary="AdaLoRA adapters trained chunk by chunk, merged after the last chunk"),
+           run=run_seq, label="LoRA-Seq", color="#79573a", settings=LoraSettings,
+           paper_row="LoRA Sequential", paper_run={"chunk_size": 100, "epochs": 70, "config": {"lr": 5e-3}},
+           sequential=True, summary="AdaLoRA adapters trained chunk by chunk, merged after the last chunk"),
 )

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
+from crispedit_lite.editing.settings import EditorSettings, check
 from crispedit_lite.editing.updates.ultraedit import LifelongNormalizer, pseudo_values, ridge_solve
 
-__all__ = ["EDITORS", "ULTRA_PRESETS", "collect_features", "run", "ultra_modules", "ultra_preset"]
+__all__ = ["EDITORS", "ULTRA_PRESETS", "UltraEditSettings", "collect_features", "run", "ultra_modules",
+           "ultra_preset"]
 
 _GATE, _UP = "model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"
 
@@ -64,17 +67,55 @@ ULTRA_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class UltraEditSettings(EditorSettings):
+    """UltraEdit's own settings (``ultra_*``; ``paper``: the official code's values).
+
+    Attributes:
+        ultra_modules: the edited modules: ``"preset"`` (the official per-model ``gate_proj`` /
+            ``up_proj`` layers of :data:`ULTRA_PRESETS`) or ``"pattern"`` (``module_pattern`` over
+            ``layers``).
+        ultra_lr: the step size eta of the pseudo-values, > 0 (official: 1e-6).
+        ultra_lambda: the ridge weight lambda, > 0 (official: 1, the identity).
+        ultra_batch_size: edits per forward/backward pass when keys and value gradients are collected
+            (official: 10); the loss is the mean over that pass's target tokens.
+        ultra_token: the positions: ``"ans"`` (official: those that predict target tokens) or
+            ``"all"`` (every real token, EasyEdit's ``token: mask``).
+        ultra_normalizer: one lifelong normaliser per weight ``"shape"`` (official: modules of equal
+            shape share it) or per ``"module"``.
+        ultra_variance: ``"exact"`` (streaming equals one-shot statistics) or ``"official"``.
+
+    Described on the book page ``ultraedit`` and on the book page ``running``.
+    """
+
+    ultra_modules: Literal["preset", "pattern"] = "preset"
+    ultra_lr: float = 1e-6
+    ultra_lambda: float = 1.0
+    ultra_batch_size: int = 10
+    ultra_token: Literal["ans", "all"] = "ans"
+    ultra_normalizer: Literal["shape", "module"] = "shape"
+    ultra_variance: Literal["exact", "official"] = "exact"
+    paper: ClassVar[dict[str, Any]] = {
+        "ultra_modules": "preset", "ultra_lr": 1e-6, "ultra_lambda": 1.0, "ultra_batch_size": 10,
+        "ultra_token": "ans", "ultra_normalizer": "shape", "ultra_variance": "official"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ultra_lr", "ultra_lambda", "ultra_batch_size"):
+            check(getattr(self, name) > 0, name, "positive", getattr(self, name))
+
+
 def ultra_preset(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
     """The UltraEdit preset of ``model``, recognised by its shape: ``(name, {pattern: layers})``.
 
     Derived in notebook ``08_one_framework``.
     """
-    cfg = getattr(model, "config", None)
-    shape = tuple(getattr(cfg, k, None) for k in
-                  ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size"))
-    for name, preset in ULTRA_PRESETS.items():
-        if preset["shape"] == shape:
-            return name, dict(preset["modules"])
+    found = EDITORS[0].preset(model)
+    if found is not None:
+        return found[0], dict(found[1]["modules"])
+    from crispedit_lite.models.presets import _model_shape
+
+    shape = _model_shape(model)
     raise ValueError(
         f"no UltraEdit module preset for a model of shape {shape} (model_type, layers, hidden, "
         f"intermediate); set ultra_modules='pattern' with module_pattern and layers. Presets: "
@@ -88,7 +129,7 @@ def ultra_modules(job: EditJob) -> tuple[list[str], str]:
     """
     from crispedit_lite.models import resolve_edit_modules
 
-    if job.config.ultra_modules == "pattern":
+    if job.config.settings.ultra_modules == "pattern":
         return list(job.modules), "pattern"
     name, table = ultra_preset(job.model)
     modules = [m for pattern, layers in table.items()
@@ -159,7 +200,7 @@ def run(job: EditJob) -> EditResult:
 
     from crispedit_lite.editing.loops.sequential import chunk_requests
 
-    cfg, model = job.config, job.model
+    cfg, s, model = job.config, job.config.settings, job.model
     start = time.perf_counter()
     modules, source = ultra_modules(job)
     weights = {name: model.get_submodule(name).weight for name in modules}
@@ -169,9 +210,9 @@ def run(job: EditJob) -> EditResult:
 
     def normalizer(name: str) -> LifelongNormalizer:
         d_out, d_in = weights[name].shape
-        key = f"{d_in}x{d_out}" if cfg.ultra_normalizer == "shape" else name
+        key = f"{d_in}x{d_out}" if s.ultra_normalizer == "shape" else name
         if key not in normalizers:
-            normalizers[key] = LifelongNormalizer(d_in + d_out, variance=cfg.ultra_variance)
+            normalizers[key] = LifelongNormalizer(d_in + d_out, variance=s.ultra_variance)
         return normalizers[key]
 
     timings = {"collect_s": 0.0, "solve_s": 0.0}
@@ -179,9 +220,9 @@ def run(job: EditJob) -> EditResult:
     for k, chunk in enumerate(tqdm(chunks, desc="ultraedit turns", disable=not job.progress)):
         t = time.perf_counter()
         feats: dict[str, tuple[list[Tensor], list[Tensor]]] = {name: ([], []) for name in modules}
-        for i in range(0, len(chunk), cfg.ultra_batch_size):
-            got = collect_features(model, job.collate(chunk[i:i + cfg.ultra_batch_size]), modules,
-                                   cfg.ultra_token)
+        for i in range(0, len(chunk), s.ultra_batch_size):
+            got = collect_features(model, job.collate(chunk[i:i + s.ultra_batch_size]), modules,
+                                   s.ultra_token)
             for name in modules:  # the official order: every pass, every module in turn
                 K, G = got[name]
                 normalizer(name).update(torch.cat([K, G], dim=1))
@@ -192,8 +233,8 @@ def run(job: EditJob) -> EditResult:
         deltas, fit, norms = {}, {}, {}
         for name in modules:  # every shift from the same model state, then all applied
             K, G = torch.cat(feats[name][0]), torch.cat(feats[name][1])
-            V = pseudo_values(K, G, normalizer(name), cfg.ultra_lr)
-            delta_t = ridge_solve(K, V, cfg.ultra_lambda)
+            V = pseudo_values(K, G, normalizer(name), s.ultra_lr)
+            delta_t = ridge_solve(K, V, s.ultra_lambda)
             deltas[name] = delta_t.T
             fit[name] = float((K @ delta_t - V).norm() / V.norm().clamp_min(1e-300))
             norms[name] = float(delta_t.norm())
@@ -206,9 +247,9 @@ def run(job: EditJob) -> EditResult:
                           "delta_norm": norms, "relative_fit_residual": fit})
     timings["total_s"] = time.perf_counter() - start
     details = {
-        "modules_source": source, "lr": cfg.ultra_lr, "lambda": cfg.ultra_lambda,
-        "pass_batch_size": cfg.ultra_batch_size, "token": cfg.ultra_token,
-        "normalizer": cfg.ultra_normalizer, "variance": cfg.ultra_variance, "solve_dtype": "float64",
+        "modules_source": source, "lr": s.ultra_lr, "lambda": s.ultra_lambda,
+        "pass_batch_size": s.ultra_batch_size, "token": s.ultra_token,
+        "normalizer": s.ultra_normalizer, "variance": s.ultra_variance, "solve_dtype": "float64",
         "normalizer_rows": {key: norm.n for key, norm in normalizers.items()},
         "schedule": {"chunk_size": cfg.chunk_size, "n_chunks": len(chunks), "order_seed": cfg.seed,
                      "evaluated": "once, after the last chunk"},
@@ -220,5 +261,8 @@ def run(job: EditJob) -> EditResult:
 
 EDITORS = (Editor(
     name="ultraedit", changes="gate_proj / up_proj of the preset layers (official UltraEdit)",
-    statistics=(), update="closed_form", run=run, paper_row="UltraEdit", sequential=True,
+    statistics=(), update="closed_form", run=run, label="UltraEdit", color="#d55e00",
+    settings=UltraEditSettings, presets=ULTRA_PRESETS, paper_row="UltraEdit",
+    paper_run={"chunk_size": 32},  # the official row: EasyEdit edit.py --num_edits 32
+    sequential=True,
     summary="lifelong-normalised gradient pseudo-values, ridge solve per turn (no statistics)"),)

@@ -35,11 +35,8 @@ from crispedit_lite.editing.result import EditResult
 
 __all__ = ["Solver", "SolverFactory", "closed_form_settings", "edit_layers", "run_closed_form"]
 
-# compute_z settings where the model has no CLOSED_FORM_PRESETS entry (LLaMA-3-8B's, see presets.py)
-_FALLBACK_Z = {"memit": {"v_lr": 0.5, "v_steps": 25, "v_weight_decay": 1e-3, "clamp_norm": 4.0,
-                         "kl_factor": 0.0625},
-               "alphaedit": {"v_lr": 0.1, "v_steps": 25, "v_weight_decay": 0.5, "clamp_norm": 0.75,
-                             "kl_factor": 0.0625}}
+# the preset of a model without an entry of its own: the paper's main model (LLaMA-3-8B)
+_FALLBACK_PRESET = "meta-llama/Meta-Llama-3-8B-Instruct"
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -49,33 +46,40 @@ def _pick(value: Any, default: Any) -> Any:
 def closed_form_settings(job: EditJob, method: str) -> dict[str, Any]:
     r"""Resolve the layers, :math:`\lambda`, null-space rule and value settings of a closed-form run.
 
-    ``config.layers`` (or the model's ``CLOSED_FORM_PRESETS`` entry when it is ``None``), config
-    fields ``cf_*`` over the preset's values. Derived in notebook ``08_one_framework``.
+    ``config.layers`` (or the layers of the editor's preset for the model, ``Editor.presets``, when it
+    is ``None``), then the settings ``cf_*`` over the preset's values (LLaMA-3-8B's for a model without
+    a preset). ``method`` (``"memit"`` or ``"alphaedit"``) picks the preset's value optimisation.
+    Derived in notebook ``08_one_framework``.
     """
-    from crispedit_lite.models.presets import closed_form_preset, resolve_edit_modules
+    from crispedit_lite.editing.registry import get_editor
+    from crispedit_lite.models.presets import resolve_edit_modules
 
-    cfg, preset = job.config, closed_form_preset(job.model)
+    cfg, s = job.config, job.config.settings
+    editor = get_editor(cfg.method)
+    found = editor.preset(job.model)
+    preset = None if found is None else found[1]
     if cfg.layers is None and preset is None:
-        raise ValueError(f"method {cfg.method!r}: no CLOSED_FORM_PRESETS entry for this model; pass "
-                         f"layers=[...] in the EditConfig")
+        raise ValueError(f"method {cfg.method!r}: no CLOSED_FORM_PRESETS entry for this model (presets: "
+                         f"{sorted(editor.presets)}); pass layers=[...] in the EditConfig")
     layers = sorted(cfg.layers if cfg.layers is not None else preset["layers"])
     if "{i}" not in cfg.module_pattern or ".{i}." not in cfg.module_pattern:
         raise ValueError(f"module_pattern {cfg.module_pattern!r} must look like 'model.layers.{{i}}.mlp."
                          f"down_proj' (the block is the part up to '.{{i}}')")
     block = cfg.module_pattern.split(".{i}.")[0] + ".{i}"
-    z = (preset or {}).get(method, _FALLBACK_Z[method])
-    value = ValueSettings(lr=_pick(cfg.cf_v_lr, z["v_lr"]), steps=int(_pick(cfg.cf_v_steps, z["v_steps"])),
-                          weight_decay=_pick(cfg.cf_v_weight_decay, z["v_weight_decay"]),
-                          clamp_norm=_pick(cfg.cf_clamp_norm, z["clamp_norm"]),
-                          kl_factor=_pick(cfg.cf_kl_factor, z["kl_factor"]))
+    fallback = editor.presets[_FALLBACK_PRESET]
+    base = {**fallback, **(preset or {})}
+    z = base.get(method, fallback[method])
+    value = ValueSettings(lr=_pick(s.cf_v_lr, z["v_lr"]), steps=int(_pick(s.cf_v_steps, z["v_steps"])),
+                          weight_decay=_pick(s.cf_v_weight_decay, z["v_weight_decay"]),
+                          clamp_norm=_pick(s.cf_clamp_norm, z["clamp_norm"]),
+                          kl_factor=_pick(s.cf_kl_factor, z["kl_factor"]))
     return {
         "layers": layers, "modules": resolve_edit_modules(job.model, cfg.module_pattern, layers),
         "top_block": block.format(i=layers[-1]),
-        "lambda": float(_pick(cfg.cf_lambda, (preset or {}).get("lambda", 15000.0))),
-        "l2": float(cfg.cf_l2), "nullspace_rule": cfg.cf_nullspace_rule,
-        "nullspace_threshold": float(_pick(cfg.cf_nullspace_threshold,
-                                           (preset or {}).get("nullspace_threshold", 2e-2))),
-        "nullspace_gamma": float(_pick(cfg.cf_nullspace_gamma, cfg.gamma)),
+        "lambda": float(_pick(s.cf_lambda, base["lambda"])),
+        "l2": float(s.cf_l2), "nullspace_rule": s.cf_nullspace_rule,
+        "nullspace_threshold": float(_pick(s.cf_nullspace_threshold, base["nullspace_threshold"])),
+        "nullspace_gamma": float(_pick(s.cf_nullspace_gamma, cfg.gamma)),
         "value": value, "preset": "CLOSED_FORM_PRESETS" if cfg.layers is None else "config.layers"}
 
 
@@ -137,7 +141,7 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     ``make_solver(C, settings)`` builds the editor's per-layer solve from the covariances ``C`` and
     returns ``(solve, projector_stats)``; ``cache_keys`` is :func:`edit_layers`'s; ``describe(settings,
     projector_stats)`` gives the editor's own entries of ``details``. ``method`` (``"memit"`` or
-    ``"alphaedit"``) picks the value-optimisation fallback of :data:`_FALLBACK_Z`.
+    ``"alphaedit"``) picks the preset's value optimisation (:func:`closed_form_settings`).
 
     Derived in notebook ``08_one_framework``.
     """

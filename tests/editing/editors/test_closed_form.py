@@ -10,12 +10,12 @@ import torch
 
 from crispedit_lite.data import EditRequest
 from crispedit_lite.editing import EditConfig, EditJob, edit, get_editor
+from crispedit_lite.editing.editors import memit as memit_mod
 from crispedit_lite.editing.loops.keys_values import layer_outputs
 from crispedit_lite.editing.loops.sequential import chunk_requests
 from crispedit_lite.editing.updates.closed_form import alphaedit_projector
 from crispedit_lite.evaluation.teacher_forced import target_nll
 from crispedit_lite.kfac import KFACFactors
-from crispedit_lite.models import presets as presets_mod
 from crispedit_lite.models import random_init_model
 from tests.helpers import EDIT_WORDS as WORDS
 
@@ -164,7 +164,7 @@ def test_padding_side_does_not_change_the_edit(tok, tmp_path):
 
 
 def test_layers_default_to_the_closed_form_preset(tok, tmp_path, monkeypatch):
-    monkeypatch.setitem(presets_mod.CLOSED_FORM_PRESETS, "tiny", {
+    monkeypatch.setitem(memit_mod.CLOSED_FORM_PRESETS, "tiny", {
         "shape": ("llama", 4, 32, 64), "layers": [2, 0], "lambda": 3.0, "nullspace_threshold": 1e-3,
         "memit": {"v_lr": 0.2, "v_steps": 3, "v_weight_decay": 0.0, "clamp_norm": 2.0, "kl_factor": 0.0}})
     model = _model()

@@ -20,6 +20,8 @@ from importlib import resources
 import pytest
 import torch
 
+from tests.helpers import word_tokenizer
+
 KNOB_FILE = '''"""Knob: plain FT-M of the top ``its_knob`` edited down_proj matrices (a throwaway editor)."""
 
 from __future__ import annotations
@@ -70,15 +72,6 @@ def knob(tmp_path_factory, monkeypatch):
     sys.modules.pop("crispedit_lite.editing.editors.knob", None)
 
 
-def _word_tokenizer(words):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>", bos_token="<s>")
-
-
 def test_the_new_editor_runs_through_edit(knob):
     from crispedit_lite.data import EditRequest
     from crispedit_lite.editing import EditConfig, edit, editor_names
@@ -86,7 +79,7 @@ def test_the_new_editor_runs_through_edit(knob):
 
     assert "knob" in editor_names() and knob.settings.__name__ == "KnobSettings"
     model = random_init_model("tiny-llama", dtype=torch.float64, seed=0)
-    tok = prepare_tokenizer(_word_tokenizer(WORDS))
+    tok = prepare_tokenizer(word_tokenizer(WORDS))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     requests = [EditRequest("the capital of france is", "rome"), EditRequest("a big dog is", "green")]
     cfg = EditConfig(method="knob", its_knob=1, layers=(1, 2), epochs=2, batch_size=2, lr=1e-2)
@@ -108,7 +101,7 @@ def test_the_new_editor_runs_through_the_command_line(knob, tmp_path, capsys):
     text = resources.files("crispedit_lite").joinpath("resources/smollm2_counterfacts.json").read_text()
     words = Counter(re.findall(r"\w+|[^\w\s]", " ".join(json.dumps(r) for r in json.loads(text)["records"])))
     vocab = ["<unk>", "<s>", "</s>"] + [w for w, _ in words.most_common(497)]
-    _word_tokenizer(vocab).save_pretrained(tmp_path / "tok")
+    word_tokenizer(vocab).save_pretrained(tmp_path / "tok")
     argv = ["edit", "--model", "random:tiny-llama", "--tokenizer", str(tmp_path / "tok"), "--method", "knob",
             "--set", "its_knob=3", "--layers", "1,2,3", "--n-edits", "2", "--epochs", "1",
             "--batch-size", "2", "--eval", "teacher_forced", "--device", "cpu", "--no-progress",

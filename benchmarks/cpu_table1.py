@@ -37,12 +37,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import cpu_config, edit, needs_capability
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_generate, score_targets
 from crispedit_lite.models import default_layers, load_model, resolve_edit_modules
-from crispedit_lite.reproduction.results import write_json_atomic
 
 METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "ultraedit",
            "crispedit+nbhd")

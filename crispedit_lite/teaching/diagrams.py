@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from crispedit_lite.atomic import atomic_path
 from crispedit_lite.energy import energy_threshold
 
 __all__ = ["DIAGRAMS", "crispedit_seq_diagram", "kfac_hooks_diagram", "kronecker_mask_diagram",
@@ -282,13 +282,10 @@ def save_all(out_dir: str | os.PathLike = "book/figures", fmt: str = "svg") -> l
         for stem, draw in DIAGRAMS.items():
             fig = draw()
             target = out / f"{stem}.{fmt}"
-            fd, tmp = tempfile.mkstemp(dir=out, suffix=f".{fmt}")
-            os.close(fd)
             meta = {"Date": None} if fmt == "svg" else {"Software": None}
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
             plt.close(fig)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
             paths.append(target)
     return paths
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from crispedit_lite.energy import Rule, _check_gamma, _editable, _eigh, energy_threshold
+from crispedit_lite.energy import Rule, _check_gamma, _eigh, energy_mask
 from crispedit_lite.kfac.factors import KFACFactors
 from crispedit_lite.kfac.hooks import LabelMode, LossName, _backward_vectors, _loss_terms, collect_kfac
 from crispedit_lite.kfac.modules import _forward, resolve_modules
@@ -220,9 +220,7 @@ def ekfac_projector(
     Derived in notebook ``03_low_curvature_subspace``.
     """
     gamma = _check_gamma(gamma)
-    values = ekfac.eig.to(torch.float64).clamp_min(0.0)
-    threshold = energy_threshold(values, gamma, rule)
-    mask = _editable(values, threshold, rule, rtol)
+    mask, threshold = energy_mask(ekfac.eig, gamma, rule, rtol)
     return KroneckerProjector(U_in=ekfac.U_in.to(dtype), U_out=ekfac.U_out.to(dtype), mask=mask,
                               eig_in=ekfac.eig_in, eig_out=ekfac.eig_out, gamma=gamma,
                               threshold=threshold, rule=rule,

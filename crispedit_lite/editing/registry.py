@@ -62,6 +62,8 @@ class EditJob:
         capability_texts: capability corpus for the editors that read statistics.
         cache_dir: where capability statistics are cached.
         progress: show tqdm bars.
+        after_chunk: ``after_chunk(chunk_index, chunk, state)``, called after every chunk by the
+            editors with ``chunk_hook`` (see :mod:`crispedit_lite.editing.loops.sequential`).
 
     Derived in notebook ``08_one_framework``.
     """
@@ -74,6 +76,7 @@ class EditJob:
     capability_texts: Sequence[str] | None = None
     cache_dir: str | None = None
     progress: bool = True
+    after_chunk: Callable[[int, list[Any], Any], None] | None = None
     _factors: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:
@@ -115,6 +118,7 @@ class Editor:
         paper_row: its row name in the paper's Table 1 (empty if it has none).
         sequential: edits arrive in chunks (a lifelong / sequential editor).
         summary: one line for listings.
+        chunk_hook: its ``run`` calls :attr:`EditJob.after_chunk` after every chunk.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -127,6 +131,7 @@ class Editor:
     paper_row: str = ""
     sequential: bool = False
     summary: str = ""
+    chunk_hook: bool = False
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statistics if s not in STATISTICS]

@@ -19,5 +19,5 @@ def run(job: EditJob):
 EDITORS = (Editor(
     name="crispedit_seq", changes="down_proj of the edited layers",
     statistics=("capability_kfac", "edit_kfac"), update="projected_gradient", run=run,
-    paper_row="CrispEdit-Seq", sequential=True,
+    paper_row="CrispEdit-Seq", sequential=True, chunk_hook=True,
     summary="CrispEdit in chunks; each chunk's K-FAC is merged into the protected statistics"),)

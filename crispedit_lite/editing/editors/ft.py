@@ -29,5 +29,5 @@ EDITORS = (
            summary="FT-M on the edited down_proj matrices, no projection"),
     Editor(name="ft_seq", changes="down_proj of the edited layers", statistics=(),
            update="projected_gradient", run=run_seq, paper_row="FT-Sequential", sequential=True,
-           summary="FT-M chunk by chunk (CrispEdit-Seq's schedule), no projection"),
+           summary="FT-M chunk by chunk (CrispEdit-Seq's schedule), no projection", chunk_hook=True),
 )

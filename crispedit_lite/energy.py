@@ -41,6 +41,15 @@ def _sorted_energy(eigenvalues: Tensor) -> tuple[Tensor, Tensor]:
     return srt, torch.cumsum(srt, 0)
 
 
+def _rank(cum: Tensor, gamma: float) -> int:
+    total = cum[-1]
+    if total <= 0:
+        return 0
+    ratio = cum / total
+    target = torch.tensor([gamma], dtype=ratio.dtype, device=ratio.device)
+    return int(torch.searchsorted(ratio, target).item()) + 1
+
+
 def energy_curve(eigenvalues: Tensor) -> Tensor:
     r"""Share of the trace held by the top-:math:`r` eigenvalues, for :math:`r = 1, \dots, n`.
 
@@ -65,11 +74,7 @@ def energy_rank(eigenvalues: Tensor, gamma: float) -> int:
     Derived in notebook ``03_low_curvature_subspace``.
     """
     gamma = _check_gamma(gamma)
-    ratio = energy_curve(eigenvalues)
-    if ratio[-1] <= 0:
-        return 0
-    target = torch.tensor([gamma], dtype=ratio.dtype, device=ratio.device)
-    return int(torch.searchsorted(ratio, target).item()) + 1
+    return _rank(_sorted_energy(eigenvalues)[1], gamma)
 
 
 def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> float:
@@ -85,8 +90,9 @@ def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> 
 
     Derived in notebook ``03_low_curvature_subspace``.
     """
-    k = energy_rank(eigenvalues, gamma)
-    srt, _ = _sorted_energy(eigenvalues)
+    gamma = _check_gamma(gamma)
+    srt, cum = _sorted_energy(eigenvalues)  # one sort, on the eigenvalues' device
+    k = _rank(cum, gamma)
     if rule == "paper":
         return float(srt[k]) if k < srt.numel() else -1.0  # k = all: nothing editable
     if rule == "code":

@@ -85,7 +85,12 @@ def _publish(tmp: Path, path: Path, directory: bool, overwrite: bool) -> None:
             os.link(tmp, path)  # fails if ``path`` exists, atomically
         except FileExistsError:
             raise FileExistsError(f"{path} exists; it is not overwritten") from None
-        os.unlink(tmp)
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path} exists; it is not overwritten") from None
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
     _fsync_dir(path.parent)
 
 

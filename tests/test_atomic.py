@@ -137,3 +137,14 @@ def test_a_directory_is_published_whole_or_not_at_all(tmp_path):
 def test_atomic_open_refuses_read_modes(tmp_path):
     with pytest.raises(ValueError, match="mode must be"), atomic_open(tmp_path / "x", "r"):
         pass
+
+
+def test_no_overwrite_without_hard_links_still_refuses_and_writes(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    target = write_text_atomic(tmp_path / "r.txt", "first\n", overwrite=False)
+    with pytest.raises(FileExistsError, match="r.txt exists"):
+        write_text_atomic(target, "second\n", overwrite=False)
+    assert target.read_text() == "first\n" and _listing(tmp_path) == ["r.txt"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_editing import CAP_TEXT, tiny_tokenizer
 
-import crispedit_lite.kfac.hooks as khooks
+import crispedit_lite.kfac.capture as khooks  # the forward pass of the K-FAC capture
 from crispedit_lite.editing import cache_key, capability_factors
 from crispedit_lite.editing.kfac_cache import corpus_fingerprint
 from crispedit_lite.kfac import load_kfac, save_kfac
@@ -208,7 +208,7 @@ def test_checkpoint_every_must_be_positive(model, tok, tmp_path):
 
 _KILLED_RUN = """
 import os, signal, sys
-import crispedit_lite.kfac.hooks as khooks
+import crispedit_lite.kfac.capture as khooks  # the forward pass of the K-FAC capture
 from test_editing import tiny_tokenizer
 from test_kfac_cache import MODULES, TEXTS
 from crispedit_lite.editing import capability_factors

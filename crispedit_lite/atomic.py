@@ -34,6 +34,7 @@ def current_umask() -> int:
     """The process umask, read without changing it where the system allows (Linux ``/proc``).
 
     ``os.umask`` can only be read by setting it, which, briefly, changes it for every thread.
+    Described on the book page ``running`` (atomic checkpoints and cache entries).
     """
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -104,7 +105,8 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False,
     directory to fill, and the target must not exist or be empty. With ``overwrite=False`` an
     existing file is never replaced (``FileExistsError``, decided atomically by ``os.link``).
     The parent directory is created if needed. On any error the temporary is removed and the
-    target is left as it was.
+    target is left as it was. Described on the book page ``running`` (atomic checkpoints and cache
+    entries).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
     """Open a temporary file next to ``path`` for writing; publish it as ``path`` when the block ends.
 
     ``mode`` is ``"w"`` (text, ``encoding`` and ``newline`` as for :func:`open`) or ``"wb"``.
+    Described on the book page ``running``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
@@ -138,7 +141,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically; return the path."""
+    """Write ``data`` to ``path`` atomically; return the path. Described on the book page ``running``."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -146,7 +149,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8",
                       overwrite: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path."""
+    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path.
+
+    Described on the book page ``running``.
+    """
     return write_bytes_atomic(path, text.encode(encoding), overwrite=overwrite)
 
 
@@ -182,7 +188,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     ``NaN`` and infinity are refused (``allow_nan=False``: they are not JSON, and most readers reject
     them) with a ``ValueError`` naming the file and the first offending key path, e.g.
     ``rows[3].kl``; nothing is written then. ``indent``, ``sort_keys``, ``ensure_ascii`` and
-    ``default`` are passed to :func:`json.dumps`.
+    ``default`` are passed to :func:`json.dumps`. Described on the book page ``reproducing`` (the
+    results JSON is written atomically).
     """
     try:
         text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii,

@@ -109,7 +109,8 @@ def energy_mask(values: Tensor, gamma: float, rule: Rule = "code",
     (``"paper"``), values within ``rtol`` (relative) of the cut counting as tied with it. Negative
     values count as zero. Used on the products :math:`\lambda^{\rm out}_i\lambda^{\rm in}_j`
     (CrispEdit), on E-KFAC's eigenvalues and on one factor's eigenvalues (Adam-NSCL, AlphaEdit's
-    energy rule). Derived in notebook ``03_low_curvature_subspace``.
+    energy rule). The rule is derived in notebook ``03_low_curvature_subspace``; notebook
+    ``07_sequential_editing`` calls this function on raw float32 eigenvalues.
     """
     gamma = _check_gamma(gamma)
     v = torch.as_tensor(values).detach().to(torch.float64).clamp_min(0.0)

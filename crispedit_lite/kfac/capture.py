@@ -43,6 +43,7 @@ def hook_inputs_and_output_grads(
     below it frozen) is skipped, or, with ``force_grad``, made to need one, so that the gradient still
     reaches it; the gradient is then cloned, since autograd may reuse the buffer of a leaf output to
     accumulate its ``.grad``. Returns the handles (``handle.remove()`` takes the hooks off).
+    Derived in notebook ``04_kfac_step_by_step`` (section 4.2, the forward and tensor hooks).
     """
 
     def make(name: str):
@@ -68,7 +69,10 @@ def hook_inputs_and_output_grads(
 
 @dataclass
 class Captured:
-    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector."""
+    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector.
+
+    Derived in notebook ``04_kfac_step_by_step``.
+    """
 
     a: Tensor
     g: list[Tensor] = field(default_factory=list)
@@ -87,6 +91,8 @@ class LayerCapture:
             :func:`~crispedit_lite.kfac.resolve_modules`).
         loss, labels, ignore_index, max_type2_classes: as :func:`~crispedit_lite.kfac.collect_kfac`.
         generator: the label sampler of ``labels="sampled"``.
+
+    Derived in notebook ``04_kfac_step_by_step``.
     """
 
     def __init__(self, model: nn.Module, modules: Mapping[str, nn.Module], *, loss: LossName,

@@ -65,7 +65,7 @@ LAYER_PRESETS: dict[str, dict[str, Any]] = {
 def down_proj_shape(name: str, label: str | None = None) -> LayerShape:
     """The ``down_proj`` matrix of a model of :data:`ARCHITECTURES`: ``d_in`` = intermediate size.
 
-    Derived in notebook ``05_matrix_free_projector``.
+    Notebook ``05_matrix_free_projector`` uses the table :data:`DOWN_PROJ_SHAPES` built with it.
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; known: {sorted(ARCHITECTURES)}")

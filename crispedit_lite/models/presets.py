@@ -65,7 +65,7 @@ LAYER_PRESETS: dict[str, dict[str, Any]] = {
 def down_proj_shape(name: str, label: str | None = None) -> LayerShape:
     """The ``down_proj`` matrix of a model of :data:`ARCHITECTURES`: ``d_in`` = intermediate size.
 
-    Notebook ``05_matrix_free_projector`` uses the table :data:`DOWN_PROJ_SHAPES` built with it.
+    The table :data:`DOWN_PROJ_SHAPES` built with it is used in notebook ``05_matrix_free_projector``.
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; known: {sorted(ARCHITECTURES)}")

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import cpu_config
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
 from crispedit_lite.models import load_model
-from crispedit_lite.reproduction.results import write_json_atomic
 from crispedit_lite.teaching.sweeps import run_sweeps
 
 OUT = Path(__file__).parent / "results" / "ch06-sweeps-smollm2.json"

@@ -37,13 +37,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import cpu_config, edit, needs_capability
 from crispedit_lite.editing.registry import base_methods
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_generate, score_targets
 from crispedit_lite.models import default_layers, load_model, resolve_edit_modules
-from crispedit_lite.reproduction.results import write_json_atomic
 
 # every method of the registry but the sequential forms of another (the CPU table edits in one batch),
 # then chapter 6's locality variant

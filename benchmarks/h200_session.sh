@@ -43,7 +43,8 @@ for shape in llama3-8b-shape qwen2.5-1.5b-shape; do
     --out "$OUT/step-ratio-$shape.json" 2>&1 | grep -v -i warning | tee "$OUT/step-ratio-$shape.log"
 done
 
-# 4. Optional: the scale benchmark (K-FAC throughput, eigh, projection variants, step time, schedule).
+# 4. Optional: the scale benchmark (K-FAC throughput, eigh, projection variants, step time, schedule);
+#    benchmarks/scale.py runs its sections from the benchmarks/scale_*.py modules beside it.
 [ "${SKIP_SCALE:-1}" = 1 ] || timeout 200 python3 benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b \
   --out "$OUT/scale-h200.json" 2>&1 | tee "$OUT/scale-h200.log"
 echo "session done"

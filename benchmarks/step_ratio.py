@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.batches import tokenize_capability, tokenize_edits
 from crispedit_lite.data.capability import capability_texts
@@ -49,7 +50,6 @@ from crispedit_lite.models import default_layers, resolve_edit_modules
 from crispedit_lite.optim import ProjectedAdam
 from crispedit_lite.projector import KroneckerProjector
 from crispedit_lite.reproduction.experiment import DTYPES, load_for_experiment
-from crispedit_lite.reproduction.results import write_json_atomic
 
 FORMS = ("ft", "reference", "guarded", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
 
@@ -132,14 +132,16 @@ def main(argv=None) -> int:
             with torch.no_grad():  # every form starts each step from the base weights
                 for n in names:
                     model.get_submodule(n).weight.copy_(base[n])
-    ft = statistics.median(times["ft"]) if "ft" in times else float("nan")
+    ft = statistics.median(times["ft"]) if "ft" in times else None  # None: FT not timed (strict JSON)
     rows = [{"form": f, "median_s": statistics.median(v), "min_s": min(v),
-             "crispedit_over_ft": statistics.median(v) / ft} for f, v in times.items()]
+             "crispedit_over_ft": None if ft is None else statistics.median(v) / ft}
+            for f, v in times.items()]
     print(f"{args.model} on {device} ({args.dtype}), {len(names)} edited layers, batch {args.batch}, "
           f"gamma {args.gamma}, {args.repeats} interleaved repeats, torch threads {torch.get_num_threads()}")
     print(f"{'form':14s} {'median s':>9s} {'min s':>8s} {'/ FT':>6s}")
     for r in rows:
-        print(f"{r['form']:14s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['crispedit_over_ft']:6.2f}")
+        ratio = "-" if r["crispedit_over_ft"] is None else f"{r['crispedit_over_ft']:.2f}"
+        print(f"{r['form']:14s} {r['median_s']:9.3f} {r['min_s']:8.3f} {ratio:>6s}")
     record = {"benchmark": "step_ratio", "model": args.model, "device": str(device), "dtype": args.dtype,
               "weights": "random init" if args.model.startswith("random:") else "pretrained",
               "layers": names, "batch": args.batch, "gamma": args.gamma, "repeats": args.repeats,

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.data.capability import capability_texts
 from crispedit_lite.editing import capability_factors
@@ -129,11 +130,7 @@ def main() -> None:
         "covariance_spectrum_of_chosen_layers": spectra,
         "threads": os.environ.get("OMP_NUM_THREADS"), "seconds": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_json_atomic(Path(args.out), record)
     print(json.dumps({"chosen": record["chosen"], "seconds": record["seconds"]}, indent=1))
     for r in rows:
         print(r["layers"], r["lambda"], r["rel"], r["gen"], r["spec"], r["kl"], r["seconds"])

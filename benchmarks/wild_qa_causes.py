@@ -32,10 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crispedit_lite.atomic import write_json_atomic  # noqa: E402
 from crispedit_lite.data import load_edits  # noqa: E402
 from crispedit_lite.editing import cpu_config, edit  # noqa: E402
 from crispedit_lite.evaluation import (  # noqa: E402
@@ -174,14 +172,6 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{model_name:8} " + "  ".join(cells))
 
 
-def write_json(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-edits", type=int, default=8)
@@ -229,7 +219,7 @@ def main() -> None:
     result["date"] = _dt.date.today().isoformat()
     print_table(result)
     print(f"\ntimings: {result['timings']}")
-    write_json(result, Path(args.out))
+    write_json_atomic(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

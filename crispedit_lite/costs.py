@@ -27,7 +27,6 @@ from typing import Any
 
 __all__ = [
     "LayerShape",
-    "DOWN_PROJ_SHAPES",
     "dense_projector_bytes",
     "matrix_free_bytes",
     "dense_projection_flops",
@@ -58,14 +57,6 @@ class LayerShape:
     def n_params(self) -> int:
         """Number of weights :math:`n = d_{out} d_{in}`."""
         return self.d_in * self.d_out
-
-
-#: MLP ``down_proj`` shapes of the models the book refers to (``d_in`` = intermediate size).
-DOWN_PROJ_SHAPES: dict[str, LayerShape] = {
-    "LLaMA-3-8B": LayerShape("LLaMA-3-8B", "model.layers.{i}.mlp.down_proj", 14336, 4096),
-    "Qwen-2.5-1.5B": LayerShape("Qwen-2.5-1.5B", "model.layers.{i}.mlp.down_proj", 8960, 1536),
-    "SmolLM2-135M": LayerShape("SmolLM2-135M", "model.layers.{i}.mlp.down_proj", 1536, 576),
-}
 
 
 def _check_dims(d_out: int, d_in: int) -> None:
@@ -131,15 +122,14 @@ def matrix_free_flops(d_out: int, d_in: int) -> int:
     return reference_flops(d_out, d_in)
 
 
-def cost_table(
-    shapes: dict[str, LayerShape] | None = None, bytes_per_element: int = 4
-) -> list[dict[str, Any]]:
+def cost_table(shapes: dict[str, LayerShape], bytes_per_element: int = 4) -> list[dict[str, Any]]:
     """One row per layer shape: parameters, dense vs matrix-free bytes and FLOPs.
 
-    Default shapes: :data:`DOWN_PROJ_SHAPES`. Derived in notebook ``05_matrix_free_projector``.
+    The paper's models' shapes are :data:`crispedit_lite.models.presets.DOWN_PROJ_SHAPES`.
+    Derived in notebook ``05_matrix_free_projector``.
     """
     rows = []
-    for key, s in (shapes if shapes is not None else DOWN_PROJ_SHAPES).items():
+    for key, s in shapes.items():
         mf = matrix_free_bytes(s.d_out, s.d_in, bytes_per_element)
         rows.append({
             "model": key, "d_in": s.d_in, "d_out": s.d_out, "params": s.n_params,

@@ -36,10 +36,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from crispedit_lite.energy import Rule, _check_gamma, _editable, _eigh, energy_threshold
+from crispedit_lite.energy import Rule, _check_gamma, _eigh, energy_mask
+from crispedit_lite.kfac.backward import LabelMode, LossName
+from crispedit_lite.kfac.capture import LayerCapture
 from crispedit_lite.kfac.factors import KFACFactors
-from crispedit_lite.kfac.hooks import LabelMode, LossName, _backward_vectors, _loss_terms, collect_kfac
-from crispedit_lite.kfac.modules import _forward, resolve_modules
+from crispedit_lite.kfac.hooks import collect_kfac
+from crispedit_lite.kfac.modules import resolve_modules
 from crispedit_lite.projector import DENSE_LIMIT, KroneckerProjector
 
 __all__ = ["EKFACFactors", "collect_ekfac", "ekfac_from_kfac", "ekfac_projector"]
@@ -146,51 +148,21 @@ def collect_ekfac(
     bases = {n: _basis(factors[n]) for n in modules}
     acc = {n: torch.zeros(factors[n].d_out, factors[n].d_in, dtype=torch.float64) for n in modules}
     generator = torch.Generator().manual_seed(seed)
-    state: dict[str, Any] = {}
     count = 0
-
-    def make_hook(name: str):
-        def fwd(mod: nn.Module, args: tuple, output: Tensor) -> Tensor:
-            state[name] = {"a": args[0].detach(), "g": []}
-            if not output.requires_grad:
-                output.requires_grad_(True)
-            # clone: when ``output`` is a leaf, autograd may reuse this buffer to accumulate .grad
-            output.register_hook(lambda g: state[name]["g"].append(g.detach().clone()))
-            return output
-
-        return fwd
-
-    was_training = model.training
-    requires = {p: p.requires_grad for p in model.parameters()}
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items()]
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    capture = LayerCapture(model, modules, loss=loss, labels=labels, ignore_index=ignore_index,
+                           generator=generator, max_type2_classes=max_type2_classes)
+    with capture:
         for batch in tqdm(batches, disable=not progress, desc="EK-FAC"):
-            state.clear()
-            with torch.enable_grad():
-                pred, target, causal = _forward(model, batch)
-                pred, target, valid = _loss_terms(pred, target, causal, loss, ignore_index)
-                if not valid.any():
-                    continue
-                vecs = list(_backward_vectors(pred, target, valid, loss, labels, generator,
-                                              max_type2_classes))
-                for i, v in enumerate(vecs):
-                    pred.backward(v, retain_graph=i < len(vecs) - 1)
+            seen, valid = capture.run(batch)
+            if not valid.any():
+                continue
             for name in modules:
                 _, U_in, _, U_out = bases[name]
-                a = state[name]["a"][valid].to(torch.float64) @ U_in  # (T, d_in) coordinates
-                for g in state[name]["g"]:
+                a = seen[name].a[valid].to(torch.float64) @ U_in  # (T, d_in) coordinates
+                for g in seen[name].g:
                     gc = g[valid].to(torch.float64) @ U_out  # (T, d_out)
                     acc[name] += (gc**2).T @ (a**2)
             count += int(valid.sum())
-    finally:
-        for h in handles:
-            h.remove()
-        for p, r in requires.items():
-            p.requires_grad_(r)
-        model.train(was_training)
     if count == 0:
         raise ValueError("collect_ekfac saw no valid tokens: batches are empty or every label is ignored")
     out = {}
@@ -220,9 +192,7 @@ def ekfac_projector(
     Derived in notebook ``03_low_curvature_subspace``.
     """
     gamma = _check_gamma(gamma)
-    values = ekfac.eig.to(torch.float64).clamp_min(0.0)
-    threshold = energy_threshold(values, gamma, rule)
-    mask = _editable(values, threshold, rule, rtol)
+    mask, threshold = energy_mask(ekfac.eig, gamma, rule, rtol)
     return KroneckerProjector(U_in=ekfac.U_in.to(dtype), U_out=ekfac.U_out.to(dtype), mask=mask,
                               eig_in=ekfac.eig_in, eig_out=ekfac.eig_out, gamma=gamma,
                               threshold=threshold, rule=rule,

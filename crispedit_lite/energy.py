@@ -3,7 +3,10 @@ r"""The energy rule (CrispEdit eq. 3) and the eigendecompositions it runs on.
 A curvature with eigenvalues :math:`\sigma_1\ge\sigma_2\ge\dots` is split by the smallest :math:`k`
 whose top-:math:`k` eigenvalues hold a fraction :math:`\gamma` of the trace: those directions are
 protected, every other one is editable. :mod:`crispedit_lite.projector` applies the rule to the
-products :math:`\lambda^{\rm out}_i\lambda^{\rm in}_j` of the two K-FAC factors.
+products :math:`\lambda^{\rm out}_i\lambda^{\rm in}_j` of the two K-FAC factors. Every "keep the
+top :math:`\gamma` of the energy" of the package goes through this module: :func:`energy_curve` (the
+cumulative share), :func:`energy_rank` (the cut :math:`k`), :func:`energy_threshold` (the eigenvalue
+at the cut) and :func:`energy_mask` (which entries are editable).
 
 Derived in notebook ``03_low_curvature_subspace``.
 """
@@ -15,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Rule", "energy_rank", "energy_threshold"]
+__all__ = ["Rule", "energy_curve", "energy_mask", "energy_rank", "energy_threshold"]
 
 Rule = Literal["paper", "code"]
 
@@ -38,6 +41,29 @@ def _sorted_energy(eigenvalues: Tensor) -> tuple[Tensor, Tensor]:
     return srt, torch.cumsum(srt, 0)
 
 
+def _rank(cum: Tensor, gamma: float) -> int:
+    total = cum[-1]
+    if total <= 0:
+        return 0
+    ratio = cum / total
+    target = torch.tensor([gamma], dtype=ratio.dtype, device=ratio.device)
+    return int(torch.searchsorted(ratio, target).item()) + 1
+
+
+def energy_curve(eigenvalues: Tensor) -> Tensor:
+    r"""Share of the trace held by the top-:math:`r` eigenvalues, for :math:`r = 1, \dots, n`.
+
+    .. math:: e_r = \textstyle\sum_{i\le r}\sigma_i \big/ \sum_i \sigma_i
+
+    in float64, non-decreasing, ending at 1 (all zeros for an all-zero spectrum). Eigenvalues may come
+    in any order and shape; negatives (``eigh`` rounding) count as zero. :func:`energy_rank` is the
+    first :math:`r` with :math:`e_r\ge\gamma`. Derived in notebook ``03_low_curvature_subspace``.
+    """
+    _, cum = _sorted_energy(eigenvalues)
+    total = cum[-1]
+    return cum / total if total > 0 else torch.zeros_like(cum)
+
+
 def energy_rank(eigenvalues: Tensor, gamma: float) -> int:
     r"""Smallest :math:`k` whose top-:math:`k` eigenvalues hold a fraction :math:`\gamma` of the trace.
 
@@ -48,13 +74,7 @@ def energy_rank(eigenvalues: Tensor, gamma: float) -> int:
     Derived in notebook ``03_low_curvature_subspace``.
     """
     gamma = _check_gamma(gamma)
-    _, cum = _sorted_energy(eigenvalues)
-    total = cum[-1]
-    if total <= 0:
-        return 0
-    ratio = cum / total
-    target = torch.tensor([gamma], dtype=ratio.dtype, device=ratio.device)
-    return int(torch.searchsorted(ratio, target).item()) + 1
+    return _rank(_sorted_energy(eigenvalues)[1], gamma)
 
 
 def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> float:
@@ -70,13 +90,32 @@ def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> 
 
     Derived in notebook ``03_low_curvature_subspace``.
     """
-    k = energy_rank(eigenvalues, gamma)
-    srt, _ = _sorted_energy(eigenvalues)
+    gamma = _check_gamma(gamma)
+    srt, cum = _sorted_energy(eigenvalues)  # one sort, on the eigenvalues' device
+    k = _rank(cum, gamma)
     if rule == "paper":
         return float(srt[k]) if k < srt.numel() else -1.0  # k = all: nothing editable
     if rule == "code":
         return float(srt[k - 1]) if k > 0 else float("inf")
     raise ValueError(f"rule must be 'paper' or 'code', got {rule!r}")
+
+
+def energy_mask(values: Tensor, gamma: float, rule: Rule = "code",
+                rtol: float = 1e-9) -> tuple[Tensor, float]:
+    r"""Which of ``values`` the energy rule leaves editable, and the cut: ``(mask, threshold)``.
+
+    ``threshold`` is :func:`energy_threshold` of all ``values``; ``mask`` (``values``' shape) is true
+    where a value is editable: :math:`v<\sigma_k` (``"code"``) or :math:`v\le\sigma_{k+1}`
+    (``"paper"``), values within ``rtol`` (relative) of the cut counting as tied with it. Negative
+    values count as zero. Used on the products :math:`\lambda^{\rm out}_i\lambda^{\rm in}_j`
+    (CrispEdit), on E-KFAC's eigenvalues and on one factor's eigenvalues (Adam-NSCL, AlphaEdit's
+    energy rule). The rule is derived in notebook ``03_low_curvature_subspace``; notebook
+    ``07_sequential_editing`` calls this function on raw float32 eigenvalues.
+    """
+    gamma = _check_gamma(gamma)
+    v = torch.as_tensor(values).detach().to(torch.float64).clamp_min(0.0)
+    threshold = energy_threshold(v, gamma, rule)
+    return _editable(v, threshold, rule, rtol), threshold
 
 
 def _editable(values: Tensor, threshold: float, rule: Rule, rtol: float) -> Tensor:

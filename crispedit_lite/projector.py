@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from crispedit_lite.energy import Rule, _check_gamma, _editable, _eigh, energy_rank, energy_threshold
+from crispedit_lite.energy import Rule, _check_gamma, _eigh, energy_mask, energy_rank, energy_threshold
 
 # energy_rank / energy_threshold live in crispedit_lite.energy and are re-exported here
 __all__ = ["energy_rank", "energy_threshold", "KroneckerProjector", "InputNullspaceProjector", "Rule"]
@@ -98,9 +98,7 @@ class KroneckerProjector:
         gamma = _check_gamma(gamma)
         eig_in, U_in = _eigh(A, "A (input factor)", eigh_dtype)
         eig_out, U_out = _eigh(S, "S (output-gradient factor)", eigh_dtype)
-        products = torch.outer(eig_out, eig_in).to(torch.float64)
-        threshold = energy_threshold(products, gamma, rule)
-        mask = _editable(products, threshold, rule, rtol)
+        mask, threshold = energy_mask(torch.outer(eig_out, eig_in), gamma, rule, rtol)
         return cls(U_in=U_in.to(dtype), U_out=U_out.to(dtype), mask=mask, eig_in=eig_in,
                    eig_out=eig_out, gamma=gamma, threshold=threshold, rule=rule,
                    transposed=transposed)
@@ -197,8 +195,7 @@ class InputNullspaceProjector:
             raise ValueError("give exactly one of gamma (energy rule) or threshold (absolute)")
         evals, evecs = _eigh(A, "A (input factor)", eigh_dtype)
         if gamma is not None:
-            cut = energy_threshold(evals, _check_gamma(gamma), rule)
-            keep = _editable(evals.to(torch.float64), cut, rule, rtol)
+            keep, _ = energy_mask(evals, gamma, rule, rtol)
         else:
             keep = evals < threshold
         return cls(U0=evecs[:, keep].to(dtype), eig_in=evals, d_out=d_out, transposed=transposed)

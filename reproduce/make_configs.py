@@ -8,7 +8,8 @@ which data file it needs, and the GPU memory and time it should take (estimates,
 (``crispedit_lite.editing.registry``): its paper row, whether it runs in chunks and how (``paper_run``:
 chunk size, epochs, extra settings, precision), whether it picks its own layers (``presets``) and
 reads capability text. The cell index of ``reproduce/README.md`` (between the ``cells`` markers) is
-written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal the output.
+written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal
+the output.
 
 Usage (from the repository root)::
 
@@ -28,11 +29,17 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from crispedit_lite.editing.registry import get_editor, needs_capability, registry  # noqa: E402
+from crispedit_lite.models.presets import (  # noqa: E402
+    LAYER_PRESETS,
+    LLAMA3_8B,
+    QWEN2_5_1_5B,
+    down_proj_shape,
+)
 from crispedit_lite.reproduction.paper_tables import paper_tables_data, paper_value  # noqa: E402
 
-LLAMA, QWEN = "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"
+LLAMA, QWEN = LLAMA3_8B, QWEN2_5_1_5B
 NB = {LLAMA: "notebooks/09_reproduce_llama3_8b.ipynb", QWEN: "notebooks/10_reproduce_qwen2_5_1_5b.ipynb"}
-LAYERS = {LLAMA: [19, 20, 21, 22, 23], QWEN: [4, 5, 6]}
+LAYERS = {m: list(LAYER_PRESETS[m]["layers"]) for m in (LLAMA, QWEN)}
 DATA = {"zsre": "data/zsre_mend_eval_3k.json", "counterfact": "data/counterfact-edit_3k.json",
         "wikibigedit": "data/wiki_big_edit_3k.json"}
 ZSRE_10K = "data/zsre_mend_10k.json"
@@ -83,7 +90,8 @@ def estimate(model: str, method: str, dataset: str, n_edits: int, n_capability: 
     parameter, fp32 4), plus fp32 K-FAC factors and eigenbases of the edited ``down_proj`` layers.
     """
     big = model == LLAMA
-    n_layers, d_in, d_out = (5, 14336, 4096) if big else (3, 8960, 1536)
+    shape = down_proj_shape(model)
+    n_layers, d_in, d_out = len(LAYERS[model]), shape.d_in, shape.d_out
     weights = (16 if big else 3.1) * (2 if method in FP32 else 1)
     caches = 2 * 4 * n_layers * (d_in**2 + d_out**2) / 1e9 if method in CAPABILITY else 0.0
     peak = weights + caches + (6 if big else 2)

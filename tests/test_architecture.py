@@ -2,8 +2,8 @@
 
 Layers, lowest first (a module may import from its own layer and the layers below):
 
-1. the method: ``curvature``, ``energy``, ``projector``, ``optim``, ``costs``, ``ekfac``, ``kfac/``,
-   ``fastproject/``;
+1. the method: ``atomic`` (atomic writes), ``curvature``, ``energy``, ``projector``, ``optim``,
+   ``costs``, ``ekfac``, ``kfac/``, ``fastproject/``;
 2. ``models/``;
 3. ``data/``;
 4. ``editing/``;
@@ -27,7 +27,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "crispedit_lite"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("curvature", "energy", "projector", "optim", "costs", "ekfac", "kfac", "fastproject"),
+    ("atomic", "curvature", "energy", "projector", "optim", "costs", "ekfac", "kfac", "fastproject"),
     ("models",),
     ("data",),
     ("editing",),

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from crispedit_lite import costs
+from crispedit_lite.models.presets import DOWN_PROJ_SHAPES
 from crispedit_lite.projector import KroneckerProjector
 
 
 def test_llama_down_proj_matches_device_anchor_and_dossier():
-    s = costs.DOWN_PROJ_SHAPES["LLaMA-3-8B"]
+    s = DOWN_PROJ_SHAPES["LLaMA-3-8B"]
     anchor = costs.load_device_anchor()["measurements"]
     assert costs.dense_projector_bytes(s.d_out, s.d_in) == anchor["explicit_projector_bytes_fp32"]
     assert costs.matrix_free_flops(s.d_out, s.d_in) == anchor["project_flops"]
@@ -24,12 +25,12 @@ def test_llama_down_proj_matches_device_anchor_and_dossier():
 
 
 def test_qwen_and_smollm_shapes():
-    q = costs.DOWN_PROJ_SHAPES["Qwen-2.5-1.5B"]
+    q = DOWN_PROJ_SHAPES["Qwen-2.5-1.5B"]
     assert (q.d_in, q.d_out, q.n_params) == (8960, 1536, 8960 * 1536)
     # dossier: explicit projector 7.6e14 B, 0.58 TFLOP per projection
     assert abs(costs.dense_projector_bytes(q.d_out, q.d_in) / 7.6e14 - 1) < 0.01
     assert abs(costs.matrix_free_flops(q.d_out, q.d_in) / 0.58e12 - 1) < 0.01
-    sm = costs.DOWN_PROJ_SHAPES["SmolLM2-135M"]
+    sm = DOWN_PROJ_SHAPES["SmolLM2-135M"]
     assert (sm.d_in, sm.d_out) == (1536, 576)
 
 
@@ -65,8 +66,8 @@ def test_dense_is_quadratically_worse():
 
 
 def test_cost_table_rows():
-    rows = costs.cost_table()
-    assert [r["model"] for r in rows] == list(costs.DOWN_PROJ_SHAPES)
+    rows = costs.cost_table(DOWN_PROJ_SHAPES)
+    assert [r["model"] for r in rows] == list(DOWN_PROJ_SHAPES)
     for r in rows:
         assert r["matrix_free_bytes"] == r["U_in_bytes"] + r["U_out_bytes"] + r["mask_bytes"]
         assert r["dense_bytes"] > r["matrix_free_bytes"]

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
@@ -43,6 +41,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edit_set_measure import answer_probs, chat_prompt, greedy_many, mentions, starts  # noqa: E402
 
+from crispedit_lite.atomic import write_json_atomic  # noqa: E402
 from crispedit_lite.models import EMBEDDED_MODELS, load_model  # noqa: E402
 
 NAME = "smollm2-135m-instruct"
@@ -151,13 +150,8 @@ def stored(m: dict) -> dict:
 
 
 def atomic_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; package data is world-readable
-    os.replace(tmp, path)
+    """Write ``obj`` as indented UTF-8 JSON to ``path`` atomically (``crispedit_lite.atomic``)."""
+    write_json_atomic(path, obj, ensure_ascii=False)
 
 
 def measured_meta() -> dict[str, str]:

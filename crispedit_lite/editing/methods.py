@@ -12,13 +12,13 @@ Derived in notebooks ``06_crispedit_on_a_small_lm``, ``07_sequential_editing`` a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from crispedit_lite.editing.config import EditConfig
-from crispedit_lite.editing.registry import EditJob, get_editor
+from crispedit_lite.editing.registry import EditJob, get_editor, registry
 from crispedit_lite.editing.result import EditResult
 
 __all__ = ["EditResult", "edit"]
@@ -33,6 +33,7 @@ def edit(
     capability_texts: Sequence[str] | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    after_chunk: Callable[[int, list[Any], Any], None] | None = None,
 ) -> EditResult:
     """Apply ``config.method`` to ``model`` (in memory) on the edit ``requests``.
 
@@ -44,6 +45,11 @@ def edit(
             (:func:`~crispedit_lite.editing.registry.needs_capability`); its factors are cached
             under ``cache_dir``.
         progress: tqdm bars.
+        after_chunk: for CrispEdit-Seq and FT-Seq, ``after_chunk(chunk_index, chunk, state)`` is
+            called after every chunk with the model as that chunk left it and a
+            :class:`~crispedit_lite.editing.loops.sequential.ChunkState` (training log, projectors,
+            K-FAC factors); it only observes: the edit is the same with or without it (chapter 7
+            records retention with it).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -55,10 +61,18 @@ def edit(
     if editor.statistics and editor.statistics != ("edit_kfac",) and not capability_texts:
         raise ValueError(f"method {config.method!r} needs capability_texts for its statistics "
                          f"({', '.join(editor.statistics)})")
+    if after_chunk is not None and not editor.chunk_hook:
+        hooked = [n for n, e in registry().items() if e.chunk_hook]
+        raise ValueError(f"after_chunk: method {config.method!r} does not call it; methods that run "
+                         f"chunk by chunk with a per-chunk callback: {hooked}")
+    if after_chunk is not None and not callable(after_chunk):
+        raise ValueError(f"after_chunk must be callable (chunk_index, chunk, state), got "
+                         f"{type(after_chunk).__name__}")
     layers = list(config.layers) if config.layers is not None else None
     modules = resolve_edit_modules(model, config.module_pattern, layers)
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
-                  capability_texts=capability_texts, cache_dir=cache_dir, progress=progress)
+                  capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
+                  after_chunk=after_chunk)
     start = time.perf_counter()
     result = editor.run(job)
     result.timings.setdefault("total_s", time.perf_counter() - start)

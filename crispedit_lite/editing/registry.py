@@ -83,6 +83,8 @@ class EditJob:
         capability_texts: capability corpus for the editors that read statistics.
         cache_dir: where capability statistics are cached.
         progress: show tqdm bars.
+        after_chunk: ``after_chunk(chunk_index, chunk, state)``, called after every chunk by the
+            editors with ``chunk_hook`` (see :mod:`crispedit_lite.editing.loops.sequential`).
 
     Derived in notebook ``08_one_framework``.
     """
@@ -95,6 +97,7 @@ class EditJob:
     capability_texts: Sequence[str] | None = None
     cache_dir: str | None = None
     progress: bool = True
+    after_chunk: Callable[[int, list[Any], Any], None] | None = None
     _factors: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:
@@ -148,6 +151,7 @@ class Editor:
         sequential: edits arrive in chunks (a lifelong / sequential editor).
         sequential_form: the name of its chunked variant (``"memit_seq"``), if it has one.
         summary: one line for listings.
+        chunk_hook: its ``run`` calls :attr:`EditJob.after_chunk` after every chunk.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -167,6 +171,7 @@ class Editor:
     sequential: bool = False
     sequential_form: str = ""
     summary: str = ""
+    chunk_hook: bool = False
 
     def __post_init__(self) -> None:
         def fail(what: str) -> None:

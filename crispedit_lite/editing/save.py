@@ -5,14 +5,13 @@ Derived in notebook ``06_crispedit_on_a_small_lm``.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from crispedit_lite.atomic import atomic_path, write_json_atomic
 
 __all__ = ["save_edited"]
 
@@ -40,15 +39,9 @@ def save_edited(
             raise ValueError(f"refusing to save the edited model over its base model at {out}")
     if out.exists():
         raise ValueError(f"{out} already exists; save_edited writes only to a new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_path(out, directory=True) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / "edit_info.json").write_text(json.dumps(info or {}, indent=2, sort_keys=True))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        write_json_atomic(tmp / "edit_info.json", info or {}, indent=2, sort_keys=True)
     return out

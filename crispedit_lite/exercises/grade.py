@@ -19,10 +19,8 @@ never raises on a bad submission. Derived in notebook ``01_editing_as_constraine
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 import nbformat
 
+from crispedit_lite.atomic import write_json_atomic, write_text_atomic
 from crispedit_lite.exercises.student import is_grader_cell
 
 __all__ = ["ExerciseScore", "exercise_cells", "grade_notebook", "grade_paths", "write_reports"]
@@ -231,13 +230,6 @@ def grade_paths(paths: Iterable[str | os.PathLike], **kwargs: Any) -> list[Exerc
     return scores
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_reports(scores: list[ExerciseScore], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``grades.csv`` (one row per exercise) and ``grades.json`` (per notebook, with totals).
 
@@ -262,7 +254,7 @@ def write_reports(scores: list[ExerciseScore], out_dir: str | os.PathLike) -> tu
         d["max_points"] += s.max_points
         d["exercises"].append(dataclasses.asdict(s))
     csv_path, json_path = out / "grades.csv", out / "grades.json"
-    _atomic_write(csv_path, buf.getvalue())
-    _atomic_write(json_path, json.dumps(list(per_nb.values()), indent=2) + "\n")
+    write_text_atomic(csv_path, buf.getvalue())
+    write_json_atomic(json_path, list(per_nb.values()), indent=2)
     return csv_path, json_path
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import nbformat
+
+from crispedit_lite.atomic import atomic_open
 
 __all__ = [
     "BEGIN_SOLUTION", "END_SOLUTION", "BEGIN_HIDDEN", "END_HIDDEN", "STUB_MESSAGE", "COLAB_STUDENT_BASE",
@@ -190,9 +191,7 @@ def write_student_versions(paths: Iterable[str | os.PathLike], out_dir: str | os
             raise ValueError(f"student: {p} is not a notebook file (*.ipynb)")
         nb = student_notebook(nbformat.read(p, as_version=4), p.name, colab_base)
         dst = out_dir / p.name
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".ipynb.tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_open(dst) as f:
             nbformat.write(nb, f)
-        os.replace(tmp, dst)
         written.append(dst)
     return written

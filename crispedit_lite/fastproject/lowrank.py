@@ -11,8 +11,9 @@ core of the projection is
 
 :math:`2T(d_{\rm out}^2+d_{\rm in}^2+d_{\rm out}d_{\rm in})` FLOPs instead of
 :math:`2d_{\rm out}d_{\rm in}(d_{\rm out}+d_{\rm in})`. :class:`TokenFactorCapture` records the
-per-token factors with hooks during training. The reference projection is derived in notebook
-``05_matrix_free_projector``.
+per-token factors during training, with the hooks of K-FAC
+(:func:`crispedit_lite.kfac.capture.hook_inputs_and_output_grads`). The reference projection is
+derived in notebook ``05_matrix_free_projector``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from crispedit_lite.kfac.capture import hook_inputs_and_output_grads
 from crispedit_lite.projector import KroneckerProjector
 
 __all__ = ["lowrank_core", "lowrank_project", "TokenFactorCapture"]
@@ -79,22 +81,10 @@ class TokenFactorCapture:
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:
         self._rows: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in modules}
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
+        self._handles = hook_inputs_and_output_grads(modules, self._on_grad)
 
-    def _hook(self, name: str):
-        def fwd(mod: nn.Module, args: tuple, output: Tensor) -> None:
-            if not (isinstance(output, Tensor) and output.requires_grad):
-                return
-            a = args[0].detach()
-
-            def on_grad(g: Tensor) -> None:
-                self._rows[name].append(
-                    (g.detach().reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1]))
-                )
-
-            output.register_hook(on_grad)
-
-        return fwd
+    def _on_grad(self, name: str, a: Tensor, g: Tensor) -> None:
+        self._rows[name].append((g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])))
 
     def pop(self, name: str) -> tuple[Tensor, Tensor] | None:
         """``(Gout (T, d_out), Ain (T, d_in))`` accumulated for ``name``, or ``None``; clears them."""

@@ -5,7 +5,7 @@ position :math:`r`); :func:`_backward_vectors` yields the gradients w.r.t. the p
 *summed* loss for ``labels`` = ``"true"`` (:math:`\mathbf p - \mathbf e_y`), ``"sampled"``
 (:math:`\mathbf p - \mathbf e_{\hat y}`, :math:`\hat y\sim\mathbf p`) or ``"type2"`` (the columns
 :math:`\sqrt{p_c}(\mathbf e_c - \mathbf p)` of the cross-entropy Hessian's square root; Kunstner et al.
-2019). Shared by :mod:`crispedit_lite.kfac.hooks` and :mod:`crispedit_lite.ekfac`.
+2019). Used by :mod:`crispedit_lite.kfac.capture`, which K-FAC and EK-FAC share.
 
 Derived in notebook ``04_kfac_step_by_step``.
 """

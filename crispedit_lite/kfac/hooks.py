@@ -31,7 +31,9 @@ factors therefore describe the per-sequence *summed* loss averaged over sequence
 :func:`merge_kfac` expand and reduce factors together.
 Tokens whose label is ``ignore_index`` (prompt, padding) enter neither factor.
 
-Derived in notebook ``04_kfac_step_by_step``; persisted with :mod:`crispedit_lite.kfac.io`.
+The layers' inputs and output gradients are recorded by :class:`~crispedit_lite.kfac.capture.LayerCapture`
+(shared with EK-FAC). Derived in notebook ``04_kfac_step_by_step``; persisted with
+:mod:`crispedit_lite.kfac.io`.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from crispedit_lite.kfac.backward import Approx, LabelMode, LossName, _backward_vectors, _loss_terms
+from crispedit_lite.kfac.backward import Approx, LabelMode, LossName
+from crispedit_lite.kfac.capture import Captured, LayerCapture
 from crispedit_lite.kfac.checkpoint import KFACSums
 from crispedit_lite.kfac.factors import KFACFactors
-from crispedit_lite.kfac.modules import _forward, _is_conv1d, resolve_modules
+from crispedit_lite.kfac.modules import _is_conv1d, resolve_modules
 
 __all__ = ["accumulate_kfac", "collect_kfac", "resolve_modules"]
 
@@ -163,51 +166,20 @@ def accumulate_kfac(
         if resume.rng is not None:
             generator.set_state(resume.rng.clone())
     skip = sums.batches
-    state: dict[str, Any] = {}
-
-    def make_hooks(name: str):
-        def fwd(mod: nn.Module, args: tuple, output: Tensor) -> Tensor:
-            state[name] = {"a": args[0].detach(), "g": []}
-            if not output.requires_grad:
-                output.requires_grad_(True)
-            # clone: when ``output`` is a leaf, autograd may reuse this buffer to accumulate .grad
-            output.register_hook(lambda g: state[name]["g"].append(g.detach().clone()))
-            return output
-
-        return fwd
-
-    was_training = model.training
-    requires = {p: p.requires_grad for p in model.parameters()}
-    handles = [m.register_forward_hook(make_hooks(n)) for n, m in modules.items()]
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    capture = LayerCapture(model, modules, loss=loss, labels=labels, ignore_index=ignore_index,
+                           generator=generator, max_type2_classes=max_type2_classes)
+    with capture:
         n_total = total if total is not None else (len(batches) if hasattr(batches, "__len__") else None)
         for i, batch in enumerate(tqdm(batches, total=n_total, disable=not progress, desc="K-FAC")):
             if i < skip:
                 continue  # done before the checkpoint
-            state.clear()
-            with torch.enable_grad():
-                pred, target, causal = _forward(model, batch)
-                pred, target, valid = _loss_terms(pred, target, causal, loss, ignore_index)
-                if valid.any():
-                    vecs = list(_backward_vectors(pred, target, valid, loss, labels, generator,
-                                                  max_type2_classes))
-                    for j, v in enumerate(vecs):
-                        pred.backward(v, retain_graph=j < len(vecs) - 1)
+            seen, valid = capture.run(batch)
             if valid.any():
-                _accumulate(sums, state, valid, approx, acc)
+                _accumulate(sums, seen, valid, approx, acc)
             sums.batches += 1
             if on_batch is not None:
                 sums.rng = generator.get_state()
                 on_batch(sums)
-    finally:
-        for h in handles:
-            h.remove()
-        for p, r in requires.items():
-            p.requires_grad_(r)
-        model.train(was_training)
     sums.rng = generator.get_state()
     return sums
 
@@ -217,11 +189,11 @@ def _dims(mod: nn.Module) -> tuple[int, int]:
     return (mod.weight.shape[0], mod.nf) if _is_conv1d(mod) else (mod.in_features, mod.out_features)
 
 
-def _accumulate(sums: KFACSums, state: dict[str, Any], valid: Tensor, approx: Approx,
+def _accumulate(sums: KFACSums, seen: dict[str, Captured], valid: Tensor, approx: Approx,
                 acc: torch.dtype) -> None:
     """Add one batch's terms to the sums, each on its module's device."""
     for name in sums.A:
-        a, gs = state[name]["a"], state[name]["g"]
+        a, gs = seen[name].a, seen[name].g
         if a.shape[:-1] != valid.shape:
             raise ValueError(
                 f"module {name!r} sees inputs of shape {tuple(a.shape)}, whose leading dims "

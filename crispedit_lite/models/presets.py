@@ -1,9 +1,12 @@
 r"""Which matrices CrispEdit edits: layer presets, architecture shapes, and module-name patterns.
 
-:data:`LAYER_PRESETS` holds the paper's edited ``down_proj`` layers (CrispEdit Table 2) and this
-project's choice for SmolLM2; :data:`SHAPE_PRESETS` the published shapes of the paper's models, for
-random-weight timing runs; :func:`resolve_edit_modules` expands ``model.layers.{i}.mlp.down_proj``
-over the edited layers (an unknown pattern is an error listing the model's linear-module patterns).
+The one place that states the models' shapes and edited layers: :data:`ARCHITECTURES` the shape of
+each model, :data:`LAYER_PRESETS` the paper's edited ``down_proj`` layers (CrispEdit Table 2) and this
+project's choice for SmolLM2, :data:`DOWN_PROJ_SHAPES` the shape of those matrices (for the cost
+formulas of :mod:`crispedit_lite.costs`), :data:`SHAPE_PRESETS` the published configurations of the
+paper's models, for random-weight timing runs; :func:`resolve_edit_modules` expands
+``model.layers.{i}.mlp.down_proj`` over the edited layers (an unknown pattern is an error listing the
+model's linear-module patterns).
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
@@ -17,9 +20,26 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["DEFAULT_PATTERN", "LAYER_PRESETS", "SHAPE_PRESETS", "default_layers", "resolve_edit_modules"]
+from crispedit_lite.costs import LayerShape
+
+__all__ = ["ARCHITECTURES", "DEFAULT_PATTERN", "DOWN_PROJ_SHAPES", "LAYER_PRESETS", "LLAMA3_8B",
+           "QWEN2_5_1_5B", "QWEN2_5_7B", "SHAPE_PRESETS", "default_layers", "down_proj_shape",
+           "resolve_edit_modules"]
 
 DEFAULT_PATTERN = "model.layers.{i}.mlp.down_proj"
+
+LLAMA3_8B, QWEN2_5_1_5B = "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"
+QWEN2_5_7B = "Qwen/Qwen2.5-7B-Instruct"
+
+#: (model_type, num_hidden_layers, hidden_size, intermediate_size) of each model (its config.json):
+#: the shape by which a loaded model is recognised, and the dimensions of its MLP matrices.
+ARCHITECTURES: dict[str, tuple[str, int, int, int]] = {
+    "smollm2-135m-instruct": ("llama", 30, 576, 1536),
+    "gemma3-270m": ("gemma3_text", 18, 640, 2048),
+    LLAMA3_8B: ("llama", 32, 4096, 14336),
+    QWEN2_5_1_5B: ("qwen2", 28, 1536, 8960),
+    QWEN2_5_7B: ("qwen2", 28, 3584, 18944),
+}
 
 # Edited down_proj layers, keyed by preset name, with the shape that identifies the architecture
 # (model_type, num_hidden_layers, hidden_size, intermediate_size).
@@ -32,13 +52,31 @@ DEFAULT_PATTERN = "model.layers.{i}.mlp.down_proj"
 # * Gemma 3 270M (18 layers) {10..14}: the same rule. Five layers centred on the paper's relative
 #   depth (the centre 21/32 = 0.66 of LLaMA-3-8B's 19..23, scaled to 18 layers: 11.8), so 10..14.
 LAYER_PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2-135m-instruct": {"layers": [18, 19, 20, 21, 22], "shape": ("llama", 30, 576, 1536)},
-    "gemma3-270m": {"layers": [10, 11, 12, 13, 14], "shape": ("gemma3_text", 18, 640, 2048)},
-    "meta-llama/Meta-Llama-3-8B-Instruct": {"layers": [19, 20, 21, 22, 23],
-                                            "shape": ("llama", 32, 4096, 14336)},
-    "Qwen/Qwen2.5-1.5B-Instruct": {"layers": [4, 5, 6], "shape": ("qwen2", 28, 1536, 8960)},
-    "Qwen/Qwen2.5-7B-Instruct": {"layers": [15, 16, 17, 18, 19],
-                                 "shape": ("qwen2", 28, 3584, 18944)},
+    name: {"layers": layers, "shape": ARCHITECTURES[name]} for name, layers in (
+        ("smollm2-135m-instruct", [18, 19, 20, 21, 22]),
+        ("gemma3-270m", [10, 11, 12, 13, 14]),
+        (LLAMA3_8B, [19, 20, 21, 22, 23]),
+        (QWEN2_5_1_5B, [4, 5, 6]),
+        (QWEN2_5_7B, [15, 16, 17, 18, 19]),
+    )
+}
+
+
+def down_proj_shape(name: str, label: str | None = None) -> LayerShape:
+    """The ``down_proj`` matrix of a model of :data:`ARCHITECTURES`: ``d_in`` = intermediate size.
+
+    The table :data:`DOWN_PROJ_SHAPES` built with it is used in notebook ``05_matrix_free_projector``.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(ARCHITECTURES)}")
+    _, _, hidden, inter = ARCHITECTURES[name]
+    return LayerShape(label or name, DEFAULT_PATTERN, d_in=inter, d_out=hidden)
+
+
+#: MLP ``down_proj`` shapes of the models the book refers to, by display name.
+DOWN_PROJ_SHAPES: dict[str, LayerShape] = {
+    label: down_proj_shape(name, label) for label, name in (
+        ("LLaMA-3-8B", LLAMA3_8B), ("Qwen-2.5-1.5B", QWEN2_5_1_5B), ("SmolLM2-135M", "smollm2-135m-instruct"))
 }
 
 def _model_shape(model: nn.Module) -> tuple[Any, ...]:
@@ -48,22 +86,25 @@ def _model_shape(model: nn.Module) -> tuple[Any, ...]:
                  ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size"))
 
 
+def _config(name: str) -> dict[str, Any]:
+    model_type, layers, hidden, inter = ARCHITECTURES[name]
+    return dict(model_type=model_type, num_hidden_layers=layers, hidden_size=hidden,
+                intermediate_size=inter)
+
+
 # Architectures with the published shapes (config.json of each hub model), for random-weight runs.
 SHAPE_PRESETS: dict[str, dict[str, Any]] = {
     "llama3-8b-shape": dict(
-        model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        **_config(LLAMA3_8B), vocab_size=128256, num_attention_heads=32, num_key_value_heads=8,
         max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5,
         tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128009),
     "qwen2.5-1.5b-shape": dict(
-        model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
-        num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+        **_config(QWEN2_5_1_5B), vocab_size=151936, num_attention_heads=12, num_key_value_heads=2,
         max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645),
     "smollm2-135m-shape": dict(
-        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+        **_config("smollm2-135m-instruct"), vocab_size=49152, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
     "tiny-llama": dict(
         model_type="llama", vocab_size=512, hidden_size=32, intermediate_size=64,

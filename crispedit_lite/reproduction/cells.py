@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from crispedit_lite.editing import EditConfig, cpu_config, paper_config
+from crispedit_lite.models.presets import LAYER_PRESETS, LLAMA3_8B, QWEN2_5_1_5B
 from crispedit_lite.reproduction.paths import resolve_path
 
 if TYPE_CHECKING:
@@ -35,9 +36,9 @@ PARAMETERS = ("MODEL", "DATASET", "DATA_PATH", "N_EDITS", "METHOD", "GAMMA", "N_
 
 #: The paper's models and the tables they fill (CrispEdit Table 2: edited ``down_proj`` layers).
 PAPER_MODELS: dict[str, dict[str, Any]] = {
-    "meta-llama/Meta-Llama-3-8B-Instruct": {"tables": ("table1", "table3", "table4", "table7", "table8"),
-                                            "layers": (19, 20, 21, 22, 23)},
-    "Qwen/Qwen2.5-1.5B-Instruct": {"tables": ("table5",), "layers": (4, 5, 6)},
+    model: {"tables": tables, "layers": tuple(LAYER_PRESETS[model]["layers"])}
+    for model, tables in ((LLAMA3_8B, ("table1", "table3", "table4", "table7", "table8")),
+                          (QWEN2_5_1_5B, ("table5",)))
 }
 
 _PAPER_DATASETS = ("zsre", "counterfact", "wikibigedit")

@@ -15,15 +15,16 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "environment_info", "validate_result", "write_json_atomic",
-           "write_result", "read_results", "peak_memory"]
+from crispedit_lite.atomic import write_json_atomic
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "environment_info", "validate_result", "write_result",
+           "read_results", "peak_memory"]
 
 SCHEMA_VERSION = 1
 
@@ -144,14 +145,7 @@ def write_result(result: dict[str, Any], results_dir: str | os.PathLike) -> Path
     path = out_dir / f"{result['run_id']}.json"
     if path.exists():
         raise ValueError(f"{path} exists; results are never overwritten (choose another run_id)")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json_atomic(path, result, sort_keys=True, overwrite=False)
     return path
 
 
@@ -173,20 +167,3 @@ def read_results(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
         out.append(data)
     return sorted(out, key=lambda r: r["created"])
 
-
-def write_json_atomic(path: str | os.PathLike, record: Any) -> Path:
-    """Write ``record`` as indented JSON to ``path`` atomically (temporary file, then ``os.replace``).
-
-    For benchmark records, which a rerun may rewrite row by row; a reader never sees half a file.
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

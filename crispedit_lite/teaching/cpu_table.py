@@ -5,8 +5,8 @@ subsets of the bundled counterfactual set and writes one JSON. :func:`load_table
 row per (method, subset) with the three metric families side by side (teacher-forced token accuracy,
 the ROME/MEMIT probability test :math:`P(\text{new})>P(\text{old})`, WILD generation), locality and
 the capability proxies (KL to the base model, relative perplexity change); :func:`pareto_figure` draws
-reliability against damage with the spread over subsets, and :func:`pareto_front` names the editors
-that no other editor beats on both axes.
+reliability against damage with the spread over subsets, and :func:`pareto_front` (from
+:mod:`crispedit_lite.teaching.pareto`) names the editors that no other editor beats on both axes.
 
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from crispedit_lite.teaching.pareto import pareto_front
 
 __all__ = ["LABELS", "VARIANT_LABELS", "label", "load_table", "pareto_figure",  # noqa: F822
            "pareto_front", "summary"]
@@ -115,18 +117,6 @@ def summary(df: Any, columns: Sequence[str] = ("TF Rel", "PROB Rel", "WILD Rel (
     """
     order = list(dict.fromkeys(df["method"]))
     return df.groupby("method")[list(columns)].mean().reindex(order)
-
-
-def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
-    """Methods whose ``(reliability, damage)`` no other method beats on both (ties on both excluded).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
-    front = []
-    for m, (r, k) in points.items():
-        if not any(r2 >= r and k2 <= k and (r2 > r or k2 < k) for m2, (r2, k2) in points.items() if m2 != m):
-            front.append(m)
-    return front
 
 
 def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", "ΔPPL %"),

@@ -3,25 +3,27 @@ r"""Conceptual diagrams of the book: K-FAC hooks, the Kronecker mask, CrispEdit-
 Each public function draws one figure with matplotlib and returns it; :func:`save_all` writes them as
 SVG (``python -m crispedit_lite.teaching.diagrams [OUT_DIR]``, default ``book/figures``). The book shows them
 on the page ``book/diagrams`` and the chapter that derives each one. The mask diagram is computed,
-not drawn by hand: its cut comes from :func:`crispedit_lite.energy.energy_threshold` (CrispEdit
-eq. 3 with the strict rule, :math:`M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]`).
+not drawn by hand: its mask and energy curve come from :func:`crispedit_lite.energy.energy_mask` and
+:func:`~crispedit_lite.energy.energy_curve` (CrispEdit eq. 3 with the strict rule,
+:math:`M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from crispedit_lite.energy import energy_threshold
+from crispedit_lite.atomic import atomic_path
+from crispedit_lite.energy import energy_curve, energy_mask
 
 __all__ = ["DIAGRAMS", "crispedit_seq_diagram", "kfac_hooks_diagram", "kronecker_mask_diagram",
            "reproduction_diagram", "save_all"]
@@ -120,8 +122,8 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     """
     lam_out, lam_in = _toy_spectra()
     prod = np.outer(lam_out, lam_in)
-    cut = energy_threshold(prod.reshape(-1), gamma)
-    mask = prod < cut
+    editable, _ = energy_mask(torch.from_numpy(prod), gamma)
+    mask = editable.numpy()
     fig = plt.figure(figsize=(12.0, 4.3), dpi=150)
     heat = fig.add_axes((0.115, 0.14, 0.23, 0.56))
     top = fig.add_axes((0.115, 0.72, 0.23, 0.13), sharex=heat)
@@ -150,15 +152,14 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     left.set_yticks(range(d_out))
     left.tick_params(labelleft=True)
     curve = fig.add_axes((0.41, 0.14, 0.25, 0.71))
-    srt = np.sort(prod.reshape(-1))[::-1]
-    energy = np.cumsum(srt) / srt.sum()
-    k = int((srt >= cut).sum())
-    curve.plot(np.arange(1, srt.size + 1), energy, color="#333333", lw=1.6)
+    energy = energy_curve(torch.from_numpy(prod)).numpy()
+    k = int((~mask).sum())  # the protected products
+    curve.plot(np.arange(1, energy.size + 1), energy, color="#333333", lw=1.6)
     curve.axhline(gamma, color="#d62728", ls="--", lw=1.2)
     curve.axvline(k, color="#1f77b4", ls=":", lw=1.4)
-    curve.text(k + 2, 0.35, f"cut: the top $k$ = {k}\nof {srt.size} products\nare protected",
+    curve.text(k + 2, 0.35, f"cut: the top $k$ = {k}\nof {energy.size} products\nare protected",
                fontsize=9.5, va="center")
-    curve.text(srt.size * 0.97, gamma - 0.05, f"$\\gamma$ = {gamma}", ha="right", va="top", fontsize=9.5,
+    curve.text(energy.size * 0.97, gamma - 0.05, f"$\\gamma$ = {gamma}", ha="right", va="top", fontsize=9.5,
                color="#d62728")
     curve.set_xlabel("products, sorted from the largest", fontsize=_FS)
     curve.set_ylabel("share of $\\sum_{ij}\\lambda^{out}_i\\lambda^{in}_j$", fontsize=_FS)
@@ -282,13 +283,10 @@ def save_all(out_dir: str | os.PathLike = "book/figures", fmt: str = "svg") -> l
         for stem, draw in DIAGRAMS.items():
             fig = draw()
             target = out / f"{stem}.{fmt}"
-            fd, tmp = tempfile.mkstemp(dir=out, suffix=f".{fmt}")
-            os.close(fd)
             meta = {"Date": None} if fmt == "svg" else {"Software": None}
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
             plt.close(fig)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
             paths.append(target)
     return paths
 

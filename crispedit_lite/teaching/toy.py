@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from crispedit_lite.energy import Rule, _check_gamma, _editable, energy_threshold
+from crispedit_lite.energy import Rule, _check_gamma, energy_mask
 
 __all__ = [
     "DigitsTasks",
@@ -252,8 +252,7 @@ class EigenProjector:
         m = M.detach().to(torch.float64)
         evals, evecs = torch.linalg.eigh((m + m.T) / 2)
         evals, evecs = evals.flip(0), evecs.flip(1)  # descending
-        cut = energy_threshold(evals, gamma, rule)
-        keep = _editable(evals.clamp_min(0.0), cut, rule, rtol)
+        keep, cut = energy_mask(evals, gamma, rule, rtol)
         return cls(U0=evecs[:, keep].to(dtype), eigenvalues=evals, weight_shape=tuple(weight_shape),
                    gamma=gamma, threshold=cut, rule=rule)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-import crispedit_lite.kfac.hooks as khooks
+import crispedit_lite.kfac.capture as khooks  # the forward pass of the K-FAC capture
 from crispedit_lite.editing import build_projectors, cache_key, capability_factors
 from crispedit_lite.editing.kfac_cache import corpus_fingerprint
 from crispedit_lite.kfac import load_kfac, save_kfac
@@ -269,7 +269,7 @@ def test_checkpoint_every_must_be_positive(model, tok, tmp_path):
 
 _KILLED_RUN = """
 import os, signal, sys
-import crispedit_lite.kfac.hooks as khooks
+import crispedit_lite.kfac.capture as khooks  # the forward pass of the K-FAC capture
 from tests.helpers import CACHE_MODULES as MODULES, CACHE_TEXTS as TEXTS, tiny_tokenizer
 from crispedit_lite.editing import capability_factors
 from crispedit_lite.models import random_init_model

@@ -50,5 +50,5 @@ EDITORS = (Editor(
     name="crispedit_seq", changes="down_proj of the edited layers",
     statistics=("capability_kfac", "edit_kfac"), update="projected_gradient", run=run,
     label="CrispEdit-Seq", color="#015f45", settings=CrispEditSeqSettings, paper_row="CrispEdit-Seq",
-    paper_n_gamma=PAPER_N_GAMMA, sequential=True,
+    paper_n_gamma=PAPER_N_GAMMA, sequential=True, chunk_hook=True,
     summary="CrispEdit in chunks; each chunk's K-FAC is merged into the protected statistics"),)

@@ -31,6 +31,7 @@ from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
 from crispedit_lite.editing.settings import EditorSettings, check
 from crispedit_lite.editing.updates.closed_form import memit_delta
+from crispedit_lite.models.presets import ARCHITECTURES, LLAMA3_8B, QWEN2_5_1_5B, QWEN2_5_7B
 
 __all__ = ["CLOSED_FORM_PRESETS", "EDITORS", "ClosedFormSettings", "memit_solver"]
 
@@ -56,16 +57,16 @@ _MEMIT_Z = {"v_lr": 0.5, "v_steps": 25, "v_weight_decay": 1e-3, "clamp_norm": 4.
 _ALPHA_Z = {"v_lr": 0.1, "v_steps": 25, "v_weight_decay": 0.5, "clamp_norm": 0.75, "kl_factor": 0.0625}
 CLOSED_FORM_PRESETS: dict[str, dict[str, Any]] = {
     "meta-llama/Meta-Llama-3-8B-Instruct": {
-        "shape": ("llama", 32, 4096, 14336), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
+        "shape": ARCHITECTURES[LLAMA3_8B], "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
         "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _ALPHA_Z},
     "Qwen/Qwen2.5-1.5B-Instruct": {
-        "shape": ("qwen2", 28, 1536, 8960), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
+        "shape": ARCHITECTURES[QWEN2_5_1_5B], "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
         "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
     "Qwen/Qwen2.5-7B-Instruct": {
-        "shape": ("qwen2", 28, 3584, 18944), "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
+        "shape": ARCHITECTURES[QWEN2_5_7B], "layers": [4, 5, 6, 7, 8], "lambda": 15000.0,
         "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
     "smollm2-135m-instruct": {
-        "shape": ("llama", 30, 576, 1536), "layers": [3, 4, 5, 6, 7], "lambda": 15000.0,
+        "shape": ARCHITECTURES["smollm2-135m-instruct"], "layers": [3, 4, 5, 6, 7], "lambda": 15000.0,
         "nullspace_threshold": 2e-2, "memit": _MEMIT_Z, "alphaedit": _MEMIT_Z},
 }
 

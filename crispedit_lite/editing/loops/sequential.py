@@ -10,7 +10,10 @@ capability factors merged (token-weighted) with the edit-data factors of every e
 
 so that later chunks are kept away from the directions that earlier edits rely on. FT-Seq (Table 1)
 walks the same chunks in the same order with no projection. ``seq_mask_prompt`` collects the
-edit-data factors on target positions only (the Table 6 ablation).
+edit-data factors on target positions only (the Table 6 ablation). An ``after_chunk(chunk_index,
+chunk, state)`` callback (``edit(..., after_chunk=...)``) sees the model and a :class:`ChunkState`
+after every chunk, e.g. to measure the retention of earlier edits; it only observes, so a run with
+a callback gives the same weights as one without.
 
 Derived in notebook ``07_sequential_editing``.
 """
@@ -18,16 +21,51 @@ Derived in notebook ``07_sequential_editing``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from crispedit_lite.editing.kfac_cache import build_projectors
 from crispedit_lite.editing.loops.projected import eigh_dtype, make_optimizer, select_weights
 from crispedit_lite.editing.loops.trainer import train_edits
 from crispedit_lite.editing.result import EditResult
 
-__all__ = ["chunk_requests", "run_chunks"]
+__all__ = ["AfterChunk", "ChunkState", "chunk_requests", "run_chunks"]
+
+
+@dataclass
+class ChunkState:
+    """What the loop holds after chunk ``index``: the model, its training log, the curvature it used.
+
+    Attributes:
+        index: the chunk's index (0-based); ``n_chunks``: how many there are.
+        model: the model after training on the chunk (edited in place: copy what should be kept).
+        log: the chunk's :class:`~crispedit_lite.editing.loops.trainer.TrainLog`.
+        projectors: ``{weight: projector}`` that trained the chunk (``None`` for FT-Seq).
+        projector_stats: rank and editable fraction per module of those projectors.
+        factors_before: the running K-FAC factors the projectors were built from.
+        edit_factors: the chunk's own edit-data K-FAC, collected on the model after the chunk.
+        factors: the running factors after merging the chunk's (those of the next chunk).
+
+    Derived in notebook ``07_sequential_editing``.
+    """
+
+    index: int
+    n_chunks: int
+    model: nn.Module
+    log: Any
+    projectors: dict[Any, Any] | None = None
+    projector_stats: dict[str, Any] = field(default_factory=dict)
+    factors_before: dict[str, Any] | None = None
+    edit_factors: dict[str, Any] | None = None
+    factors: dict[str, Any] | None = None
+
+
+#: ``after_chunk(chunk_index, chunk, state)``: called once per chunk, in order, after its merge.
+AfterChunk = Callable[[int, list[Any], ChunkState], None]
 
 
 def chunk_requests(requests: list[Any], chunk_size: int, seed: int) -> list[list[Any]]:
@@ -46,7 +84,8 @@ def chunk_requests(requests: list[Any], chunk_size: int, seed: int) -> list[list
 def run_chunks(job: Any, *, project: bool) -> EditResult:
     """Train ``job.modules`` chunk by chunk; with ``project`` this is CrispEdit-Seq, without FT-Seq.
 
-    Derived in notebook ``07_sequential_editing``.
+    After every chunk (and its merge) ``job.after_chunk(k, chunk, state)`` is called, if set, with a
+    :class:`ChunkState`. Derived in notebook ``07_sequential_editing``.
     """
     from crispedit_lite.data.batches import edit_kfac_batches
     from crispedit_lite.kfac import collect_kfac, merge_kfac
@@ -56,7 +95,8 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
     params, original = select_weights(model, job.modules)
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed)
     timings = {"train_s": 0.0}
-    running, info, stats, per_chunk = None, {}, {}, []
+    running, info, stats, per_chunk, projectors = None, {}, {}, [], None
+    after_chunk = getattr(job, "after_chunk", None)
     if project:
         running, info = job.capability_factors()
         timings.update(kfac_s=info["seconds"], edit_kfac_s=0.0, eigh_s=0.0)
@@ -90,9 +130,22 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
                                   progress=False)
             for w in params:
                 w.requires_grad_(True)
-            running = merge_kfac([running, edit_f])  # token-weighted streaming average
+            before, running = running, merge_kfac([running, edit_f])  # token-weighted streaming average
             timings["edit_kfac_s"] += time.perf_counter() - t
             per_chunk.append({name: s["editable_fraction"] for name, s in stats.items()})
+        if after_chunk is not None:
+            t = time.perf_counter()
+            seen = ChunkState(index=k, n_chunks=len(chunks), model=model, log=log, projectors=projectors,
+                              projector_stats=dict(stats))
+            if project:
+                seen.factors_before, seen.edit_factors, seen.factors = before, edit_f, running
+            cuda = sorted({w.device.index or 0 for w in params if w.device.type == "cuda"})
+            with torch.random.fork_rng(devices=cuda):  # the callback cannot move the loop's random state
+                after_chunk(k, list(chunk), seen)
+            for w in params:  # nor leave gradients behind or the weights frozen
+                w.grad = None
+                w.requires_grad_(True)
+            timings["after_chunk_s"] = timings.get("after_chunk_s", 0.0) + time.perf_counter() - t
     for p in model.parameters():
         p.requires_grad_(False)
     timings["total_s"] = time.perf_counter() - start

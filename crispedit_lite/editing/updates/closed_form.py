@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from crispedit_lite.energy import energy_threshold
+from crispedit_lite.energy import energy_mask
 
 __all__ = ["NullSpace", "alphaedit_delta", "alphaedit_projector", "memit_delta", "rome_delta"]
 
@@ -140,9 +140,7 @@ def alphaedit_projector(
     elif rule == "energy":
         if gamma is None:
             raise ValueError("rule='energy' needs gamma (the protected energy fraction)")
-        cut = energy_threshold(evals, gamma, "code")
-        tol = 1e-9 * abs(cut) if cut != float("inf") else 0.0
-        keep = evals.clamp_min(0) < cut - tol
+        keep, cut = energy_mask(evals, gamma, "code", rtol=1e-9)
     else:
         raise ValueError(f"rule must be 'absolute' or 'energy', got {rule!r}")
     U0 = evecs[:, keep]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from crispedit_lite.editing.editors.memit import CLOSED_FORM_PRESETS
 from crispedit_lite.models import random_init_model
 from crispedit_lite.models.presets import (
     ARCHITECTURES,
-    CLOSED_FORM_PRESETS,
     DOWN_PROJ_SHAPES,
     LAYER_PRESETS,
     SHAPE_PRESETS,

@@ -181,6 +181,7 @@ def write_json_atomic(path: str | os.PathLike, record: Any) -> Path:
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:

@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Library tests draw in this process without a display: Agg here. The notebook kernels that nbval starts
+# inherit this process's environment, and ipykernel installs its inline backend (the figures' PNG
+# outputs) only when MPLBACKEND is unset, so it is removed from the environment, not set.
+matplotlib.use("Agg")
+os.environ.pop("MPLBACKEND", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

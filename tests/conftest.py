@@ -2,14 +2,18 @@
 
 The notebooks themselves are collected by nbval (``--nbval-lax`` in ``pyproject.toml``'s ``addopts``,
 ``notebooks`` in ``testpaths``): each notebook is one collector and each cell one test item, run in a
-single kernel of this environment (``--nbval-current-env``) whose working directory is ``notebooks/``.
-Here those items get the ``notebook`` and ``slow`` markers, so ``pytest -m "not notebook"`` skips them
-without starting a kernel.
+single kernel of this environment (``--nbval-current-env``). Here those items get the ``notebook`` and
+``slow`` markers, so ``pytest -m "not notebook"`` skips them without starting a kernel, and their kernels
+run as on Colab: their working directory is a folder of copies of the chapters outside the checkout,
+and an audit hook fails any read of a repository file (``tests/notebook_checks.py``). This costs no
+second execution: it is nbval's one run of every chapter.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -62,6 +66,43 @@ def _grad_mode_is_not_leaked(request: pytest.FixtureRequest):
 
 def _is_nbval_item(item: pytest.Item) -> bool:
     return Path(str(item.path)).suffix == ".ipynb"
+
+
+_GUARD: dict[str, str] = {}
+
+
+def _guard_environment() -> dict[str, str]:
+    """Once per session: the copies outside the checkout and the kernels' guard (notebook_checks.py)."""
+    if not _GUARD:
+        from notebook_checks import guard_environment
+
+        base = Path(tempfile.mkdtemp(prefix="crispedit-notebooks-"))
+        _GUARD.update(guard_environment(ROOT, base), _base=str(base))
+    return {k: v for k, v in _GUARD.items() if not k.startswith("_")}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """nbval starts a notebook's kernel while setting up its first cell: with the guard's environment."""
+    if not _is_nbval_item(item):
+        yield
+        return
+    env = _guard_environment()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _GUARD.get("_base"):
+        shutil.rmtree(_GUARD["_base"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

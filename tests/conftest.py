@@ -37,6 +37,8 @@ def notebook_paths() -> list[Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("crispedit-notebook-guard"):
+        config.pluginmanager.register(_NotebookKernelGuard(), "crispedit-notebook-guard")
     # addopts gives the sanitize file relative to the repository root; make it work from any cwd.
     sanitize = getattr(config.option, "nbval_sanitize_with", None)
     if sanitize and not Path(sanitize).is_absolute() and not Path(sanitize).exists():
@@ -68,41 +70,46 @@ def _is_nbval_item(item: pytest.Item) -> bool:
     return Path(str(item.path)).suffix == ".ipynb"
 
 
-_GUARD: dict[str, str] = {}
+class _NotebookKernelGuard:
+    """nbval's kernels start outside the checkout, guarded against reading it (notebook_checks.py).
 
+    A plugin registered for the whole session: a hook of this conftest alone would reach only the items
+    under ``tests/``, not the notebooks that nbval collects from ``notebooks/``.
+    """
 
-def _guard_environment() -> dict[str, str]:
-    """Once per session: the copies outside the checkout and the kernels' guard (notebook_checks.py)."""
-    if not _GUARD:
-        from notebook_checks import guard_environment
+    def __init__(self) -> None:
+        self.base: Path | None = None
+        self.env: dict[str, str] = {}
 
-        base = Path(tempfile.mkdtemp(prefix="crispedit-notebooks-"))
-        _GUARD.update(guard_environment(ROOT, base), _base=str(base))
-    return {k: v for k, v in _GUARD.items() if not k.startswith("_")}
+    def environment(self) -> dict[str, str]:
+        if self.base is None:
+            from notebook_checks import guard_environment
 
+            self.base = Path(tempfile.mkdtemp(prefix="crispedit-notebooks-"))
+            self.env = guard_environment(ROOT, self.base)
+        return self.env
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
-    """nbval starts a notebook's kernel while setting up its first cell: with the guard's environment."""
-    if not _is_nbval_item(item):
-        yield
-        return
-    env = _guard_environment()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item):
+        """nbval starts a notebook's kernel while setting up its first cell: with the guard's environment."""
+        if not _is_nbval_item(item):
+            yield
+            return
+        env = self.environment()
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _GUARD.get("_base"):
-        shutil.rmtree(_GUARD["_base"], ignore_errors=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

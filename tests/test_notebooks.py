@@ -2,10 +2,12 @@
 
 Three layers of notebook validation run in ``make test``:
 
-1. here, fast static checks of every ``notebooks/*.ipynb`` (structure conventions of CONTRIBUTING.md);
+1. here, fast static checks of every ``notebooks/*.ipynb`` (structure conventions of CONTRIBUTING.md,
+   and every cell that draws a figure carries its PNG: the rule is in ``notebook_checks.py``);
 2. here, ``papermill --prepare-only`` with a parameter override, proving that injection works
    (marked ``notebook``);
-3. nbval, configured in ``pyproject.toml``: every notebook is executed cell by cell in this environment;
+3. nbval, configured in ``pyproject.toml``: every notebook is executed cell by cell in this environment,
+   outside the checkout and guarded against reading it (``conftest.py``, ``notebook_checks.py``);
    a cell that raises fails, and cells marked ``# NBVAL_CHECK_OUTPUT`` must reproduce their committed
    output after ``tests/nbval_sanitize.cfg`` (items marked ``notebook`` by ``conftest.py``).
 """

@@ -58,8 +58,9 @@ def paper_cell(name: str) -> dict[str, Any] | None:
     """The parameters of the paper cell ``reproduce/<name>.yaml``, or ``None`` if there is no such cell.
 
     Read from the package's copy (``resources/paper_cells.json``, written with the yaml files by
-    ``reproduce/make_configs.py``), so it works without a checkout. Derived in notebook
-    ``09_reproduce_llama3_8b``.
+    ``reproduce/make_configs.py``), so it works without a checkout.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     cell = _paper_cells().get(name)
     return copy.deepcopy(cell) if cell is not None else None

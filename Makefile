@@ -17,7 +17,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
-export MPLBACKEND := Agg
+# Notebooks draw their figures with ipykernel's inline backend, which ipykernel installs only when
+# MPLBACKEND is unset: a shell's MPLBACKEND=Agg must not reach the kernels of `make book` and
+# `make test` (the library tests pick Agg themselves, in tests/conftest.py).
+unexport MPLBACKEND
 
 .PHONY: install browser book test test-fast lint clean
 

@@ -14,7 +14,8 @@ Usage (about five minutes on 2 cores)::
 
     python benchmarks/ch06_sweeps.py
 
-Writes ``benchmarks/results/ch06-sweeps-smollm2.json`` atomically.
+Writes ``crispedit_lite/resources/results/ch06-sweeps-smollm2.json`` atomically (package data:
+the chapter reads it wherever it runs).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
 from crispedit_lite.models import load_model
 from crispedit_lite.teaching.sweeps import run_sweeps
 
-OUT = Path(__file__).parent / "results" / "ch06-sweeps-smollm2.json"
+RESULTS = Path(__file__).resolve().parents[1] / "crispedit_lite/resources/results"  # package data
+OUT = RESULTS / "ch06-sweeps-smollm2.json"
 
 
 def main(argv: list[str] | None = None) -> int:

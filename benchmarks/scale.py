@@ -28,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "crispedit_lite" / "resources" / "results"  # package data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scale_* modules beside this file
 
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 warm-up, 2 repeats, fewer batches (smoke test)")
     ap.add_argument("--full", action="store_true", help="also run the whole 2,350-step schedule (minutes)")
     ap.add_argument(
-        "--out", default=None, help="JSON path (default benchmarks/results/scale-<device>-<date>.json)"
+        "--out", default=None,
+        help="JSON path (default crispedit_lite/resources/results/scale-<device>-<date>.json)"
     )
     args = ap.parse_args(argv)
 
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     hw = hardware(dev)
     slug = re.sub(r"[^a-z0-9]+", "-", (hw.get("gpu") or "cpu").lower()).strip("-")
     date = _dt.datetime.now(_dt.timezone.utc)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"scale-{slug}-{date:%Y%m%d}.json"
+    out = Path(args.out) if args.out else RESULTS / f"scale-{slug}-{date:%Y%m%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     res = {
         "command": " ".join([Path(sys.executable).name] + sys.argv)

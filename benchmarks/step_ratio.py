@@ -18,7 +18,7 @@ Usage::
     python benchmarks/step_ratio.py --model random:llama3-8b-shape --device cuda --dtype bfloat16 \
         --tokenizer DIR --batch 32 --seq 32                          # random weights, real shapes
 
-Writes ``benchmarks/results/step-ratio-<device>-<model>-<date>.json``.
+Writes ``crispedit_lite/resources/results/step-ratio-<device>-<model>-<date>.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ from crispedit_lite.projector import KroneckerProjector
 from crispedit_lite.reproduction.experiment import DTYPES, load_for_experiment
 
 FORMS = ("ft", "reference", "guarded", "fast_auto", "fast_lowrank", "fast_blocks", "eigenbasis", "reparam")
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "crispedit_lite/resources/results"  # package data
 
 
 def _sync(device: torch.device) -> None:
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch": torch.__version__},
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = Path(args.out or Path(__file__).parent / "results" /
+    out = Path(args.out or RESULTS /
                f"step-ratio-{device.type}-{args.model.replace(':', '-').replace('/', '-')}-"
                f"{time.strftime('%Y-%m-%d')}.json")
     k = 1

@@ -13,7 +13,7 @@ then the lowest KL. The chosen values are those of ``CLOSED_FORM_PRESETS["smollm
 (:mod:`crispedit_lite.editing.editors.memit`).
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/sweep_closed_form_smollm2.py`` (about 10 CPU minutes);
-writes ``benchmarks/results/sweep-closed-form-smollm2.json``.
+writes ``crispedit_lite/resources/results/sweep-closed-form-smollm2.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from crispedit_lite.models import load_model
 LAYER_SETS = {"1-5": [1, 2, 3, 4, 5], "3-7": [3, 4, 5, 6, 7], "7-11": [7, 8, 9, 10, 11]}
 LAMBDAS = [1500.0, 15000.0, 150000.0]
 VALUE = ValueSettings(lr=0.5, steps=25, weight_decay=1e-3, clamp_norm=4.0, kl_factor=0.0625)
-OUT = Path(__file__).parent / "results" / "sweep-closed-form-smollm2.json"
+RESULTS = Path(__file__).resolve().parents[1] / "crispedit_lite/resources/results"  # package data
+OUT = RESULTS / "sweep-closed-form-smollm2.json"
 
 
 def choose(rows: list[dict]) -> dict:

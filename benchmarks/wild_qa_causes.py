@@ -39,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "crispedit_lite" / "resources" / "results"  # package data
 
 from crispedit_lite.atomic import write_json_atomic  # noqa: E402
 from crispedit_lite.data import load_edits  # noqa: E402
@@ -178,7 +179,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0, help="seeded subset of the bundled edits")
     ap.add_argument("--epochs", type=int, default=25, help="FT epochs (paper: 25, early stop 0.01)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/wild-qa-causes-smollm2.json"))
+    ap.add_argument("--out", default=str(RESULTS / "wild-qa-causes-smollm2.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
     model, tok = load_model("smollm2-135m-instruct")

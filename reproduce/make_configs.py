@@ -8,8 +8,10 @@ which data file it needs, and the GPU memory and time it should take (estimates,
 (``crispedit_lite.editing.registry``): its paper row, whether it runs in chunks and how (``paper_run``:
 chunk size, epochs, extra settings, precision), whether it picks its own layers (``presets``) and
 reads capability text. The cell index of ``reproduce/README.md`` (between the ``cells`` markers) is
-written here too. ``tests/reproduction/test_paper_tables.py`` checks that the committed files equal
-the output.
+written here too, and so is ``crispedit_lite/resources/paper_cells.json``: every cell's parameters as
+package data, which the chapters read through ``crispedit_lite.reproduction.cells.paper_cell`` when no
+checkout is around them (Colab, a ``pip install``). ``tests/reproduction/test_paper_tables.py`` checks
+that the committed files equal the output.
 
 Usage (from the repository root)::
 
@@ -20,12 +22,14 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+INDEX = ROOT / "crispedit_lite" / "resources" / "paper_cells.json"
 sys.path.insert(0, str(ROOT))
 
 from crispedit_lite.editing.registry import get_editor, needs_capability, registry  # noqa: E402
@@ -231,6 +235,15 @@ def readme_index() -> str:
     return "\n".join([*lines, "", END])
 
 
+def paper_cells_json() -> str:
+    """``crispedit_lite/resources/paper_cells.json``: each cell's parameters, one cell per line."""
+    import yaml
+
+    rows = [f"  {json.dumps(name[:-5])}: {json.dumps(yaml.safe_load(text))}" for name, text in cells()]
+    head = '{"written_by": "reproduce/make_configs.py (the same parameters as reproduce/<cell>.yaml)",\n'
+    return head + ' "cells": {\n' + ",\n".join(rows) + "\n }\n}\n"
+
+
 def _with_index(readme: str) -> str:
     if BEGIN not in readme or END not in readme:
         raise ValueError(f"reproduce/README.md lacks the markers {BEGIN!r} ... {END!r}")
@@ -238,7 +251,7 @@ def _with_index(readme: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write (or with ``--check`` compare) the yaml files and the README index."""
+    """Write (or with ``--check`` compare) the yaml files, the README index and the package's index."""
     args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args.add_argument("--check", action="store_true", help="compare only; exit 1 on a difference")
     check = args.parse_args(argv).check
@@ -248,16 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     stale = sorted(p.name for p in HERE.glob("*.yaml") if p.name not in wanted)
     differ = [n for n, t in wanted.items() if not (HERE / n).exists() or (HERE / n).read_text() != t]
     differ += ["README.md"] if readme.read_text() != wanted_readme else []
+    wanted_index = paper_cells_json()
+    if not INDEX.exists() or INDEX.read_text() != wanted_index:
+        differ.append(str(INDEX.relative_to(ROOT)))
     if check:
         for name in differ + stale:
-            print(f"out of date: reproduce/{name}")
+            print(f"out of date: {name if '/' in name else 'reproduce/' + name}")
         return 1 if differ or stale else 0
     for name in stale:
         (HERE / name).unlink()
     for name, text in wanted.items():
         (HERE / name).write_text(text)
     readme.write_text(wanted_readme)
-    print(f"wrote {len(wanted)} yaml files and the README index; removed {len(stale)} stale files")
+    INDEX.write_text(wanted_index)
+    print(f"wrote {len(wanted)} yaml files, the README index and {INDEX.relative_to(ROOT)}; "
+          f"removed {len(stale)} stale files")
     return 0
 
 

@@ -8,9 +8,11 @@ modules import them as ``from tests.helpers import ...`` and files in different 
 
 The notebooks themselves are collected by nbval (``--nbval-lax`` in ``pyproject.toml``'s ``addopts``,
 ``notebooks`` in ``testpaths``): each notebook is one collector and each cell one test item, run in a
-single kernel of this environment (``--nbval-current-env``) whose working directory is ``notebooks/``.
-Here those items get the ``notebook`` and ``slow`` markers, so ``pytest -m "not notebook"`` skips them
-without starting a kernel.
+single kernel of this environment (``--nbval-current-env``). Here those items get the ``notebook`` and
+``slow`` markers, so ``pytest -m "not notebook"`` skips them without starting a kernel, and their kernels
+run as on Colab: their working directory is a folder of copies of the chapters outside the checkout,
+and an audit hook fails any read of a repository file (``tests/book/notebook_checks.py``). This costs no
+second execution: it is nbval's one run of every chapter.
 """
 
 from __future__ import annotations
@@ -18,22 +20,31 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
 
 from crispedit_lite.models import random_init_model
-from tests.helpers import SPECIALS, tiny_tokenizer, word_tokenizer
+from tests.helpers import ROOT, SPECIALS, tiny_tokenizer, word_tokenizer
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Library tests draw in this process without a display: Agg here. The notebook kernels that nbval starts
+# inherit this process's environment, and ipykernel installs its inline backend (the figures' PNG
+# outputs) only when MPLBACKEND is unset, so it is removed from the environment, not set.
+matplotlib.use("Agg")
+os.environ.pop("MPLBACKEND", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("crispedit-notebook-guard"):
+        config.pluginmanager.register(_NotebookKernelGuard(), "crispedit-notebook-guard")
     # addopts gives the sanitize file relative to the repository root; make it work from any cwd.
     sanitize = getattr(config.option, "nbval_sanitize_with", None)
     if sanitize and not Path(sanitize).is_absolute() and not Path(sanitize).exists():
@@ -61,6 +72,48 @@ def _grad_mode_is_not_leaked(request: pytest.FixtureRequest):
 
 def _is_nbval_item(item: pytest.Item) -> bool:
     return Path(str(item.path)).suffix == ".ipynb"
+
+
+class _NotebookKernelGuard:
+    """nbval's kernels start outside the checkout, guarded against reading it (notebook_checks.py).
+
+    A plugin registered for the whole session: a hook of this conftest alone would reach only the items
+    under ``tests/``, not the notebooks that nbval collects from ``notebooks/``.
+    """
+
+    def __init__(self) -> None:
+        self.base: Path | None = None
+        self.env: dict[str, str] = {}
+
+    def environment(self) -> dict[str, str]:
+        if self.base is None:
+            from tests.book.notebook_checks import guard_environment
+
+            self.base = Path(tempfile.mkdtemp(prefix="crispedit-notebooks-"))
+            self.env = guard_environment(ROOT, self.base)
+        return self.env
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item):
+        """nbval starts a notebook's kernel while setting up its first cell: with the guard's environment."""
+        if not _is_nbval_item(item):
+            yield
+            return
+        env = self.environment()
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,5 +5,6 @@
 * :mod:`~crispedit_lite.reproduction.paper_tables`: the paper's numbers;
 * :mod:`~crispedit_lite.reproduction.cells`: papermill parameters of a paper table cell to a run;
 * :mod:`~crispedit_lite.reproduction.comparison`: paper beside run;
-* :mod:`~crispedit_lite.reproduction.paths`: paths of a checkout.
+* :mod:`~crispedit_lite.reproduction.paths`: paths of a checkout;
+* :mod:`~crispedit_lite.reproduction.committed`: the benchmark results shipped with the package.
 """

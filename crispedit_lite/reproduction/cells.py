@@ -14,9 +14,12 @@ Derived in notebook ``09_reproduce_llama3_8b``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Mapping
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from crispedit_lite.editing import EditConfig, cpu_config, paper_config
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PARAMETERS", "PAPER_MODELS", "config_from_parameters", "run_cell", "run_metrics",
-           "editable_fractions"]
+           "editable_fractions", "paper_cell", "paper_cell_names"]
 
 #: The parameters of the reproduction notebooks, as ``reproduce/*.yaml`` sets them.
 PARAMETERS = ("MODEL", "DATASET", "DATA_PATH", "N_EDITS", "METHOD", "GAMMA", "N_CAPABILITY", "LAYERS",
@@ -44,6 +47,32 @@ PAPER_MODELS: dict[str, dict[str, Any]] = {
 _PAPER_DATASETS = ("zsre", "counterfact", "wikibigedit")
 #: Columns of the per-run metrics frame, in the paper's order.
 _RUN_COLUMNS = ("QA Rel", "QA Gen", "NoCtx Rel", "NoCtx Gen", "TF Rel", "TF Gen", "TF Spec")
+
+
+@functools.lru_cache(maxsize=1)
+def _paper_cells() -> dict[str, dict[str, Any]]:
+    text = resources.files("crispedit_lite").joinpath("resources/paper_cells.json").read_text("utf-8")
+    return json.loads(text)["cells"]
+
+
+def paper_cell(name: str) -> dict[str, Any] | None:
+    """The parameters of the paper cell ``reproduce/<name>.yaml``, or ``None`` if there is no such cell.
+
+    Read from the package's copy (``resources/paper_cells.json``, written with the yaml files by
+    ``reproduce/make_configs.py``), so it works without a checkout.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    cell = _paper_cells().get(name)
+    return copy.deepcopy(cell) if cell is not None else None
+
+
+def paper_cell_names(prefix: str = "") -> list[str]:
+    """The names of the paper cells (``reproduce/<name>.yaml``) that start with ``prefix``, sorted.
+
+    Derived in notebook ``11_results``.
+    """
+    return sorted(n for n in _paper_cells() if n.startswith(prefix))
 
 
 def _method(params: Mapping[str, Any]) -> str:

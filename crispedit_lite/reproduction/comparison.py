@@ -194,9 +194,9 @@ def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
     import pandas as pd
 
     from crispedit_lite.editing.registry import registry
-    from crispedit_lite.reproduction.paths import repo_root
+    from crispedit_lite.reproduction.cells import paper_cell_names
 
-    root = repo_root()
+    known = set(paper_cell_names(f"{table}_"))
     table_editors = registry()
     rows = []
     for method in dict.fromkeys(paper.loc[paper["table"] == table, "method"]):
@@ -204,8 +204,7 @@ def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
             continue
         e = table_editors.get(method)
         datasets = sorted(set(paper.loc[paper["table"] == table, "dataset"]))
-        cells = [ds for ds in datasets
-                 if root and (root / "reproduce" / f"{table}_{ds}_{method}.yaml").exists()]
+        cells = [ds for ds in datasets if f"{table}_{ds}_{method}" in known]
         rows.append({"method": method, "editor": e.name if e else "",
                      "update": e.update if e else "", "statistics": ", ".join(e.statistics) if e else "",
                      "sequential": bool(e and e.sequential), "cells": len(cells),

@@ -1,4 +1,5 @@
 """What the book's pages use to show things: toy models, diagrams, plotting, CPU tables, sweeps, run reports.
 
-Nothing in the method, the editors or the reproduction pipeline imports from here.
+``parameter_sets`` holds the chapters' larger parameter sets (a free Colab T4). Nothing in the method,
+the editors or the reproduction pipeline imports from here.
 """

@@ -55,11 +55,30 @@ def method_color(name: str, default: Any = None) -> Any:
     return _method_colors().get(name, default)
 
 
+def _show_figures_inline() -> None:
+    """In a Jupyter kernel, draw figures inline (``%matplotlib inline``) whatever ``MPLBACKEND`` says.
+
+    ipykernel installs its inline backend only when ``MPLBACKEND`` is unset; with ``MPLBACKEND=Agg``
+    inherited from a shell or a build tool, ``plt.show()`` in a notebook would output nothing.
+    Outside a kernel (scripts, tests, a terminal IPython) nothing changes.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover (IPython ships with every Jupyter install)
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
 def set_style(dpi: int = 150) -> None:
     """Apply the book's figure style: seaborn ``whitegrid``, 150 dpi, tight boxes (no overlapping labels).
 
-    Used by every notebook; first in notebook ``01_editing_as_constrained_optimization``.
+    In a Jupyter kernel it also shows figures inline (``%matplotlib inline``), so that a chapter's
+    ``plt.show()`` outputs its PNG however the kernel was started. Used by every notebook; first in
+    notebook ``01_editing_as_constrained_optimization``.
     """
+    _show_figures_inline()
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
     mpl.rcParams.update(
         {

@@ -10,7 +10,6 @@ Derived in notebook ``09_reproduce_llama3_8b``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = ["SHOWN_SETTINGS", "config_lines", "headline", "paper_cell_diff", "plot_run", "scale_report"]
@@ -33,19 +32,17 @@ def config_lines(params: Mapping[str, Any], config: Any, preset: str,
     return lines
 
 
-def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str, root: Path | None) -> list[str]:
+def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str) -> list[str]:
     """How this run differs from the paper's ``reproduce/<cell>.yaml`` (parameters, then config fields).
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    The cell's parameters come from the package (:func:`~crispedit_lite.reproduction.cells.paper_cell`),
+    so this works outside a checkout too. Derived in notebook ``09_reproduce_llama3_8b``.
     """
-    import yaml
+    from crispedit_lite.reproduction.cells import config_from_parameters, paper_cell
 
-    from crispedit_lite.reproduction.cells import config_from_parameters
-
-    cell_file = None if root is None else Path(root) / "reproduce" / f"{cell}.yaml"
-    if cell_file is None or not cell_file.exists():
-        return [f"no reproduce/{cell}.yaml here (DATASET/METHOD outside the paper's grid, or no checkout)"]
-    paper_params = yaml.safe_load(cell_file.read_text())
+    paper_params = paper_cell(cell)
+    if paper_params is None:
+        return [f"no reproduce/{cell}.yaml (DATASET/METHOD outside the paper's grid)"]
     paper_cfg, paper_preset = config_from_parameters(paper_params)
     ours, theirs = config.to_dict(), paper_cfg.to_dict()
     lines = [f"reproduce/{cell}.yaml ({paper_preset} preset) differs from this run in:"]

@@ -27,7 +27,16 @@ from tqdm.auto import tqdm
 from crispedit_lite.editing import EditConfig, edit
 from crispedit_lite.evaluation import evaluate_run
 
-__all__ = ["run_sweeps", "sweep_point"]
+__all__ = ["RECORD_KEYS", "record_differences", "run_sweeps", "sweep_point"]
+
+#: Chapter 6's parameters and the keys under which ``benchmarks/ch06_sweeps.py`` records them.
+RECORD_KEYS = {"MODEL": "model", "EDIT_SET": "edit_set", "N_EDITS": "n_edits", "GAMMA": "gamma",
+               "GAMMAS": "gammas", "N_CAPABILITY": "n_capability", "N_CAPS": "n_caps", "EPOCHS": "epochs",
+               "BATCH_SIZE": "batch_size", "LR": "lr", "SEED": "seed", "N_PROXY_TEXTS": "n_proxy",
+               "CAPABILITY_MAX_LENGTH": "capability_max_length", "KFAC_LABELS": "kfac_labels",
+               "EIGH_DTYPE": "eigh_dtype"}
+#: Settings that ``benchmarks/ch06_sweeps.py`` fixes without recording them.
+_SCRIPT_FIXED = {"CAPABILITY_SOURCE": "offline", "PROXY_MAX_LENGTH": 128, "LAYERS": None, "DTYPE": "float32"}
 
 
 def sweep_point(model: nn.Module, tokenizer: Any, requests: Sequence[Any], config: EditConfig,
@@ -89,3 +98,21 @@ def run_sweeps(model: nn.Module, tokenizer: Any, requests: Sequence[Any], *,
                           proxy_max_length=proxy_max_length)
         rows.append({"sweep": sweep, "value": value, "method": cfg.method, **row})
     return rows
+
+
+def record_differences(record: dict[str, Any], params: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The parameters in which a chapter run and a committed sweep record differ: ``{name: (record, run)}``.
+
+    Empty when the record was run with the chapter's settings, so that its rows can stand for this run's
+    sweeps; any difference (a larger parameter set, another seed) means the sweeps must run live.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    out: dict[str, tuple[Any, Any]] = {}
+    for name, key in RECORD_KEYS.items():
+        if name in params and record.get(key) != params[name]:
+            out[name] = (record.get(key), params[name])
+    for name, value in _SCRIPT_FIXED.items():
+        if name in params and params[name] != value:
+            out[name] = (value, params[name])
+    return out

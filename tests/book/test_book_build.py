@@ -7,7 +7,9 @@ scripts ran:
 
 * math rendered offline: every Sphinx math element holds a MathJax ``mjx-container``, no raw
   ``$$``, ``\\(`` or ``\\begin{`` is left in the visible text, and the CDN fallback was not needed;
-* every local ``<img>`` resolves to an existing, non-empty image file;
+* every local ``<img>`` resolves to an existing, non-empty image file, and a chapter page shows at least
+  as many images in its cell outputs as its notebook has cells that draw a figure
+  (``tests/book/notebook_checks.py``); the Colab badge and other external images do not count;
 * no page shows a Python traceback;
 * notebook pages carry the Colab launch button for their own path, and hidden solutions are collapsed.
 
@@ -30,6 +32,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
+from tests.book.notebook_checks import figure_cells
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -309,6 +312,18 @@ def test_page_renders_in_chromium(entry, built_book, chromium, tmp_path):
         assert target.is_file() and target.stat().st_size > 0, f"{entry}: image {src} does not load"
         if target.suffix == ".png":
             assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{entry}: {src} is not a PNG"
+
+    # figures: a chapter shows one image file of its own (in a cell output, loaded as checked above) per
+    # cell that draws a figure
+    source_nb = _source_of(entry)
+    if source_nb is not None and source_nb.suffix == ".ipynb":
+        n_figures = len(figure_cells(json.loads(source_nb.read_text(encoding="utf-8"))))
+        own = [img for img in dom.select(".cell_output img")
+               if urlparse(img.get("src", "")).scheme not in ("http", "https", "data")]
+        assert len(own) >= n_figures, (
+            f"{entry}: {n_figures} cells draw a figure but the page shows {len(own)} output images "
+            "(re-execute the chapter with figures inline: no MPLBACKEND=Agg in the kernel)"
+        )
 
     # no tracebacks or error outputs
     everything = dom.get_text(" ")  # printed tracebacks sit in <pre> blocks, so search all text

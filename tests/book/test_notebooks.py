@@ -2,10 +2,12 @@
 
 Three layers of notebook validation run in ``make test``:
 
-1. here, fast static checks of every ``notebooks/*.ipynb`` (structure conventions of CONTRIBUTING.md);
+1. here, fast static checks of every ``notebooks/*.ipynb`` (structure conventions of CONTRIBUTING.md,
+   and every cell that draws a figure carries its PNG: the rule is in ``notebook_checks.py``);
 2. here, ``papermill --prepare-only`` with a parameter override, proving that injection works
    (marked ``notebook``);
-3. nbval, configured in ``pyproject.toml``: every notebook is executed cell by cell in this environment;
+3. nbval, configured in ``pyproject.toml``: every notebook is executed cell by cell in this environment,
+   outside the checkout and guarded against reading it (``conftest.py``, ``notebook_checks.py``);
    a cell that raises fails, and cells marked ``# NBVAL_CHECK_OUTPUT`` must reproduce their committed
    output after ``tests/nbval_sanitize.cfg`` (items marked ``notebook`` by ``conftest.py``).
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.book.notebook_checks import draws_a_figure, figure_cells, has_image
 from tests.helpers import ROOT, notebook_paths
 
 NOTEBOOKS = notebook_paths()
@@ -202,15 +205,36 @@ class TestConventions:
                 )
 
     def test_figures_use_the_book_style(self, path):
+        """set_style() runs before the first figure: the book's style, and figures inline in any kernel."""
         nb = _load(path)
-        has_fig = any(
-            "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
-            for c in _code(nb)
-            for o in c.get("outputs", [])
+        figures = figure_cells(nb)
+        if figures:
+            styled = [i for i, c in enumerate(nb["cells"])
+                      if c["cell_type"] == "code" and "set_style(" in _src(c)]
+            assert styled and styled[0] < figures[0], (
+                f"cell {figures[0]} draws a figure before crispedit_lite.teaching.plotting.set_style() runs "
+                "(the setup cell calls it: book style, and %matplotlib inline whatever MPLBACKEND says)"
+            )
+
+    def test_every_figure_cell_has_its_image(self, path):
+        """Every cell that draws a figure (tests/book/notebook_checks.py) carries its committed PNG.
+
+        Fails on a notebook executed with ``MPLBACKEND=Agg`` in the kernel's environment (no inline
+        backend: ``plt.show()`` outputs nothing). Fix: re-execute the chapter (``make book``, or papermill
+        from ``notebooks/``) and commit its outputs.
+        """
+        nb = _load(path)
+        missing = [i for i in figure_cells(nb) if not has_image(nb["cells"][i])]
+        assert not missing, (
+            f"{path.name}: cells {missing} draw a figure but have no image/png output; re-execute the "
+            "chapter and commit it (the kernel must not run with MPLBACKEND=Agg)"
         )
-        if has_fig:
-            sources = "\n".join(_src(c) for c in _code(nb))
-            assert "set_style(" in sources, "figures come after crispedit_lite.teaching.plotting.set_style()"
+
+    def test_every_image_comes_from_a_figure_cell(self, path):
+        """The figure-cell rule sees every committed image, so the check above misses no figure."""
+        nb = _load(path)
+        unseen = [i for i, c in enumerate(nb["cells"]) if has_image(c) and not draws_a_figure(_src(c))]
+        assert not unseen, f"cells {unseen} output an image that the figure-cell rule does not detect"
 
     def test_in_table_of_contents(self, path):
         toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
@@ -303,3 +327,55 @@ def test_sanitizers_remove_what_varies(a, b):
 )
 def test_sanitizers_keep_the_claims(a, b):
     assert _sanitize(a) != _sanitize(b)
+
+
+# --- the figure-cell rule (tests/book/notebook_checks.py) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "plt.show()",
+        "fig, ax = plt.subplots()",
+        "plt.figure(figsize=(3, 2))",
+        "axes[0].plot(x, y)",
+        "ax2.scatter(x, y)",
+        "df.plot.barh(stacked=True, ax=ax)",
+        "loc_df.T.plot.bar(ax=ax, rot=0)",
+        "sns.lineplot(data=df, x='a', y='b')",
+        "sns.heatmap(R)",
+        "fig = cpu_table.pareto_figure(t1)",
+        "run_report.plot_run(record, metrics, TABLES, MODEL)",
+        "diagrams.kfac_hooks_diagram()",
+        "import sys\n%pip install -q x\nplt.show()",
+        "for k in range(3):\n    axes[k].imshow(M[k])",
+    ],
+)
+def test_figure_rule_finds_figures(source):
+    assert draws_a_figure(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "# plt.show()",
+        "print('plt.show()')",
+        "display(frame.round(1))",
+        "out = x.scatter(0, index, src)",  # torch's scatter
+        "optimizer.step()",
+        "def draw(ax):\n    ax.plot([1, 2])\n    plt.show()",
+        "f = lambda: plt.show()",
+        "%%timeit\nplt.show()",
+        "import matplotlib.pyplot as plt",
+    ],
+)
+def test_figure_rule_ignores_what_draws_nothing(source):
+    assert not draws_a_figure(source)
+
+
+def test_figure_rule_counts_the_book_figures():
+    """Every cell that calls plt.show() is a figure cell, and every chapter that plots has figure cells."""
+    for path in NOTEBOOKS:
+        nb = _load(path)
+        shows = {i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "plt.show()" in _src(c)}
+        assert shows <= set(figure_cells(nb)), f"{path.name}: plt.show() cells {sorted(shows)} missed"

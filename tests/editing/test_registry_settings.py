@@ -3,7 +3,7 @@
 Every registered editor has a display label and a colour of its own, its own settings class (or none)
 whose values are checked field by field, and ``EditConfig`` stays flat: built from flat names, written
 as a flat dict, read back from that dict and from every results record committed under
-``benchmarks/results``.
+``crispedit_lite/resources/results``.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def _recorded_configs() -> list[tuple[str, dict]]:
             for v in node:
                 walk(v, where)
 
-    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+    for path in sorted((ROOT / "crispedit_lite" / "resources" / "results").glob("*.json")):
         walk(json.loads(path.read_text()), path.name)
     return found
 

@@ -24,13 +24,13 @@ def test_config_lines_name_the_preset_and_every_shown_setting():
 def test_paper_cell_diff_lists_exactly_what_differs():
     params = yaml.safe_load((ROOT / "reproduce" / "table1_zsre_crispedit.yaml").read_text())
     config, _ = reproduce.config_from_parameters(params)
-    assert run_report.paper_cell_diff(params, config, "table1_zsre_crispedit", ROOT) == [
+    assert run_report.paper_cell_diff(params, config, "table1_zsre_crispedit") == [
         "reproduce/table1_zsre_crispedit.yaml (paper preset) differs from this run in:"]
     mine = dict(params, N_EDITS=16, GAMMA=0.5)
     cfg, _ = reproduce.config_from_parameters(mine)
-    lines = run_report.paper_cell_diff(mine, cfg, "table1_zsre_crispedit", ROOT)
+    lines = run_report.paper_cell_diff(mine, cfg, "table1_zsre_crispedit")
     assert [ln.split()[0] for ln in lines[1:]] == ["N_EDITS", "gamma"]
-    assert run_report.paper_cell_diff(mine, cfg, "table1_zsre_nothing", ROOT)[0].startswith("no reproduce/")
+    assert run_report.paper_cell_diff(mine, cfg, "table1_zsre_nothing")[0].startswith("no reproduce/")
 
 
 def test_headline_and_scale_report():

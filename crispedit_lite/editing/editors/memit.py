@@ -51,7 +51,7 @@ __all__ = ["CLOSED_FORM_PRESETS", "EDITORS", "ClosedFormSettings", "memit_solver
 #   of 30 layers, lambda stays 15000, the value optimisation keeps MEMIT's settings; the sweep of
 #   benchmarks/sweep_closed_form_smollm2.py (layers 1-5 / 3-7 / 7-11 x lambda 1.5e3 / 1.5e4 / 1.5e5)
 #   is the check of this choice and has not been run to completion yet. In chapter 6's Table 1 runs
-#   (benchmarks/results/cpu-table1-smollm2-part3.json, 40 edits) this preset reaches TF Rel 96.7
+#   (resources/results/cpu-table1-smollm2-part3.json, 40 edits) this preset reaches TF Rel 96.7
 #   (MEMIT) and 97.5 (AlphaEdit) on subset 0, with the best locality of all editors there.
 _MEMIT_Z = {"v_lr": 0.5, "v_steps": 25, "v_weight_decay": 1e-3, "clamp_norm": 4.0, "kl_factor": 0.0625}
 _ALPHA_Z = {"v_lr": 0.1, "v_steps": 25, "v_weight_decay": 0.5, "clamp_norm": 0.75, "kl_factor": 0.0625}

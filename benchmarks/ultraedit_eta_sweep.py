@@ -13,8 +13,9 @@ Usage (a few minutes on 2 cores)::
     python benchmarks/ultraedit_eta_sweep.py
 
 Writes ``benchmarks/results/ultraedit-eta-sweep-smollm2.json`` atomically, then the page's tables,
-``book/_generated/ultraedit_eta_sweep.md``, from that JSON (``--tables-only`` rewrites the tables
-from the committed JSON without editing).
+``book/_generated/ultraedit_eta_sweep.md``, from that JSON with every other include of the book pages
+(:func:`crispedit_lite.teaching.book_tables.write_all`; ``--tables-only`` rewrites them from the
+committed JSON without editing).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "ultraedit-eta-sweep-smollm2.json"
-TABLES = ROOT / "book" / "_generated" / "ultraedit_eta_sweep.md"
 
 
 def one_run(eta: float, n_edits: int) -> dict:
@@ -36,26 +36,35 @@ def one_run(eta: float, n_edits: int) -> dict:
     from crispedit_lite.reproduction.experiment import run_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
-        rec = run_experiment(cpu_config("ultraedit", ultra_lr=eta), n_edits=n_edits,
-                             evals=("teacher_forced", "proxies"), results_dir=tmp, progress=False,
-                             command=f"ultraedit_eta_sweep: eta={eta:g}, n_edits={n_edits}")
+        rec = run_experiment(
+            cpu_config("ultraedit", ultra_lr=eta),
+            n_edits=n_edits,
+            evals=("teacher_forced", "proxies"),
+            results_dir=tmp,
+            progress=False,
+            command=f"ultraedit_eta_sweep: eta={eta:g}, n_edits={n_edits}",
+        )
     before, after = rec["metrics"]["before"], rec["metrics"]["after"]
     details = rec["edit"]["details"]
-    return {"eta": eta, "n_edits": n_edits, "chunks": details["schedule"]["n_chunks"],
-            "layers": len(rec["edit"]["modules"]),
-            "key_rows": sum(c["n_rows"] for c in details["per_chunk"]),
-            "before": {k: float(before["teacher_forced"]["scores"][k]) for k in ("rel", "gen", "spec")},
-            "after": {k: float(after["teacher_forced"]["scores"][k]) for k in ("rel", "gen", "spec")},
-            "kl": float(after["proxies"]["kl_to_base"]),
-            "ppl_before": float(before["proxies"]["perplexity"]),
-            "ppl": float(after["proxies"]["perplexity"]),
-            "edit_s": round(float(rec["timings"].get("total_s", 0.0)), 2)}
+    return {
+        "eta": eta,
+        "n_edits": n_edits,
+        "chunks": details["schedule"]["n_chunks"],
+        "layers": len(rec["edit"]["modules"]),
+        "key_rows": sum(c["n_rows"] for c in details["per_chunk"]),
+        "before": {k: float(before["teacher_forced"]["scores"][k]) for k in ("rel", "gen", "spec")},
+        "after": {k: float(after["teacher_forced"]["scores"][k]) for k in ("rel", "gen", "spec")},
+        "kl": float(after["proxies"]["kl_to_base"]),
+        "ppl_before": float(before["proxies"]["perplexity"]),
+        "ppl": float(after["proxies"]["perplexity"]),
+        "edit_s": round(float(rec["timings"].get("total_s", 0.0)), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweeps (unless ``--tables-only``); write the JSON and the page's tables."""
     from crispedit_lite.reproduction.results import write_json_atomic
-    from crispedit_lite.teaching.book_tables import ultraedit_eta_tables
+    from crispedit_lite.teaching.book_tables import write_all
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-edits", type=int, default=8)
@@ -63,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-edits-long", type=int, default=40)
     ap.add_argument("--etas-long", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4])
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--tables", default=str(TABLES))
     ap.add_argument("--tables-only", action="store_true", help="only rewrite the tables from --out")
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,23 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         for eta, n in tqdm(plan, desc="UltraEdit runs"):
             rows.append(one_run(eta, n))
             r = rows[-1]
-            print(f"eta={eta:g} n={n}: TF Rel {r['before']['rel']:.1f} -> {r['after']['rel']:.1f}, "
-                  f"KL {r['kl']:.2e}, PPL {r['ppl']:.2f}", flush=True)
-        record = {"command": " ".join(["python benchmarks/ultraedit_eta_sweep.py", *argv]).strip(),
-                  "model": "smollm2-135m-instruct", "edit_set": "smollm2-counterfacts",
-                  "preset": "cpu_config('ultraedit', ultra_lr=eta)", "rows": rows,
-                  "wall_s": round(time.time() - started, 1), "threads": torch.get_num_threads(),
-                  "created": time.strftime("%Y-%m-%d %H:%M")}
+            print(
+                f"eta={eta:g} n={n}: TF Rel {r['before']['rel']:.1f} -> {r['after']['rel']:.1f}, "
+                f"KL {r['kl']:.2e}, PPL {r['ppl']:.2f}",
+                flush=True,
+            )
+        record = {
+            "command": " ".join(["python benchmarks/ultraedit_eta_sweep.py", *argv]).strip(),
+            "model": "smollm2-135m-instruct",
+            "edit_set": "smollm2-counterfacts",
+            "preset": "cpu_config('ultraedit', ultra_lr=eta)",
+            "rows": rows,
+            "wall_s": round(time.time() - started, 1),
+            "threads": torch.get_num_threads(),
+            "created": time.strftime("%Y-%m-%d %H:%M"),
+        }
         print(f"wrote {write_json_atomic(args.out, record)}")
-    import json
-
-    record = json.loads(Path(args.out).read_text())
-    tables = Path(args.tables)
-    tables.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tables.with_suffix(".md.tmp")
-    tmp.write_text(ultraedit_eta_tables(record))
-    tmp.replace(tables)
-    print(f"wrote {tables}")
+    for path in write_all(ROOT):  # every include of the book pages, from the committed JSON
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Printing for the book's pages: recorded commands and long lines that fit a page.
+r"""Printing for the book's pages: recorded commands and long lines that fit a page.
 
 A printed line wider than about 100 characters scrolls sideways on a book page, so the chapters print
 the shell command recorded in a results JSON with :func:`shell_block` (one command per line, ``\\``
@@ -46,5 +46,6 @@ def wrap(text: str | Iterable[str], width: int = WIDTH, indent: str = "") -> str
     """``text`` (or the items joined by ``"; "``) filled to ``width`` characters per line."""
     if not isinstance(text, str):
         text = "; ".join(str(t) for t in text)
-    return textwrap.fill(text, width=width, subsequent_indent=indent or "  ", break_on_hyphens=False,
-                         break_long_words=False)
+    return textwrap.fill(
+        text, width=width, subsequent_indent=indent or "  ", break_on_hyphens=False, break_long_words=False
+    )

@@ -105,10 +105,10 @@ BREAKS = {
     "S⊗A (the book writes A⊗S)": [r"$\mathbf G_{\mathbf W}\approx\mathbf S\otimes\mathbf A$",
                                   r"$\bar{\mathbf S}\otimes\bar{\mathbf A}$", "the matrix S ⊗ A",
                                   r"$\mathbf S_c\otimes\mathbf A_c$"],
-    "M as a curvature (M is only the mask)": [r"Let $\mathbf M=\mathbf U\Sigma\mathbf U^\top$ be the curvature",
-                                              r"$\Delta^\top\mathbf M\Delta\le\sigma_{k+1}$",
-                                              r"$\mathbf M\succeq 0$",
-                                              r"the Hessian $\mathbf M$ of the loss"],
+    "M as a curvature (M is only the mask)": [
+        r"Let $\mathbf M=\mathbf U\Sigma\mathbf U^\top$ be the curvature",
+        r"$\Delta^\top\mathbf M\Delta\le\sigma_{k+1}$", r"$\mathbf M\succeq 0$",
+        r"the Hessian $\mathbf M$ of the loss"],
     "C as a Kronecker curvature or a count (C is MEMIT's covariance)": [
         r"$\mathbf C=\mathbf S\otimes\mathbf A$",
         r"$\mathbf C=(\mathbf U_{\rm out}\otimes\mathbf U_{\rm in})\boldsymbol\Lambda(\cdot)^\top$",
@@ -122,14 +122,17 @@ BREAKS = {
 KEEPS = [
     r"$\mathbf G_{\mathbf W}\approx\mathbf A\otimes\mathbf S$, in code `torch.kron(S, A)`",
     r"$\bar{\mathbf A}\otimes\bar{\mathbf S}$ and $\mathbf A\otimes\mathbf I$",
-    r"$\mathbf U_{\rm out}((\mathbf U_{\rm out}^\top\mathbf G\mathbf U_{\rm in})\odot\mathbf M)\mathbf U_{\rm in}^\top$",
+    r"$\mathbf U_{\rm out}((\mathbf U_{\rm out}^\top\mathbf G\mathbf U_{\rm in})\odot\mathbf M)"
+    r"\mathbf U_{\rm in}^\top$",
     r"$M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]$, the mask $\mathbf M$",
     r"Let $\boldsymbol\Omega=\mathbf U\boldsymbol\Sigma\mathbf U^\top$ be the curvature",
     r"$\mathbf C=\mathbb E[\mathbf k\mathbf k^\top]=\mathbf K_0\mathbf K_0^\top/N_0$, MEMIT's covariance",
-    r"the eigenvectors of $\mathbf C$ (or $\mathbf A$); the penalty $(\mathbf K_0\mathbf K_0^\top\otimes\mathbf I)$",
+    r"the eigenvectors of $\mathbf C$ (or $\mathbf A$); "
+    r"the penalty $(\mathbf K_0\mathbf K_0^\top\otimes\mathbf I)$",
     r"$\mathcal L_{\rm edit}=\frac1T\sum_{i=1}^T\ell_i$ over the $T$ edits",
     r"$\mathcal L=\frac1N\sum_{t=1}^N\ell_t$ over $N$ tokens",
-    r"$\mathbf u^{\rm in}_j\otimes\mathbf u^{\rm out}_i$, the gradient $\mathbf G$, pseudo-values $\mathbf v_t$",
+    r"$\mathbf u^{\rm in}_j\otimes\mathbf u^{\rm out}_i$, the gradient $\mathbf G$, "
+    r"pseudo-values $\mathbf v_t$",
     r"a weight gradient $\mathbf G$ (the paper writes $\mathbf Q$)",
 ]
 

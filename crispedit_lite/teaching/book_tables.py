@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ultraedit_eta_tables", "fmt_sci", "scale_tables", "step_ratio_table", "render_all", "write_all"]
+__all__ = ["ultraedit_eta_tables", "scale_tables", "step_ratio_table", "render_all", "write_all"]
 
 
-def fmt_sci(x: float, digits: int = 2) -> str:
+def _fmt_sci(x: float, digits: int = 2) -> str:
     r"""A number for a Markdown table: plain from 0.1 to 10^4, else :math:`m\times10^{e}` in LaTeX."""
     if x == 0 or not math.isfinite(x):
         return f"{x:g}"
@@ -39,6 +39,8 @@ def ultraedit_eta_tables(record: Mapping[str, Any], official_eta: float = 1e-6) 
     One table per number of edits: teacher-forced reliability, generalisation and specificity after
     the edit (%), the KL to the base model on held-out text (nats per token) and the perplexity, with
     a line giving the scores before the edit and the command that produced the JSON.
+
+    Rendered into book page ``ultraedit`` (``book/_generated/ultraedit_eta_sweep.md``).
     """
     rows = list(record["rows"])
     out = [
@@ -66,7 +68,7 @@ def ultraedit_eta_tables(record: Mapping[str, Any], official_eta: float = 1e-6) 
             label = _eta(r["eta"]) + (" (official)" if math.isclose(r["eta"], official_eta) else "")
             out.append(
                 f"| {label} | {a['rel']:.1f} | {a['gen']:.1f} | {a['spec']:.1f} "
-                f"| {fmt_sci(r['kl'])} | {fmt_sci(r['ppl'], 4)} |"
+                f"| {_fmt_sci(r['kl'])} | {_fmt_sci(r['ppl'], 4)} |"
             )
         out.append("")
     return "\n".join(out)
@@ -101,7 +103,10 @@ _STEP_NAMES = [
 
 
 def step_ratio_command(record: Mapping[str, Any]) -> str:
-    """The command that repeats a ``benchmarks/step_ratio.py`` run: recorded, or rebuilt from its settings."""
+    """The command that repeats a ``benchmarks/step_ratio.py`` run: recorded, or rebuilt from its settings.
+
+    Used by book page ``performance``.
+    """
     if record.get("command"):
         return str(record["command"])
     forms = ",".join(r["form"] for r in record["rows"])
@@ -112,7 +117,10 @@ def step_ratio_command(record: Mapping[str, Any]) -> str:
 
 
 def step_ratio_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Median step and ratio to FT per projection form, one column pair per ``step_ratio`` run."""
+    """Median step and ratio to FT per projection form, one column pair per ``step_ratio`` run.
+
+    Rendered into book page ``performance``.
+    """
     names = list(runs)
     forms = [f for f in _FORM_NAMES if any(f in {r["form"] for r in runs[n]["rows"]} for n in names)]
     head = (
@@ -150,6 +158,8 @@ def scale_tables(
     """The tables of the performance page from ``benchmarks/scale.py``'s JSON.
 
     Returns the setup lines, LLaMA-3-8B's phases, edit steps and schedule, and the Qwen-2.5-1.5B summary.
+
+    Rendered into book page ``performance``.
     """
     hw, st = record["hardware"], record["settings"]
     command = re.sub(r"\s--out\s+\S+", "", record["command"])
@@ -252,7 +262,10 @@ def scale_tables(
 
 
 def rehearsal_line(record: Mapping[str, Any]) -> str:
-    """The timings of the CPU rehearsal of the command line (a results JSON of ``run_experiment``)."""
+    """The timings of the CPU rehearsal of the command line (a results JSON of ``run_experiment``).
+
+    Rendered into book page ``performance``.
+    """
     t = record["timings"]
     epochs = record["edit"]["config"]["epochs"]
     return (
@@ -275,7 +288,10 @@ ULTRAEDIT_JSON = "benchmarks/results/ultraedit-eta-sweep-smollm2.json"
 
 
 def render_all(root: str | Path) -> dict[str, str]:
-    """``{file name under book/_generated: text}`` rendered from the committed JSON under ``root``."""
+    """``{file name under book/_generated: text}`` rendered from the committed JSON under ``root``.
+
+    Checked against the files that book page ``performance`` and book page ``ultraedit`` include.
+    """
     root = Path(root)
 
     def load(rel: str) -> Any:
@@ -292,7 +308,10 @@ def render_all(root: str | Path) -> dict[str, str]:
 
 
 def write_all(root: str | Path) -> list[Path]:
-    """Write every generated include (atomically) and return the paths."""
+    """Write every generated include (atomically) and return the paths.
+
+    Writes the includes of book page ``performance`` and book page ``ultraedit``.
+    """
     root = Path(root)
     written = []
     for name, text in render_all(root).items():

@@ -37,13 +37,18 @@ def shell_block(command: str, width: int = WIDTH) -> str:
     Commands chained with ``;`` or ``&&`` go on separate lines; a command longer than ``width`` is
     broken before its ``--options`` and continued with a backslash, so the block still runs when
     pasted into a shell. A single option longer than ``width`` stays on its own line.
+
+    Used in notebook ``06_crispedit_on_a_small_lm`` (and chapter 10).
     """
     commands = [c for c in re.split(r"\s*(?:;|&&)\s*", command.strip()) if c]
     return "\n".join(line for c in commands for line in _wrap_command(c, width))
 
 
 def wrap(text: str | Iterable[str], width: int = WIDTH, indent: str = "") -> str:
-    """``text`` (or the items joined by ``"; "``) filled to ``width`` characters per line."""
+    """``text`` (or the items joined by ``"; "``) filled to ``width`` characters per line.
+
+    Used in notebook ``06_crispedit_on_a_small_lm`` (and chapters 4, 5, 9, 10 and 11).
+    """
     if not isinstance(text, str):
         text = "; ".join(str(t) for t in text)
     return textwrap.fill(

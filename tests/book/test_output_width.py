@@ -69,7 +69,8 @@ def raw_command_prints(path: Path) -> list[str]:
     found = []
     for i, cell in _cells(path):
         for line in "".join(cell["source"]).splitlines():
-            if re.search(r"""\[["']command["']\]""", line) and "print(" in line and "shell_block(" not in line:
+            prints_command = re.search(r"""\[["']command["']\]""", line) and "print(" in line
+            if prints_command and "shell_block(" not in line:
                 found.append(f"cell {i}: {line.strip()}")
     return found
 
@@ -77,8 +78,8 @@ def raw_command_prints(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_stored_outputs_fit_the_page(path):
     found = wide_outputs(path)
-    assert not found, (f"{path.name}: print fewer columns, wrap long lines (crispedit_lite.teaching.printing) "
-                       "or collapse the cell, then re-execute the chapter:\n" + "\n".join(found))
+    assert not found, (f"{path.name}: print fewer columns, wrap long lines (crispedit_lite.teaching."
+                       "printing) or collapse the cell, then re-execute the chapter:\n" + "\n".join(found))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
@@ -107,10 +108,11 @@ def test_a_wide_output_and_a_raw_command_print_are_flagged(tmp_path):
 
 
 def test_shell_block_and_wrap_keep_the_width_and_every_word():
-    command = ("python benchmarks/cpu_table1.py --n-edits 40 --seeds 0 1 2 ; python benchmarks/cpu_table1.py "
-               "--n-edits 40 --seeds 0 --wild-seeds --methods crispedit+nbhd --out "
-               "benchmarks/results/cpu-table1-smollm2-part2.json && python benchmarks/x.py --model gemma3-270m "
-               "--known-only --n-edits 24 --seeds 0 --methods crispedit,ft,adam_nscl --wild-decoding official")
+    command = ("python benchmarks/cpu_table1.py --n-edits 40 --seeds 0 1 2 ; "
+               "python benchmarks/cpu_table1.py --n-edits 40 --seeds 0 --wild-seeds --methods crispedit+nbhd "
+               "--out benchmarks/results/cpu-table1-smollm2-part2.json && python benchmarks/x.py "
+               "--model gemma3-270m --known-only --n-edits 24 --seeds 0 --methods crispedit,ft,adam_nscl "
+               "--wild-decoding official")
     block = shell_block(command)
     lines = block.splitlines()
     assert all(len(line) <= WIDTH for line in lines)

@@ -27,6 +27,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -145,7 +146,9 @@ def main(argv=None) -> int:
     for r in rows:
         ratio = "-" if r["crispedit_over_ft"] is None else f"{r['crispedit_over_ft']:.2f}"
         print(f"{r['form']:14s} {r['median_s']:9.3f} {r['min_s']:8.3f} {ratio:>6s}")
-    record = {"benchmark": "step_ratio", "model": args.model, "device": str(device), "dtype": args.dtype,
+    command = " ".join(["python benchmarks/step_ratio.py", *(sys.argv[1:] if argv is None else argv)])
+    record = {"benchmark": "step_ratio", "command": command, "model": args.model, "device": str(device),
+              "dtype": args.dtype,
               "weights": "random init" if args.model.startswith("random:") else "pretrained",
               "layers": names, "batch": args.batch, "gamma": args.gamma, "repeats": args.repeats,
               "threads": torch.get_num_threads(), "kfac_s": round(kfac_s, 3), "rows": rows,

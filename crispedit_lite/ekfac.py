@@ -8,20 +8,22 @@ that eigenvector:
 
 .. math::
 
-    s_{ij} = \frac1T\sum_{t}\sum_c \big(\mathbf u^{{\rm out}\top}_i\,\mathbf g_{t,c}\,
+    s_{ij} = \frac1N\sum_{t}\sum_y \big(\mathbf u^{{\rm out}\top}_i\,\mathbf g_{t,y}\,
     \mathbf a_t^\top\mathbf u^{\rm in}_j\big)^2
-    = \frac1T\sum_{t}\sum_c (\mathbf u^{{\rm out}\top}_i\mathbf g_{t,c})^2
+    = \frac1N\sum_{t}\sum_y (\mathbf u^{{\rm out}\top}_i\mathbf g_{t,y})^2
     (\mathbf a_t^\top\mathbf u^{\rm in}_j)^2 ,
 
-with the same terms :math:`(\mathbf a_t,\mathbf g_{t,c})` as :func:`~crispedit_lite.kfac.collect_kfac`
-(one term per example or per valid token, i.e. ``approx="expand"``). When
-:math:`\mathbf G=\frac1T\sum_{t,c}\mathrm{vec}(\mathbf g_{t,c}\mathbf a_t^\top)\mathrm{vec}(\cdot)^\top`
-(``labels="type2"``), :math:`s_{ij}` is the diagonal of :math:`\mathbf G` in the Kronecker eigenbasis
-:math:`\mathbf Q=\mathbf U_{\rm out}\otimes\mathbf U_{\rm in}`, hence the Frobenius-optimal
-:math:`\min_{\mathbf s}\|\mathbf G-\mathbf Q\,\mathrm{diag}(\mathbf s)\,\mathbf Q^\top\|_F`; it equals
-K-FAC's products when :math:`\mathbf a` and :math:`\mathbf g` are independent. The energy rule and
-the projection are those of :class:`~crispedit_lite.projector.KroneckerProjector`, applied to
-:math:`s_{ij}` instead of the products.
+with the same :math:`N` terms :math:`(\mathbf a_t,\mathbf g_{t,y})` as
+:func:`~crispedit_lite.kfac.collect_kfac` (one term per example or per valid token, i.e.
+``approx="expand"``; :math:`y` runs over the type-2 vectors). When the block is
+:math:`\mathbf G_{\mathbf W}=\frac1N\sum_{t,y}\mathrm{vec}(\mathbf g_{t,y}\mathbf a_t^\top)
+\mathrm{vec}(\mathbf g_{t,y}\mathbf a_t^\top)^\top` (``labels="type2"``), :math:`s_{ij}` is its
+diagonal in the Kronecker eigenbasis :math:`\mathbf U_{\rm in}\otimes\mathbf U_{\rm out}`
+(column-major ``vec``; the code's row-major order uses ``torch.kron(U_out, U_in)``), hence the
+Frobenius-optimal diagonal in that basis; it equals K-FAC's products when :math:`\mathbf a` and
+:math:`\mathbf g` are independent. The energy rule and the projection are those of
+:class:`~crispedit_lite.projector.KroneckerProjector`, applied to :math:`s_{ij}` instead of the
+products.
 
 Derived in notebook ``03_low_curvature_subspace``.
 """
@@ -75,9 +77,10 @@ class EKFACFactors:
         return torch.outer(self.eig_out, self.eig_in)
 
     def dense(self, limit: int = DENSE_LIMIT) -> Tensor:
-        r"""The explicit EK-FAC matrix :math:`\mathbf Q\,\mathrm{diag}(\mathbf s)\,\mathbf Q^\top`.
+        r"""The explicit EK-FAC matrix: the eigenvalues :math:`s_{ij}` in the Kronecker eigenbasis.
 
-        Row-major ``vec``, like ``torch.kron(S, A)``; refused above ``limit`` rows.
+        Row-major ``vec``, like ``torch.kron(S, A)``: ``B @ diag(s) @ B.T`` with
+        ``B = torch.kron(U_out, U_in)``; refused above ``limit`` rows.
         Derived in notebook ``03_low_curvature_subspace``.
         """
         n = self.eig.numel()

@@ -12,7 +12,7 @@ projection of a weight gradient :math:`\mathbf G` (``(d_out, d_in)``) is (CrispE
 
     \mathbf P_\gamma(\mathbf G) = \mathbf U_{\rm out}\big((\mathbf U_{\rm out}^\top\mathbf G
     \mathbf U_{\rm in})\odot\mathbf M\big)\mathbf U_{\rm in}^\top, \qquad
-    M_{ij} = \mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j \le \lambda_\gamma],
+    M_{ij} = \mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j < \lambda_\gamma],
 
 without ever forming the :math:`(d_{\rm out}d_{\rm in})^2` projector. :class:`InputNullspaceProjector` is
 the Adam-NSCL / AlphaEdit special case :math:`\mathbf S=\mathbf I` (null space of the inputs only).

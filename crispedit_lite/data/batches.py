@@ -159,7 +159,7 @@ def tokenize_capability(
         max_length: truncation in tokens (the paper: 512).
         batch_size: texts per batch (the paper: 1, so no padding at all).
         ignore_token_ids: token ids never used as labels. The official code also ignores id 0
-            (``"!"`` in LLaMA-3, a quirk, dossier §12 item 18); pass ``(0,)`` to reproduce it.
+            (``"!"`` in LLaMA-3; official code ``rome/layer_stats.py``); pass ``(0,)`` to reproduce it.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """

@@ -1,6 +1,7 @@
 r"""WILD prompt contexts and the two decodings: the paper's ("official") and one for small instruct models.
 
-WILD (Yang et al. 2025; CrispEdit App. E, dossier §9.1) feeds the question to the model in a
+WILD (Yang et al. 2025; CrispEdit §4.2, App. E; official code
+``evaluate/evaluate_utils.py``) feeds the question to the model in a
 *context* and decodes greedily, :math:`\hat y_t = \arg\max_v p_\theta(v \mid c(x), \hat y_{<t})`, for
 at most 40 tokens, stopping at ``"."``, a newline or EOS. The contexts :math:`c`:
 

@@ -1,6 +1,7 @@
 r"""Batched greedy decoding with WILD's stopping rule, and right-padded teacher-forced batches.
 
-WILD decoding (Yang et al. 2025; CrispEdit App. E, dossier §9.1) is greedy,
+WILD decoding (Yang et al. 2025; CrispEdit §4.2, App. E; official code
+``evaluate/evaluate_utils.py``) is greedy,
 
 .. math::
 

@@ -1,9 +1,9 @@
 r"""lm-evaluation-harness wrapper with CrispEdit's capability settings (GPU runs).
 
 CrispEdit measures what an edit costs the model on five benchmarks, run through lm-eval's
-``simple_evaluate`` on the edited Hugging Face model wrapped in ``HFLM`` (paper App. E; dossier
-§8.4): ``limit=200`` examples per task (per sub-task for MMLU), ``apply_chat_template=True``,
-``fewshot_as_multiturn=True``.
+``simple_evaluate`` on the edited Hugging Face model wrapped in ``HFLM`` (paper App. E; official
+code ``run_base_benchmarks.py``): ``limit=200`` examples per task (per sub-task for MMLU),
+``apply_chat_template=True``, ``fewshot_as_multiturn=True``.
 
 * ``mmlu``, 5 shots: ``acc,none`` (the group's size-weighted accuracy);
 * ``gsm8k_cot``, 8 shots: ``exact_match,strict-match`` ("The answer is N", as the CoT prompt asks);
@@ -12,7 +12,7 @@ CrispEdit measures what an edit costs the model on five benchmarks, run through 
 * ``arc_challenge``, 25 shots: ``acc_norm,none`` (the usual 25-shot ARC-C metric);
 * ``truthfulqa_mc2``, 0 shots: ``acc,none`` (the task's only metric).
 
-The paper does not say which key it reports (dossier §12 item 13), so the choice above is ours;
+The paper does not say which key it reports (App. E names the tasks only), so the choice above is ours;
 :func:`extract_harness_metrics` keeps every metric lm-eval returns, so any other choice can be read
 off the same run. Scores are ×100. The tasks download their data from the Hugging Face hub; offline
 (``HF_DATASETS_OFFLINE=1``) and without a warm cache they fail, with a message that says so.

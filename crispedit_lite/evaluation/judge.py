@@ -1,16 +1,17 @@
 r"""Optional LLM judge for WILD answers through any OpenAI-compatible chat-completions endpoint.
 
 CrispEdit scores WILD answers with ``gpt-4o-mini`` at temperature 0, an empty system prompt and a
-SimpleQA-style grader prompt (paper Fig. 8; dossier §9.1): the judge sees the *raw* question (not
-the QA template), the gold target and the predicted answer, and replies with one letter;
+SimpleQA-style grader prompt (paper Fig. 8, App. E; official code ``llm_judge``): the judge sees the
+*raw* question (not the QA template), the gold target and the predicted answer, and replies with one
+letter;
 ``"A"`` (CORRECT) scores :math:`1`, anything else :math:`0`.
 
-**The prompt text below is a reconstruction**, not a verbatim copy: the dossier this project works
-from describes Fig. 8 but does not reproduce it. It follows the structure of the SimpleQA grader
-(Wei et al. 2024) in the two-grade form the CrispEdit code uses: the task statement, examples of
-CORRECT and of INCORRECT answers with the reasons, the sample, and the instruction to answer with
-the letter A or B alone. Judge scores from it are therefore comparable with the paper's only up to
-the prompt wording; report them as such.
+**The prompt text below is a reconstruction**, not a verbatim copy: the copy of the paper this
+project works from describes Fig. 8 but does not reproduce its text. It follows the structure of the
+SimpleQA grader (Wei et al. 2024) in the two-grade form the CrispEdit code uses: the task statement,
+examples of CORRECT and of INCORRECT answers with the reasons, the sample, and the instruction to
+answer with the letter A or B alone. Judge scores from it are therefore comparable with the paper's
+only up to the prompt wording; report them as such.
 
 The judge is off unless an API key is given (argument or ``OPENAI_API_KEY``). Requests go through
 ``urllib`` (no dependency), or through an ``openai``-style client passed as ``client=``. Without a

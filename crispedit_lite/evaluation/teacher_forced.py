@@ -12,7 +12,8 @@ For a prompt :math:`x` and a target :math:`y = (y_1,\dots,y_m)`, the model reads
 Rel = mean acc on (edit prompt, ``target_new``), Gen = on (rephrase, ``target_new``), Spec = on
 (locality prompt, locality answer) for ZsRE / WikiBigEdit; for CounterFact, Spec is the fraction
 of neighbourhood prompts with :math:`\overline{\mathrm{NLL}}(x, y^{\rm true}) <
-\overline{\mathrm{NLL}}(x, y^{\rm new})` (CrispEdit Table 3; dossier §9.2). All ×100.
+\overline{\mathrm{NLL}}(x, y^{\rm new})` (CrispEdit Table 3; official code
+``evaluate/evaluate_utils.py``). All ×100.
 
 The target tokens are those of ``x + " " + y`` after the first ``len(tokenize(x))`` tokens, as in
 EasyEdit (trailing space of :math:`x` and surrounding spaces of :math:`y` are stripped first, so a

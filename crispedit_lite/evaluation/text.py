@@ -1,7 +1,7 @@
 r"""Answer normalisation, exact match, and stop-string truncation for WILD evaluation.
 
 The exact-match scorer is the SQuAD one (Rajpurkar et al. 2016), which the CrispEdit code uses as its
-``exact_match`` criterion (dossier §9.1):
+``exact_match`` criterion (``evaluate/evaluate_utils.py``):
 
 .. math::
 
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 __all__ = ["STOP_STRINGS", "normalize_answer", "exact_match", "contains_match", "truncate_at_stop"]
 
-#: Stop strings of WILD decoding besides the EOS token (dossier §9.1).
+#: Stop strings of WILD decoding besides the EOS token (official code ``evaluate/evaluate_utils.py``).
 STOP_STRINGS: tuple[str, ...] = (".", "\n")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -2,7 +2,7 @@ r"""WILD evaluation of edits: greedy answers, judged or exact-matched, in two pr
 
 Yang et al. (2025, "The Mirage of Model Editing") evaluate an edit the way the model is used: the
 edited model *generates* an answer (greedy, at most 40 new tokens, stopping at ``"."``, newline or
-EOS), and the answer is scored against the gold string. CrispEdit reports (dossier §9.1, ×100)
+EOS), and the answer is scored against the gold string. CrispEdit reports (§4.2, App. E; ×100)
 
 .. math::
 

@@ -26,7 +26,7 @@ def _gamma_for_tolerance(eigenvalues: Tensor, eps: float) -> float:
 def check_gamma_for_tolerance(fn: Callable[[Tensor, float], float]) -> None:
     r"""Exercise 3.1: ``fn(eigenvalues, eps)``, the :math:`\gamma` at which the energy rule meets a tolerance.
 
-    To guarantee :math:`\Delta^\top\mathbf M\Delta\le\varepsilon\|\Delta\|^2` on the editable
+    To guarantee :math:`\Delta^\top\boldsymbol\Omega\Delta\le\varepsilon\|\Delta\|^2` on the editable
     subspace, every eigenvalue above :math:`\varepsilon` must be protected; the energy rule does
     exactly that at
 
@@ -59,32 +59,32 @@ def check_gamma_for_tolerance(fn: Callable[[Tensor, float], float]) -> None:
 
 
 def check_dense_projector(dense_projector: Callable[[Tensor, float], Tensor]) -> None:
-    r"""Exercise 3.2: ``dense_projector(M, gamma)`` is :math:`\mathbf U_{>k}\mathbf U_{>k}^\top`.
+    r"""Exercise 3.2: ``dense_projector(Omega, gamma)`` is :math:`\mathbf U_{>k}\mathbf U_{>k}^\top`.
 
     Checked on random positive semi-definite matrices: symmetric, idempotent, of rank :math:`p-k`, and
-    obeying :math:`\Delta^\top\mathbf M\Delta\le\sigma_{k+1}\|\Delta\|^2` on its range. Derived in
+    obeying :math:`\Delta^\top\boldsymbol\Omega\Delta\le\sigma_{k+1}\|\Delta\|^2` on its range. Derived in
     notebook ``03_low_curvature_subspace``.
     """
     g = torch.Generator().manual_seed(9)
     for p, gamma in ((8, 0.9), (15, 0.5), (12, 0.99)):
         B = torch.randn(p, p, generator=g, dtype=torch.float64)
-        M = B @ B.T
-        P = torch.as_tensor(dense_projector(M, gamma), dtype=torch.float64)
+        Omega = B @ B.T
+        P = torch.as_tensor(dense_projector(Omega, gamma), dtype=torch.float64)
         assert P.shape == (p, p), f"P must be ({p}, {p}), got {tuple(P.shape)}"
         assert torch.allclose(P, P.T, atol=1e-9), "P must be symmetric (U U^T)"
         assert torch.allclose(P @ P, P, atol=1e-9), "P must be idempotent: columns of U must be orthonormal"
-        ev = torch.linalg.eigvalsh(M).flip(0)
+        ev = torch.linalg.eigvalsh(Omega).flip(0)
         k = energy_rank(ev, gamma)
         rank = int(torch.linalg.matrix_rank(P))
         assert rank == p - k, (
             f"P should have rank p - k = {p - k} (k = {k} protected directions), got {rank}; "
             "keep the eigenvectors of the p - k SMALLEST eigenvalues"
         )
-        top = torch.linalg.eigh(M).eigenvectors[:, -k:] if k else torch.zeros(p, 0, dtype=M.dtype)
+        top = torch.linalg.eigh(Omega).eigenvectors[:, -k:] if k else torch.zeros(p, 0, dtype=Omega.dtype)
         assert torch.allclose(P @ top, torch.zeros_like(top), atol=1e-8), (
-            "P must annihilate the top-k eigenvectors of M (the protected, high-curvature directions)"
+            "P must annihilate the top-k eigenvectors of Omega (the protected, high-curvature directions)"
         )
         d = P @ torch.randn(p, generator=g, dtype=torch.float64)
-        sigma = ev[k] if k < p else torch.tensor(0.0, dtype=M.dtype)
-        assert d @ M @ d <= sigma * (d @ d) * (1 + 1e-9) + 1e-12
+        sigma = ev[k] if k < p else torch.tensor(0.0, dtype=Omega.dtype)
+        assert d @ Omega @ d <= sigma * (d @ d) * (1 + 1e-9) + 1e-12
     print("correct")

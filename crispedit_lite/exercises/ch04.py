@@ -20,9 +20,9 @@ __all__ = ["check_commutation", "check_single_example", "check_exact_output_bloc
 def check_commutation(P: Tensor, d_out: int, d_in: int) -> None:
     r"""Exercise 4.1: ``P`` maps the row-major ``vec`` of a ``(d_out, d_in)`` matrix to col-major.
 
-    Then :math:`\mathbf P\,(\mathbf S\otimes\mathbf A)\,\mathbf P^\top = \mathbf A\otimes\mathbf S`:
-    PyTorch's ``torch.kron(S, A)`` and the paper's :math:`\mathbf A\otimes\mathbf S` are the same
-    matrix in two orderings. Derived in notebook ``04_kfac_step_by_step``.
+    Then ``P @ torch.kron(S, A) @ P.T == torch.kron(A, S)``: PyTorch's ``torch.kron(S, A)`` and the
+    book's (column-major) :math:`\mathbf A\otimes\mathbf S` are the same matrix in two orderings.
+    Derived in notebook ``04_kfac_step_by_step``.
     """
     n = d_out * d_in
     P = torch.as_tensor(P, dtype=torch.float64)
@@ -89,11 +89,14 @@ def check_exact_output_block(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
 
     .. math::
 
-        \mathbf G_{\mathbf W}=\frac1T\sum_t\boldsymbol\Gamma_t\otimes\mathbf a_t\mathbf a_t^\top
+        \frac1N\sum_t\boldsymbol\Gamma_t\otimes\mathbf a_t\mathbf a_t^\top
+        =\boldsymbol\Pi\Big(\frac1N\sum_t\mathbf a_t\mathbf a_t^\top\otimes\boldsymbol\Gamma_t\Big)
+        \boldsymbol\Pi^\top ,
 
-    in PyTorch's row-major order (the mean of Kronecker products, not K-FAC's Kronecker product of
-    means). Compared with a dense :math:`\mathbf J^\top\mathbf H\mathbf J` built from autograd
-    Jacobians, on random inputs. Derived in notebook ``04_kfac_step_by_step``.
+    the block :math:`\mathbf G_{\mathbf W}` in PyTorch's row-major order (the mean of Kronecker
+    products, not K-FAC's Kronecker product of means). Compared with a dense
+    :math:`\mathbf J^\top\mathbf H_\ell\mathbf J` built from autograd Jacobians, on random inputs.
+    Derived in notebook ``04_kfac_step_by_step``.
     """
     g = torch.Generator().manual_seed(4)
     for T, d_in, C in ((7, 3, 4), (1, 2, 3), (12, 4, 2)):

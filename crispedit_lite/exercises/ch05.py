@@ -45,10 +45,11 @@ def check_smollm_bytes(dense_bytes: int, matrix_free_bytes: int) -> None:
 def check_step_curvature(fn: Callable[[Tensor, Tensor, Tensor], float]) -> None:
     r"""Exercise 5.2: ``fn(A, S, D)``, the curvature a step meets under K-FAC.
 
-    That is :math:`\mathrm{vec}(\mathbf D)^\top(\mathbf S\otimes\mathbf A)\,\mathrm{vec}(\mathbf D)`.
+    That is :math:`\mathrm{vec}(\mathbf D)^\top(\mathbf A\otimes\mathbf S)\,\mathrm{vec}(\mathbf D)`.
 
-    The curvature that a step :math:`\mathbf D` (``d_out x d_in``) meets under the K-FAC model, in
-    PyTorch's row-major ``vec``; matrix-free it is
+    The curvature that a step :math:`\mathbf D` (``d_out x d_in``) meets under the K-FAC model (the
+    book's column-major ``vec``; the same number with PyTorch's row-major ``vec`` and
+    ``torch.kron(S, A)``); matrix-free it is
     :math:`\langle\mathbf D,\mathbf S\mathbf D\mathbf A\rangle_F`. Compared with the dense
     quadratic form of ``torch.kron(S, A)`` on random factors of several (non-square) shapes.
     Derived in notebook ``05_matrix_free_projector``.

@@ -58,8 +58,8 @@ def _dense_error(As: Sequence[Tensor], Ss: Sequence[Tensor], w: Sequence[float])
 def check_mixture_error(fn: Callable[[list[Tensor], list[Tensor], list[float]], float]) -> None:
     r"""Exercise 7.2: ``fn(As, Ss, weights)`` is the merge's relative Frobenius error.
 
-    :math:`\|\sum_cw_c\mathbf S_c\otimes\mathbf A_c-\bar{\mathbf S}\otimes\bar{\mathbf A}\|_F/
-    \|\sum_cw_c\mathbf S_c\otimes\mathbf A_c\|_F`, zero when all :math:`\mathbf A_c` (or all
+    :math:`\|\sum_cw_c\mathbf A_c\otimes\mathbf S_c-\bar{\mathbf A}\otimes\bar{\mathbf S}\|_F/
+    \|\sum_cw_c\mathbf A_c\otimes\mathbf S_c\|_F`, zero when all :math:`\mathbf A_c` (or all
     :math:`\mathbf S_c`) are equal. Derived in notebook ``07_sequential_editing``.
     """
     g = torch.Generator().manual_seed(8)

@@ -79,7 +79,7 @@ def _comm_device() -> torch.device:
 def all_reduce_sums(sums: KFACSums) -> KFACSums:
     """Sum the ``A`` and ``S`` sums and the term counts over all ranks; every rank gets the total.
 
-    Modules are reduced in sorted order (every rank issues the same collectives); each result goes
+    Modules are reduced in sorted order (every rank runs the same collectives); each result goes
     back to the device its sums were on. Derived in notebook ``04_kfac_step_by_step``.
     """
     dev = _comm_device()

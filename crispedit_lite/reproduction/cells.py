@@ -5,7 +5,7 @@ Notebooks ``09_reproduce_llama3_8b`` and ``10_reproduce_qwen2_5_1_5b`` take the 
 :class:`~crispedit_lite.editing.EditConfig` (the paper's preset, CrispEdit Table 2 / App. E, when
 ``MODEL`` is one of the paper's models, else the CPU preset), :func:`run_cell` runs
 :func:`crispedit_lite.reproduction.experiment.run_experiment` with them, and the paper's
-cells beside any runs. The paper-beside-run helpers (``compare_runs``, ``load_runs``, ...) live in
+cells beside any runs. The paper-beside-run functions (``compare_runs``, ``load_runs``, ...) live in
 :mod:`crispedit_lite.reproduction.comparison`; paths of a checkout in
 :mod:`crispedit_lite.reproduction.paths`.
 

@@ -1,4 +1,4 @@
-r"""Toy models and data for Part I: a two-task split of scikit-learn's digits, small MLPs, training helpers.
+r"""Toy models and data for Part I: a two-task split of scikit-learn's digits, small MLPs, training functions.
 
 The paper's toy experiment (CrispEdit Fig. 3, Ikram et al. 2026) pre-trains LeNet-5 on MNIST and then
 fine-tunes one layer on Fashion-MNIST. Neither data set can be downloaded offline, so Part I uses the

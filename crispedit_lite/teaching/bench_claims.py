@@ -177,8 +177,8 @@ def sequential_claims(lh: pd.DataFrame, p: pd.DataFrame) -> list[dict[str, Any]]
     """CrispEdit-Seq's damage against FT-Seq's on a long stream.
 
     ``lh`` is :func:`~crispedit_lite.teaching.bench_evidence.long_horizon_summary`. No row unless both
-    editors ran; the KL ratio is set beside the paper's capability-loss ratio. Used in notebook
-    ``11_results`` when a long-horizon run is committed.
+    editors ran; the KL ratio is set beside the paper's capability-loss ratio.
+    Used in notebook ``11_results`` when a long-horizon run is committed.
     """
     have = dict(zip(lh["editor"], lh.index)) if len(lh) else {}
     if "crispedit_seq" not in have or "ft_seq" not in have:

@@ -62,8 +62,8 @@ def ratio_verdict(ratio: float, far: float = FAR) -> str:
 def trend_verdict(values: Sequence[float], end: float = TREND, rise: float = 0.1) -> str:
     """A falling sequence: :data:`HOLDS` if ``last <= end * first`` and no step rises by more than ``rise``.
 
-    :data:`PARTLY` if only ``last < first``; else :data:`NOT`. The rule of the trend claims in notebook
-    ``11_results``.
+    :data:`PARTLY` if only ``last < first``; else :data:`NOT`.
+    The rule of the trend claims in notebook ``11_results``.
     """
     v = np.asarray(values, dtype=float)
     ratio = v[-1] / v[0]

@@ -141,17 +141,21 @@ def method_style(name: str) -> tuple[str, str]:
     return "#777777", "s"
 
 
-def _scaled_axis(ax, which: str, col: str, values: Any) -> None:
-    """Scale and fit one axis: a damage on log (symlog if a value is <= 0), a score (%) on linear 0-100."""
+def _scaled_axis(ax, which: str, col: str, data: Any, reach: Any) -> None:
+    """Scale one axis by its ``data`` and fit it to ``reach`` (the data and the error bars' ends).
+
+    A damage goes on a log axis, or symlog if a value is <= 0 (an error bar reaching below 0 on a log
+    axis is cut at the frame); a score (%) on a linear axis holding 0-100.
+    """
     import numpy as np
 
     from crispedit_lite.teaching.plotting import fit_axis, log_ticks
 
-    v = np.asarray(values, dtype=float)
+    v = np.asarray(data, dtype=float)
     v = v[np.isfinite(v)]
     set_scale = ax.set_xscale if which == "x" else ax.set_yscale
     if col not in LOWER_IS_BETTER:
-        fit_axis(ax, which, np.concatenate([v, [0.0, 100.0]]), pad=0.04)
+        fit_axis(ax, which, np.concatenate([np.asarray(reach, dtype=float), [0.0, 100.0]]), pad=0.04)
         return
     if v.size and (v > 0).all():
         set_scale("log")
@@ -159,7 +163,7 @@ def _scaled_axis(ax, which: str, col: str, values: Any) -> None:
         top = float(np.abs(v).max()) if v.size else 1.0
         set_scale("symlog", linthresh=float(10.0 ** np.floor(np.log10(top / 10))) if top > 0 else 1.0,
                   linscale=0.5)
-    fit_axis(ax, which, v)
+    fit_axis(ax, which, reach)
     log_ticks(ax, which)
 
 
@@ -183,15 +187,14 @@ def _panel(ax, d, x: str, y: str, methods: Sequence[str], base: Any) -> list[str
         ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt=marker, ms=8, color=color,
                     mec="k" if m in front else color, mew=1.6, capsize=3, zorder=3,
                     label=m + (" (front)" if m in front else ""))
-        for col, c, s in ((x, mx, sx), (y, my, sy)):
-            lo = c - s  # on a log axis an error bar reaching below 0 is cut at the frame, not fitted
-            reach[col].append([c + s] + ([lo] if col not in LOWER_IS_BETTER or lo > 0 else []))
+        reach[x].append([mx - sx, mx + sx])
+        reach[y].append([my - sy, my + sy])
     b = float(base.get(y, np.nan)) if base is not None else np.nan
     if y not in LOWER_IS_BETTER and np.isfinite(b):
         ax.axhline(b, color=method_color("base"), ls=":", lw=1.2, zorder=1, label="base model")
         reach[y].append([b])
     for which, col in (("x", x), ("y", y)):
-        _scaled_axis(ax, which, col, np.concatenate([np.asarray(v, dtype=float) for v in reach[col]]))
+        _scaled_axis(ax, which, col, d[col], np.concatenate([np.asarray(v, dtype=float) for v in reach[col]]))
     unit = {"KL": " (nats/token)"}
     for which, col in (("x", x), ("y", y)):
         label = f"{col}{unit.get(col, '' if col.endswith('%') else ' (%)')}, " \
@@ -230,7 +233,8 @@ def tradeoff_figure(df: Any, pairs: Sequence[tuple[str, str]], skip: Sequence[st
 
     from crispedit_lite.teaching.plotting import legend_below, method_color
 
-    handles = [Line2D([], [], ls="", marker=method_style(m)[1], ms=8, color=method_style(m)[0]) for m in methods]
+    handles = [Line2D([], [], ls="", marker=method_style(m)[1], ms=8, color=method_style(m)[0])
+               for m in methods]
     labels = list(methods)
     handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="k", mew=1.6))
     labels.append("Pareto front (black rim)")

@@ -147,8 +147,8 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     for i in range(d_out):  # outline the protected cells
         for j in range(d_in):
             if not mask[i, j]:
-                heat.add_patch(plt.Rectangle((j - 0.5, i - 0.45), 1, 0.9, fill=False, ec=OTHER_COLORS["protected"],
-                                             lw=1.6))
+                heat.add_patch(plt.Rectangle((j - 0.5, i - 0.45), 1, 0.9, fill=False,
+                                             ec=OTHER_COLORS["protected"], lw=1.6))
     heat.set_xlabel("input direction $j$", fontsize=_FS)
     heat.text(d_in - 0.6, d_out - 0.7, "$\\log_{10}\\lambda^{out}_i\\lambda^{in}_j$\noutlined: protected",
               ha="right", va="bottom", fontsize=9, color="white")
@@ -175,8 +175,8 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     curve.set_ylim(0, 1.03)
     curve.tick_params(labelsize=8)
     mk = fig.add_axes((0.73, 0.14, 0.25, 0.71))
-    mk.imshow(mask, cmap=ListedColormap([OTHER_COLORS["protected"], OTHER_COLORS["editable"]]), vmin=0, vmax=1,
-              aspect="auto")
+    mk.imshow(mask, cmap=ListedColormap([OTHER_COLORS["protected"], OTHER_COLORS["editable"]]),
+              vmin=0, vmax=1, aspect="auto")
     for i in range(d_out):
         for j in range(d_in):
             mk.text(j, i, "1" if mask[i, j] else "0", ha="center", va="center", fontsize=8)

@@ -5,7 +5,8 @@ The old task's loss near its minimum :math:`\boldsymbol\theta_0` is the quadrati
 (\boldsymbol\theta-\boldsymbol\theta_0)` with one *stiff* eigen-direction (large curvature
 :math:`\lambda_{\rm stiff}`) and one *flat* one (:math:`\lambda_{\rm flat}\ll\lambda_{\rm stiff}`), the
 two-dimensional case of CrispEdit eq. 2. The new task (the edit) pulls towards
-:math:`\boldsymbol\theta^\star`, :math:`\mathcal L_{\rm new}=\tfrac12\|\boldsymbol\theta-\boldsymbol\theta^\star\|^2`.
+:math:`\boldsymbol\theta^\star`,
+:math:`\mathcal L_{\rm new}=\tfrac12\|\boldsymbol\theta-\boldsymbol\theta^\star\|^2`.
 Plain gradient descent on :math:`\mathcal L_{\rm new}` walks straight to :math:`\boldsymbol\theta^\star` and
 climbs the stiff wall of the old loss; projected gradient descent,
 :math:`\boldsymbol\theta\leftarrow\boldsymbol\theta-\eta\,\mathbf P\nabla\mathcal L_{\rm new}` with
@@ -29,7 +30,7 @@ __all__ = ["Landscape", "gd_paths", "landscape_figure", "projected_direction"]
 
 @dataclass(frozen=True)
 class Landscape:
-    r"""The old task's quadratic :math:`\tfrac12\boldsymbol\delta^\top\mathbf H\boldsymbol\delta` and the edit's target.
+    r"""The old loss :math:`\tfrac12\boldsymbol\theta^\top\mathbf H\boldsymbol\theta` and the edit's target.
 
     ``H`` has the eigenvalues ``stiff`` and ``flat`` along ``u_stiff`` and ``u_flat`` (orthonormal,
     ``u_stiff`` at ``angle_deg`` from the first axis); the old minimum is at the origin and the new
@@ -47,20 +48,24 @@ class Landscape:
 
     @property
     def u_stiff(self) -> np.ndarray:
+        """The unit eigenvector of the large eigenvalue ``stiff``."""
         a = math.radians(self.angle_deg)
         return np.array([math.cos(a), math.sin(a)])
 
     @property
     def u_flat(self) -> np.ndarray:
+        """The unit eigenvector of the small eigenvalue ``flat``, orthogonal to :attr:`u_stiff`."""
         a = math.radians(self.angle_deg)
         return np.array([-math.sin(a), math.cos(a)])
 
     @property
     def H(self) -> np.ndarray:
-        return self.stiff * np.outer(self.u_stiff, self.u_stiff) + self.flat * np.outer(self.u_flat, self.u_flat)
+        """The old loss' Hessian, ``stiff u_stiff u_stiff^T + flat u_flat u_flat^T``."""
+        return (self.stiff * np.outer(self.u_stiff, self.u_stiff)
+                + self.flat * np.outer(self.u_flat, self.u_flat))
 
     def old_loss(self, theta: np.ndarray) -> np.ndarray:
-        """:math:`\\tfrac12\\boldsymbol\\theta^\\top\\mathbf H\\boldsymbol\\theta` for each row of ``theta``."""
+        r""":math:`\tfrac12\boldsymbol\theta^\top\mathbf H\boldsymbol\theta` for each row of ``theta``."""
         t = np.atleast_2d(theta)
         return 0.5 * np.einsum("ni,ij,nj->n", t, self.H, t)
 
@@ -70,11 +75,15 @@ class Landscape:
         return 0.5 * ((t - np.asarray(self.target)) ** 2).sum(1)
 
     def new_grad(self, theta: np.ndarray) -> np.ndarray:
+        r"""The new task's gradient :math:`\boldsymbol\theta-\boldsymbol\theta^\star`."""
         return np.asarray(theta, dtype=float) - np.asarray(self.target)
 
 
 def projected_direction(land: Landscape, grad: np.ndarray) -> np.ndarray:
-    r""":math:`\mathbf P\mathbf g` with :math:`\mathbf P=\mathbf u_{\rm flat}\mathbf u_{\rm flat}^\top`: the step without its stiff part."""
+    r"""The step without its stiff part: :math:`\mathbf P\mathbf g`.
+
+    :math:`\mathbf P=\mathbf u_{\rm flat}\mathbf u_{\rm flat}^\top` projects onto the flat direction.
+    """
     return land.u_flat * float(land.u_flat @ np.asarray(grad, dtype=float))
 
 
@@ -106,11 +115,13 @@ def _arrow(ax, start, vec, color, label, lw=2.6, z=4):
 
 
 def landscape_figure(land: Landscape | None = None, lr: float = 0.15, steps: int = 30):
-    """Left: the old loss' contours, its stiff and flat directions, the edit's gradient and its projection,
-    and the plain and projected paths. Right: the old and the new loss along both paths.
+    """The old loss' contours with both paths (left), and the old and new loss along them (right).
 
-    Colours: plain gradient descent is fine-tuning (FT), the projected one CrispEdit's step, the
-    directions the *protected* and *editable* concepts of :data:`~crispedit_lite.teaching.plotting.OTHER_COLORS`.
+    Left: the stiff and flat directions, the edit's gradient and its projection, and the plain and
+    projected paths from the old minimum. Colours: plain gradient descent is fine-tuning (FT), the
+    projected one CrispEdit's step, the
+    directions the *protected* and *editable* concepts of
+    :data:`~crispedit_lite.teaching.plotting.OTHER_COLORS`.
     Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     import matplotlib.pyplot as plt
@@ -143,8 +154,10 @@ def landscape_figure(land: Landscape | None = None, lr: float = 0.15, steps: int
     pg = projected_direction(land, g)
     _arrow(ax, np.zeros(2), g, "k", r"edit step $-\nabla\mathcal{L}_{\rm new}$", lw=1.6, z=5)
     ax.plot([g[0], pg[0]], [g[1], pg[1]], ls=":", color="k", lw=1, zorder=5)
-    _arrow(ax, np.zeros(2), pg, crisp, r"its projection $-\mathbf{P}\nabla\mathcal{L}_{\rm new}$", lw=1.6, z=5)
-    ax.plot(*target, marker="*", ms=14, color="k", ls="", zorder=6, label=r"new task's minimum $\theta^\star$")
+    _arrow(ax, np.zeros(2), pg, crisp, r"its projection $-\mathbf{P}\nabla\mathcal{L}_{\rm new}$", lw=1.6,
+           z=5)
+    ax.plot(*target, marker="*", ms=14, color="k", ls="", zorder=6,
+            label=r"new task's minimum $\theta^\star$")
     ax.plot(0, 0, marker="s", ms=7, color=method_color("base"), ls="", zorder=6,
             label=r"old minimum $\theta_0$ (the base model)")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel=r"$\theta_1$", ylabel=r"$\theta_2$",

@@ -10,6 +10,7 @@ that needs an exception goes into :data:`ALLOWED` with the reason.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -17,7 +18,7 @@ import pytest
 
 from crispedit_lite.editing.registry import registry
 from crispedit_lite.teaching.plotting import OTHER_COLORS
-from tests.book.notebook_checks import cell_source, figure_cells
+from tests.book.notebook_checks import _python_source, cell_source, figure_cells
 from tests.helpers import notebook_paths
 
 #: (notebook stem, cell id) -> why the cell may write a colour down.
@@ -44,9 +45,11 @@ def _violations(source: str) -> list[str]:
     if "PALETTE[" in code:
         found.append("PALETTE[...] indexing")
     found += [f"hex literal {h}" for h in _HEX.findall(code)]
-    for line in code.splitlines():
-        if _HUE.search(line) and "palette=" not in line:
-            found.append(f"hue= without palette=: {line.strip()[:60]}")
+    if _HUE.search(code):
+        for node in ast.walk(ast.parse(_python_source(source) or "")):
+            keys = {k.arg for k in getattr(node, "keywords", [])} if isinstance(node, ast.Call) else set()
+            if "hue" in keys and "palette" not in keys:
+                found.append(f"hue= without palette= on line {node.lineno}")
     return found
 
 

@@ -36,7 +36,7 @@ _FS = 10.5
 
 
 def _canvas(width: float, height: float) -> tuple[Figure, plt.Axes]:
-    fig = plt.figure(figsize=(width, height), dpi=150)
+    fig = plt.figure(figsize=(width, height), dpi=150, layout="none")  # placed by hand
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
@@ -131,7 +131,7 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     prod = np.outer(lam_out, lam_in)
     editable, _ = energy_mask(torch.from_numpy(prod), gamma)
     mask = editable.numpy()
-    fig = plt.figure(figsize=(12.0, 4.3), dpi=150)
+    fig = plt.figure(figsize=(12.0, 4.3), dpi=150, layout="none")  # placed by hand
     heat = fig.add_axes((0.115, 0.14, 0.23, 0.56))
     top = fig.add_axes((0.115, 0.72, 0.23, 0.13), sharex=heat)
     left = fig.add_axes((0.065, 0.14, 0.045, 0.56), sharey=heat)

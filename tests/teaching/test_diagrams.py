@@ -105,3 +105,18 @@ def test_diagrams_use_the_books_concept_colours():
             assert colours[kind] == method_color(f"{kind} labels")
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("stem", list(diagrams.DIAGRAMS))
+def test_diagrams_draw_without_warnings_in_the_book_style(stem):
+    """The book's constrained layout leaves hand-placed diagrams alone (no layout-engine warning)."""
+    import io
+    import warnings
+
+    with plt.rc_context({"figure.constrained_layout.use": True}), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = diagrams.DIAGRAMS[stem]()
+        try:
+            fig.savefig(io.BytesIO(), format="png")
+        finally:
+            plt.close(fig)

@@ -154,6 +154,7 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
               ha="right", va="bottom", fontsize=9, color="white")
     for axis in (top, left, heat):
         axis.tick_params(labelsize=8)
+        axis.grid(False)  # also under a grid style (the book's chapters): cells, not a grid
     plt.setp(top.get_xticklabels(), visible=False)
     plt.setp(heat.get_yticklabels(), visible=False)
     top.set_yticks([]), left.set_xticks([])
@@ -174,17 +175,18 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     curve.set_title("energy rule: protect a share $\\gamma$", fontsize=_FS)
     curve.set_ylim(0, 1.03)
     curve.tick_params(labelsize=8)
-    mk = fig.add_axes((0.73, 0.14, 0.25, 0.71))
+    mk = fig.add_axes((0.715, 0.14, 0.25, 0.71))
     mk.imshow(mask, cmap=ListedColormap([OTHER_COLORS["protected"], OTHER_COLORS["editable"]]),
               vmin=0, vmax=1, aspect="auto")
     for i in range(d_out):
         for j in range(d_in):
             mk.text(j, i, "1" if mask[i, j] else "0", ha="center", va="center", fontsize=8)
     mk.set_title("mask $\\mathbf{M}$: $M_{ij}=1[\\lambda^{out}_i\\lambda^{in}_j<\\lambda_\\gamma]$\n"
-                 "1 = editable (green), 0 = protected (blue)", fontsize=_FS)
+                 "1 = editable (green), 0 = protected (blue)", fontsize=10)
     mk.set_xlabel("$\\mathbf{P}_\\gamma(\\mathbf{G})=\\mathbf{U}_{out}((\\mathbf{U}_{out}^\\top\\mathbf{G}"
                   "\\mathbf{U}_{in})\\odot\\mathbf{M})\\mathbf{U}_{in}^\\top$", fontsize=_FS)
     mk.set_xticks([]), mk.set_yticks([])
+    mk.grid(False)
     return fig
 
 

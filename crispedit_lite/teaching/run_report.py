@@ -58,9 +58,9 @@ def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], mod
     """Before/after bars of the run's paper columns (paper values as diamonds) and its training losses.
 
     The edited model's bars and loss curves have the method's registry colour
-    (:func:`~crispedit_lite.teaching.plotting.method_color`), the unedited model's bars the base model's;
-    a CrispEdit-Seq run draws one loss curve per chunk, lighter for later chunks. One legend below both
-    panels (constrained layout), so that nothing covers a bar. Derived in notebook
+    (:func:`~crispedit_lite.teaching.plotting.method_color`), the unedited model's bars are hatched in
+    the base model's colour; a CrispEdit-Seq run draws one loss curve per chunk, lighter for later
+    chunks. One legend below both panels (constrained layout), so that nothing covers a bar. Derived in notebook
     ``09_reproduce_llama3_8b``.
     """
     import matplotlib.pyplot as plt
@@ -78,10 +78,10 @@ def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], mod
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained",
                                   gridspec_kw={"width_ratios": [2.2, 1]})
     x = np.arange(len(metrics.index))
-    for k, phase in enumerate(("before", "after")):
-        ax.bar(x + (k - 0.5) * 0.4, metrics[phase].to_numpy(dtype=float), width=0.4, color=colors[phase],
-               alpha=0.45 if phase == "before" else 1.0)
-    handles = [Patch(color=colors["before"], alpha=0.45), Patch(color=colors["after"])]
+    unedited = {"facecolor": "white", "edgecolor": colors["before"], "hatch": "///", "linewidth": 0.8}
+    ax.bar(x - 0.2, metrics["before"].to_numpy(dtype=float), width=0.4, **unedited)
+    ax.bar(x + 0.2, metrics["after"].to_numpy(dtype=float), width=0.4, color=colors["after"])
+    handles = [Patch(**unedited), Patch(color=colors["after"])]
     labels = ["before the edit (base model)", f"after ({method})"]
     shown = ref.reindex(metrics.index).dropna()
     if len(shown):

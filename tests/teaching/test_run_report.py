@@ -63,8 +63,10 @@ def test_plot_run_colours_the_method_and_keeps_the_legend_off_the_bars():
     fig = run_report.plot_run(rec, metrics, ["table1"], "meta-llama/Meta-Llama-3-8B-Instruct")
     try:
         bars, losses = fig.axes[:2]
-        colours = {mcolors.to_hex(p.get_facecolor()[:3]) for p in bars.patches}
-        assert colours == {method_color("crispedit"), method_color("base")}
+        filled = {mcolors.to_hex(p.get_facecolor()[:3]) for p in bars.patches}
+        assert filled == {method_color("crispedit"), "#ffffff"}  # before the edit: hatched, base colour
+        assert {mcolors.to_hex(p.get_edgecolor()[:3]) for p in bars.patches if p.get_hatch()} == {
+            method_color("base")}
         drawn = {mcolors.to_hex(line.get_color()) for line in losses.get_lines()}
         assert drawn == {method_color("crispedit")}
         fig.canvas.draw()

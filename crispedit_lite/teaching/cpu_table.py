@@ -127,7 +127,8 @@ def method_style(name: str) -> tuple[str, str]:
     """``(colour, marker)`` of a row's method: its registry colour (:func:`~.plotting.method_color`), a disc.
 
     A variant named after a method (``"CrispEdit, gamma 0.99"``, ``"CrispEdit (n = 8)"``) gets the
-    method's colour and a diamond; a name that is neither gets a neutral grey square.
+    method's colour and a diamond; a name that is neither gets a neutral grey square. The markers of
+    :func:`tradeoff_figure`, e.g. the Gemma comparison in notebook ``10_reproduce_qwen2_5_1_5b``.
     """
     from crispedit_lite.teaching.plotting import method_color
 
@@ -214,8 +215,9 @@ def tradeoff_figure(df: Any, pairs: Sequence[tuple[str, str]], skip: Sequence[st
     ``df`` has a ``base`` row, is a dotted line. One legend below the panels, the ``title`` above
     them (constrained layout: neither covers data). ``ties`` lists columns to check for a tie: when
     every shown method has the same mean there, the figure says so under the title ("every method:
-    TF Rel 100"), since such a column cannot separate the methods. Derived in notebook
-    ``06_crispedit_on_a_small_lm``.
+    TF Rel 100"), since such a column cannot separate the methods.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``; also in ``10_reproduce_qwen2_5_1_5b``.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -260,7 +262,8 @@ def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", 
     """Reliability against each damage measure: subset points, mean ± s.d. bars, the front outlined.
 
     :func:`tradeoff_figure` with the pairs ``(damage, rel)``: KL on a log axis, ΔPPL on a symlog axis
-    (a run can lower the perplexity), the legend below the panels and ``title`` above them. Derived in
-    notebook ``06_crispedit_on_a_small_lm``.
+    (a run can lower the perplexity), the legend below the panels and ``title`` above them.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     return tradeoff_figure(df, [(dmg, rel) for dmg in damages], skip=skip, title=title)

@@ -34,7 +34,7 @@ class Landscape:
 
     ``H`` has the eigenvalues ``stiff`` and ``flat`` along ``u_stiff`` and ``u_flat`` (orthonormal,
     ``u_stiff`` at ``angle_deg`` from the first axis); the old minimum is at the origin and the new
-    task's minimum at ``target``.
+    task's minimum at ``target``. Drawn in notebook ``01_editing_as_constrained_optimization``.
     """
 
     stiff: float = 8.0
@@ -83,6 +83,7 @@ def projected_direction(land: Landscape, grad: np.ndarray) -> np.ndarray:
     r"""The step without its stiff part: :math:`\mathbf P\mathbf g`.
 
     :math:`\mathbf P=\mathbf u_{\rm flat}\mathbf u_{\rm flat}^\top` projects onto the flat direction.
+    Drawn in notebook ``01_editing_as_constrained_optimization``.
     """
     return land.u_flat * float(land.u_flat @ np.asarray(grad, dtype=float))
 
@@ -91,7 +92,7 @@ def gd_paths(land: Landscape, lr: float = 0.15, steps: int = 30) -> dict[str, np
     """``{"plain": path, "projected": path}``: ``steps + 1`` points each, from the old minimum (the origin).
 
     Both descend the new task's loss with step size ``lr``; the projected path projects every gradient
-    with :func:`projected_direction`.
+    with :func:`projected_direction`. Drawn in notebook ``01_editing_as_constrained_optimization``.
     """
     if lr <= 0 or steps < 1:
         raise ValueError(f"gd_paths: need lr > 0 and steps >= 1, got lr={lr}, steps={steps}")

@@ -115,6 +115,9 @@ def fit_axis(ax: Any, which: str, values: Any, pad: float = 0.06) -> tuple[float
     The padding is a fraction ``pad`` of the range *in the axis' own scale* (decades on a log axis), so
     that no marker sits on the frame whatever the scale. A log axis holds only the positive values
     (the caller picks ``symlog`` for data that can be zero or negative). Returns the limits.
+
+    Fits the axes of :func:`~crispedit_lite.teaching.cpu_table.pareto_figure`, Table 1's figure in
+    notebook ``06_crispedit_on_a_small_lm``.
     """
     import numpy as np
 
@@ -137,7 +140,8 @@ def log_ticks(ax: Any, which: str) -> None:
     """Plain-number tick labels on a log or symlog axis (0.01, 0.02, 0.05, ...), none on minor ticks.
 
     Within two decades the ticks are 1-2-5 in each decade; beyond, powers of ten. Matplotlib's default
-    labels the minor ticks of a short log axis in scientific notation, where they overlap.
+    labels the minor ticks of a short log axis in scientific notation, where they overlap. Ticks the
+    damage axes of the Table 1 figure in notebook ``06_crispedit_on_a_small_lm``.
     """
     import numpy as np
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
@@ -156,6 +160,9 @@ def log_ticks(ax: Any, which: str) -> None:
 
 
 def legend_below(fig: Any, handles: Any, labels: Any, ncol: int | None = None, **kw: Any) -> Any:
-    """One legend for the whole figure, below its axes (never over data): needs ``layout="constrained"``."""
+    """One legend for the whole figure, below its axes (never over data): needs ``layout="constrained"``.
+
+    Used in notebook ``01_editing_as_constrained_optimization`` and the figures of the chapters after it.
+    """
     ncol = ncol or min(len(labels), 5)
     return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False, **kw)

@@ -60,8 +60,9 @@ def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], mod
     The edited model's bars and loss curves have the method's registry colour
     (:func:`~crispedit_lite.teaching.plotting.method_color`), the unedited model's bars are hatched in
     the base model's colour; a CrispEdit-Seq run draws one loss curve per chunk, lighter for later
-    chunks. One legend below both panels (constrained layout), so that nothing covers a bar. Derived in notebook
-    ``09_reproduce_llama3_8b``.
+    chunks. One legend below both panels (constrained layout), so that nothing covers a bar.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     import matplotlib.pyplot as plt
     import numpy as np

@@ -227,7 +227,7 @@ def tradeoff_figure(df: Any, pairs: Sequence[tuple[str, str]], skip: Sequence[st
     methods = list(dict.fromkeys(d["method"]))
     base = df[df["method"] == "base"].drop(columns="method").apply(pd.to_numeric, errors="coerce").mean() \
         if (df["method"] == "base").any() else None
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs) + 0.4, 4.4), layout="constrained",
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs) + 0.6, 4.4), layout="constrained",
                              squeeze=False)
     for ax, (x, y) in zip(axes[0], pairs):
         _panel(ax, d, x, y, methods, base)
@@ -243,7 +243,7 @@ def tradeoff_figure(df: Any, pairs: Sequence[tuple[str, str]], skip: Sequence[st
     if any(line.get_label() == "base model" for ax in axes[0] for line in ax.get_lines()):
         handles.append(Line2D([], [], ls=":", lw=1.2, color=method_color("base")))
         labels.append("base model (before the edit)")
-    legend_below(fig, handles, labels, ncol=min(len(labels), 6))
+    legend_below(fig, handles, labels, ncol=len(labels) if len(labels) <= 7 else -(-len(labels) // 2))
     tied = []
     for col in ties:
         means = d.groupby("method")[col].mean().dropna().to_numpy(dtype=float)

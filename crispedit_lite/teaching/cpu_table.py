@@ -20,8 +20,8 @@ from typing import Any
 
 from crispedit_lite.teaching.pareto import pareto_front
 
-__all__ = ["LABELS", "VARIANT_LABELS", "label", "load_table", "pareto_figure",  # noqa: F822
-           "pareto_front", "summary"]
+__all__ = ["LABELS", "LOWER_IS_BETTER", "VARIANT_LABELS", "label", "load_table",  # noqa: F822
+           "method_style", "pareto_figure", "pareto_front", "summary", "tradeoff_figure"]
 
 #: Display names of the rows of ``benchmarks/cpu_table1.py`` that are not editors.
 VARIANT_LABELS = {"crispedit+nbhd": "CrispEdit + nbhd texts", "base": "base"}
@@ -119,34 +119,151 @@ def summary(df: Any, columns: Sequence[str] = ("TF Rel", "PROB Rel", "WILD Rel (
     return df.groupby("method")[list(columns)].mean().reindex(order)
 
 
-def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", "ΔPPL %"),
-                  skip: Sequence[str] = ("base",)):
-    """Reliability against each damage measure: subset points, mean ± s.d. bars, the front outlined.
+#: Columns where lower is better (damage); every other column is a score where higher is better.
+LOWER_IS_BETTER = ("KL", "ΔPPL %", "PPL", "seconds", "steps", "final loss")
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+
+def method_style(name: str) -> tuple[str, str]:
+    """``(colour, marker)`` of a row's method: its registry colour (:func:`~.plotting.method_color`), a disc.
+
+    A variant named after a method (``"CrispEdit, gamma 0.99"``, ``"CrispEdit (n = 8)"``) gets the
+    method's colour and a diamond; a name that is neither gets a neutral grey square. The markers of
+    :func:`tradeoff_figure`, e.g. the Gemma comparison in notebook ``10_reproduce_qwen2_5_1_5b``.
+    """
+    from crispedit_lite.teaching.plotting import method_color
+
+    color = method_color(name)
+    if color is not None:
+        return color, "o"
+    for sep in (", ", " ("):
+        head = name.split(sep)[0]
+        if method_color(head) is not None:
+            return method_color(head), "D"
+    return "#777777", "s"
+
+
+def _scaled_axis(ax, which: str, col: str, data: Any, reach: Any) -> None:
+    """Scale one axis by its ``data`` and fit it to ``reach`` (the data and the error bars' ends).
+
+    A damage goes on a log axis, or symlog if a value is <= 0 (an error bar reaching below 0 on a log
+    axis is cut at the frame); a score (%) on a linear axis holding 0-100.
+    """
+    import numpy as np
+
+    from crispedit_lite.teaching.plotting import fit_axis, log_ticks
+
+    v = np.asarray(data, dtype=float)
+    v = v[np.isfinite(v)]
+    set_scale = ax.set_xscale if which == "x" else ax.set_yscale
+    if col not in LOWER_IS_BETTER:
+        fit_axis(ax, which, np.concatenate([np.asarray(reach, dtype=float), [0.0, 100.0]]), pad=0.04)
+        return
+    if v.size and (v > 0).all():
+        set_scale("log")
+    else:  # linear within a tenth of the largest magnitude (a power of ten), logarithmic beyond
+        top = float(np.abs(v).max()) if v.size else 1.0
+        set_scale("symlog", linthresh=float(10.0 ** np.floor(np.log10(top / 10))) if top > 0 else 1.0,
+                  linscale=0.5)
+    fit_axis(ax, which, reach)
+    log_ticks(ax, which)
+
+
+def _panel(ax, d, x: str, y: str, methods: Sequence[str], base: Any) -> list[str]:
+    """One panel: subset points, mean ± s.d. per method, the front rimmed in black; axes fitted."""
+    import numpy as np
+
+    from crispedit_lite.teaching.plotting import method_color
+
+    g = d.groupby("method")[[x, y]]
+    mean, sd = g.mean(), g.std().fillna(0)
+    shown = [m for m in methods if np.isfinite(mean.loc[m, [x, y]].to_numpy(dtype=float)).all()]
+    front = pareto_front({m: (mean.loc[m, y], mean.loc[m, x]) for m in shown},
+                         maximize=(y not in LOWER_IS_BETTER, x not in LOWER_IS_BETTER))
+    reach = {x: [d[x].to_numpy(dtype=float)], y: [d[y].to_numpy(dtype=float)]}
+    for m in shown:
+        color, marker = method_style(m)
+        pts = d[d["method"] == m]
+        ax.scatter(pts[x], pts[y], s=14, alpha=0.35, color=color, zorder=2)
+        mx, my, sx, sy = mean.loc[m, x], mean.loc[m, y], sd.loc[m, x], sd.loc[m, y]
+        ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt=marker, ms=8, color=color,
+                    mec="k" if m in front else color, mew=1.6, capsize=3, zorder=3,
+                    label=m + (" (front)" if m in front else ""))
+        reach[x].append([mx - sx, mx + sx])
+        reach[y].append([my - sy, my + sy])
+    b = float(base.get(y, np.nan)) if base is not None else np.nan
+    if y not in LOWER_IS_BETTER and np.isfinite(b):
+        ax.axhline(b, color=method_color("base"), ls=":", lw=1.2, zorder=1, label="base model")
+        reach[y].append([b])
+    for which, col in (("x", x), ("y", y)):
+        _scaled_axis(ax, which, col, d[col], np.concatenate([np.asarray(v, dtype=float) for v in reach[col]]))
+    unit = {"KL": " (nats/token)"}
+    for which, col in (("x", x), ("y", y)):
+        label = f"{col}{unit.get(col, '' if col.endswith('%') else ' (%)')}, " \
+                f"{'lower' if col in LOWER_IS_BETTER else 'higher'} is better"
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(label)
+    ax.set_title("Pareto front: " + ", ".join(front), fontsize=9)
+    return front
+
+
+def tradeoff_figure(df: Any, pairs: Sequence[tuple[str, str]], skip: Sequence[str] = ("base",),
+                    title: str | None = None, ties: Sequence[str] = ()):
+    """One panel per ``(x, y)`` column pair: each method's subsets and mean ± s.d., in its registry colour.
+
+    A damage column (:data:`LOWER_IS_BETTER`) is drawn on a log axis (symlog where a value is zero or
+    negative, linear only near zero), a score on 0-100; both axes fit every point and error bar. Each
+    panel rims its Pareto front in black and names it in its title; the base model's score, when
+    ``df`` has a ``base`` row, is a dotted line. One legend below the panels, the ``title`` above
+    them (constrained layout: neither covers data). ``ties`` lists columns to check for a tie: when
+    every shown method has the same mean there, the figure says so under the title ("every method:
+    TF Rel 100"), since such a column cannot separate the methods.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``; also in ``10_reproduce_qwen2_5_1_5b``.
     """
     import matplotlib.pyplot as plt
-
-    from crispedit_lite.teaching.plotting import PALETTE, method_color
+    import numpy as np
+    import pandas as pd
 
     d = df[~df["method"].isin(skip)]
     methods = list(dict.fromkeys(d["method"]))
-    colors = {m: method_color(m, PALETTE[k % len(PALETTE)]) for k, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, len(damages), figsize=(5.2 * len(damages), 4.2))
-    axes = [axes] if len(damages) == 1 else list(axes)
-    for ax, dmg in zip(axes, damages):
-        g = d.groupby("method")[[rel, dmg]]
-        mean, sd = g.mean(), g.std().fillna(0)
-        front = pareto_front({m: (mean.loc[m, rel], mean.loc[m, dmg]) for m in methods})
-        for m in methods:
-            pts = d[d["method"] == m]
-            ax.scatter(pts[dmg], pts[rel], s=14, alpha=0.35, color=colors[m])
-            ax.errorbar(mean.loc[m, dmg], mean.loc[m, rel], xerr=sd.loc[m, dmg], yerr=sd.loc[m, rel],
-                        fmt="o", ms=8, color=colors[m], mec="k" if m in front else colors[m],
-                        mew=1.5, capsize=3, label=m + (" (front)" if m in front else ""))
-        ax.set(xlabel=f"{dmg} (lower is better)", ylabel=f"{rel} (%)", ylim=(-3, 103))
-        if dmg == "KL":
-            ax.set_xscale("symlog", linthresh=1e-4)
-    axes[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    base = df[df["method"] == "base"].drop(columns="method").apply(pd.to_numeric, errors="coerce").mean() \
+        if (df["method"] == "base").any() else None
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs) + 0.6, 4.4), layout="constrained",
+                             squeeze=False)
+    for ax, (x, y) in zip(axes[0], pairs):
+        _panel(ax, d, x, y, methods, base)
+    from matplotlib.lines import Line2D
+
+    from crispedit_lite.teaching.plotting import legend_below, method_color
+
+    handles = [Line2D([], [], ls="", marker=method_style(m)[1], ms=8, color=method_style(m)[0])
+               for m in methods]
+    labels = list(methods)
+    handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="k", mew=1.6))
+    labels.append("Pareto front (black rim)")
+    if any(line.get_label() == "base model" for ax in axes[0] for line in ax.get_lines()):
+        handles.append(Line2D([], [], ls=":", lw=1.2, color=method_color("base")))
+        labels.append("base model (before the edit)")
+    legend_below(fig, handles, labels, ncol=len(labels) if len(labels) <= 7 else -(-len(labels) // 2))
+    tied = []
+    for col in ties:
+        means = d.groupby("method")[col].mean().dropna().to_numpy(dtype=float)
+        if means.size > 1 and np.allclose(means, means[0]):
+            tied.append(f"{col} {means[0]:.0f}")
+    lines = [title] if title else []
+    if tied:
+        lines.append("every method: " + ", ".join(tied) + " (not shown: it cannot separate them)")
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10)
     return fig
+
+
+def pareto_figure(df: Any, rel: str = "TF Rel", damages: Sequence[str] = ("KL", "ΔPPL %"),
+                  skip: Sequence[str] = ("base",), title: str | None = None):
+    """Reliability against each damage measure: subset points, mean ± s.d. bars, the front outlined.
+
+    :func:`tradeoff_figure` with the pairs ``(damage, rel)``: KL on a log axis, ΔPPL on a symlog axis
+    (a run can lower the perplexity), the legend below the panels and ``title`` above them.
+
+    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    """
+    return tradeoff_figure(df, [(dmg, rel) for dmg in damages], skip=skip, title=title)

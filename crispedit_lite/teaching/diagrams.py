@@ -5,7 +5,9 @@ SVG (``python -m crispedit_lite.teaching.diagrams [OUT_DIR]``, default ``book/fi
 on the page ``book/diagrams`` and the chapter that derives each one. The mask diagram is computed,
 not drawn by hand: its mask and energy curve come from :func:`crispedit_lite.energy.energy_mask` and
 :func:`~crispedit_lite.energy.energy_curve` (CrispEdit eq. 3 with the strict rule,
-:math:`M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]`).
+:math:`M_{ij}=\mathbb 1[\lambda^{\rm out}_i\lambda^{\rm in}_j<\lambda_\gamma]`). Protected and editable
+cells, and the three label choices of K-FAC, have the concept colours of
+:data:`~crispedit_lite.teaching.plotting.OTHER_COLORS`, as in every figure of the book.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from crispedit_lite.atomic import atomic_path
 from crispedit_lite.energy import energy_curve, energy_mask
+from crispedit_lite.teaching.plotting import OTHER_COLORS
 
 __all__ = ["DIAGRAMS", "crispedit_seq_diagram", "kfac_hooks_diagram", "kronecker_mask_diagram",
            "reproduction_diagram", "save_all"]
@@ -33,7 +36,7 @@ _FS = 10.5
 
 
 def _canvas(width: float, height: float) -> tuple[Figure, plt.Axes]:
-    fig = plt.figure(figsize=(width, height), dpi=150)
+    fig = plt.figure(figsize=(width, height), dpi=150, layout="none")  # placed by hand
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
@@ -99,6 +102,10 @@ def kfac_hooks_diagram() -> Figure:
     _arrow(ax, (8.9, 1.35), (9.3, 1.35))
     ax.add_patch(FancyArrowPatch((3.1, 0.95), (10.1, 0.95), connectionstyle="arc3,rad=0.18",
                                  arrowstyle="-|>", mutation_scale=13, lw=1.3, color="#333333"))
+    ax.text(10.4, top - 0.2, "labels $y$ of $\\ell$\n(section 4.3):", ha="center", va="top", fontsize=9)
+    for n, kind in enumerate(("true", "sampled", "type-2")):
+        ax.text(10.4, top - 0.8 - 0.28 * n, kind, ha="center", va="top", fontsize=9,
+                color=OTHER_COLORS[f"{kind} labels"], weight="bold")
     return fig
 
 
@@ -124,7 +131,7 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     prod = np.outer(lam_out, lam_in)
     editable, _ = energy_mask(torch.from_numpy(prod), gamma)
     mask = editable.numpy()
-    fig = plt.figure(figsize=(12.0, 4.3), dpi=150)
+    fig = plt.figure(figsize=(12.0, 4.3), dpi=150, layout="none")  # placed by hand
     heat = fig.add_axes((0.115, 0.14, 0.23, 0.56))
     top = fig.add_axes((0.115, 0.72, 0.23, 0.13), sharex=heat)
     left = fig.add_axes((0.065, 0.14, 0.045, 0.56), sharey=heat)
@@ -140,12 +147,14 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     for i in range(d_out):  # outline the protected cells
         for j in range(d_in):
             if not mask[i, j]:
-                heat.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
+                heat.add_patch(plt.Rectangle((j - 0.5, i - 0.45), 1, 0.9, fill=False,
+                                             ec=OTHER_COLORS["protected"], lw=1.6))
     heat.set_xlabel("input direction $j$", fontsize=_FS)
-    heat.text(d_in - 0.6, d_out - 0.7, "$\\log_{10}\\lambda^{out}_i\\lambda^{in}_j$\nwhite: protected",
+    heat.text(d_in - 0.6, d_out - 0.7, "$\\log_{10}\\lambda^{out}_i\\lambda^{in}_j$\noutlined: protected",
               ha="right", va="bottom", fontsize=9, color="white")
     for axis in (top, left, heat):
         axis.tick_params(labelsize=8)
+        axis.grid(False)  # also under a grid style (the book's chapters): cells, not a grid
     plt.setp(top.get_xticklabels(), visible=False)
     plt.setp(heat.get_yticklabels(), visible=False)
     top.set_yticks([]), left.set_xticks([])
@@ -166,16 +175,18 @@ def kronecker_mask_diagram(gamma: float = 0.8) -> Figure:
     curve.set_title("energy rule: protect a share $\\gamma$", fontsize=_FS)
     curve.set_ylim(0, 1.03)
     curve.tick_params(labelsize=8)
-    mk = fig.add_axes((0.73, 0.14, 0.25, 0.71))
-    mk.imshow(mask, cmap=ListedColormap(["#d9d9d9", "#a8d5a2"]), vmin=0, vmax=1, aspect="auto")
+    mk = fig.add_axes((0.715, 0.14, 0.25, 0.71))
+    mk.imshow(mask, cmap=ListedColormap([OTHER_COLORS["protected"], OTHER_COLORS["editable"]]),
+              vmin=0, vmax=1, aspect="auto")
     for i in range(d_out):
         for j in range(d_in):
             mk.text(j, i, "1" if mask[i, j] else "0", ha="center", va="center", fontsize=8)
     mk.set_title("mask $\\mathbf{M}$: $M_{ij}=1[\\lambda^{out}_i\\lambda^{in}_j<\\lambda_\\gamma]$\n"
-                 "1 = editable (green), 0 = protected (grey)", fontsize=_FS)
+                 "1 = editable (green), 0 = protected (blue)", fontsize=10)
     mk.set_xlabel("$\\mathbf{P}_\\gamma(\\mathbf{G})=\\mathbf{U}_{out}((\\mathbf{U}_{out}^\\top\\mathbf{G}"
                   "\\mathbf{U}_{in})\\odot\\mathbf{M})\\mathbf{U}_{in}^\\top$", fontsize=_FS)
     mk.set_xticks([]), mk.set_yticks([])
+    mk.grid(False)
     return fig
 
 

@@ -57,35 +57,49 @@ def paper_cell_diff(params: Mapping[str, Any], config: Any, cell: str) -> list[s
 def plot_run(record: Mapping[str, Any], metrics: Any, tables: Sequence[str], model: str):
     """Before/after bars of the run's paper columns (paper values as diamonds) and its training losses.
 
+    The edited model's bars and loss curves have the method's registry colour
+    (:func:`~crispedit_lite.teaching.plotting.method_color`), the unedited model's bars are hatched in
+    the base model's colour; a CrispEdit-Seq run draws one loss curve per chunk, lighter for later
+    chunks. One legend below both panels (constrained layout), so that nothing covers a bar.
+
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    import numpy as np
+    from matplotlib.patches import Patch
 
     from crispedit_lite.reproduction.comparison import compare_runs
     from crispedit_lite.reproduction.paper_tables import table_info
-    from crispedit_lite.teaching.plotting import PALETTE
+    from crispedit_lite.teaching.plotting import legend_below, method_color
 
+    method = record["settings"]["method"]
+    colors = {"before": method_color("base"), "after": method_color(method, method_color("crispedit"))}
     ref = compare_runs([record], list(tables[:1]), include_missing=False)
     ref = ref[ref["method"] != "base"].set_index("metric")["paper"]
-    long = metrics.reset_index().melt(id_vars="metric", var_name="phase", value_name="score")
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2.2, 1]})
-    sns.barplot(data=long, x="metric", y="score", hue="phase", palette=PALETTE[:2], ax=ax)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained",
+                                  gridspec_kw={"width_ratios": [2.2, 1]})
+    x = np.arange(len(metrics.index))
+    unedited = {"facecolor": "white", "edgecolor": colors["before"], "hatch": "///", "linewidth": 0.8}
+    ax.bar(x - 0.2, metrics["before"].to_numpy(dtype=float), width=0.4, **unedited)
+    ax.bar(x + 0.2, metrics["after"].to_numpy(dtype=float), width=0.4, color=colors["after"])
+    handles = [Patch(**unedited), Patch(color=colors["after"])]
+    labels = ["before the edit (base model)", f"after ({method})"]
     shown = ref.reindex(metrics.index).dropna()
     if len(shown):
-        x = [list(metrics.index).index(m) for m in shown.index]
-        ax.scatter(x, shown.values, marker="D", color="k", zorder=3,
-                   label=f"paper, {table_info(tables[0])['source'].rsplit(', ', 1)[-1]}")
-    ax.set(ylim=(0, 105), xlabel="", ylabel="score (%)",
-           title=f"{record['settings']['method']} on {model.split('/')[-1]}, "
-                 f"{record['settings']['n_edits']} edits")
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    ax.legend(fontsize=8, loc="upper right")
-    for k, log in enumerate(record["edit"].get("train") or []):
-        ax2.plot(range(1, len(log["epoch_losses"]) + 1), log["epoch_losses"], marker="o",
-                 color=PALETTE[k % 10])
-    ax2.set(yscale="log", xlabel="epoch", ylabel="edit loss", title="training")
-    fig.tight_layout()
+        at = [list(metrics.index).index(m) for m in shown.index]
+        handles.append(ax.scatter(at, shown.values, marker="D", s=36, color="white", edgecolor="k", zorder=3))
+        labels.append(f"paper, {table_info(tables[0])['source'].rsplit(', ', 1)[-1]}")
+    ax.set_xticks(x, list(metrics.index), rotation=30, ha="right", fontsize=8)
+    ax.set(ylim=(0, 105), xlim=(-0.6, len(x) - 0.4), xlabel="", ylabel="score (%)",
+           title=f"{method} on {model.split('/')[-1]}, {record['settings']['n_edits']} edits")
+    logs = record["edit"].get("train") or []
+    for k, log in enumerate(logs):
+        losses = log["epoch_losses"]
+        ax2.plot(range(1, len(losses) + 1), losses, marker="o", ms=3, color=colors["after"],
+                 alpha=1.0 - 0.6 * k / max(len(logs) - 1, 1))
+    ax2.set(yscale="log", xlabel="epoch", ylabel="edit loss (FT-M, log)",
+            title="training" + (f" ({len(logs)} chunks, later ones lighter)" if len(logs) > 1 else ""))
+    legend_below(fig, handles, labels, ncol=len(labels))
     return fig
 
 

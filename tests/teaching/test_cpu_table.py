@@ -78,4 +78,121 @@ def test_pareto_figure_draws_every_method_but_base(table):
     matplotlib.use("Agg")
     fig = cpu_table.pareto_figure(table)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert sorted(labels) == ["CrispEdit (front)", "FT (front)", "LoRA"]
+    assert sorted(labels) == ["CrispEdit (front)", "FT (front)", "LoRA", "base model"]  # base: a line
+
+
+# ---- the figures: registry colours, axes that hold the data, nothing over the data ---------------------
+
+
+def _drawn_points(ax):
+    """Display-independent data points of a panel: scatter offsets and error-bar centres."""
+    import numpy as np
+    from matplotlib.collections import PathCollection
+
+    pts = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    pts += [line.get_xydata() for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
+    return np.concatenate([np.asarray(p, dtype=float) for p in pts])
+
+
+def _check_layout(fig):
+    """Every point inside its axes' limits, the legend and the title clear of every axes."""
+    import numpy as np
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        pts = _drawn_points(ax)
+        if ax.get_xscale() == "log":  # an error bar's end below 0 is not drawn on a log axis
+            pts = pts[pts[:, 0] > 0]
+        if ax.get_yscale() == "log":
+            pts = pts[pts[:, 1] > 0]
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+        assert inside.all(), f"points outside the limits of {ax.get_xlabel()!r}: {pts[~inside]}"
+        if ax.get_xscale() == "log":
+            assert x0 > 0
+        if ax.get_xscale() == "symlog":  # no more range below the lowest point than a margin
+            tr = ax.xaxis.get_transform()
+            t0, tmin, t1 = (tr.transform([[v]])[0, 0] for v in (x0, pts[:, 0].min(), x1))
+            assert tmin - t0 < 0.07 * (t1 - t0)
+        box = ax.get_window_extent(renderer)
+        assert not legend.overlaps(box), "the legend covers an axes"
+        shown = ax.transData.transform(pts)
+        assert not any(legend.contains(*p) for p in shown), "the legend covers a data point"
+        if fig._suptitle is not None:
+            title = fig._suptitle.get_window_extent(renderer)
+            assert not title.overlaps(box) and not title.overlaps(ax.title.get_window_extent(renderer))
+    return np.array([[*ax.get_xlim(), *ax.get_ylim()] for ax in fig.axes])
+
+
+def test_pareto_figure_colours_every_method_from_the_registry(table):
+    import matplotlib
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from crispedit_lite.teaching.plotting import method_color
+
+    matplotlib.use("Agg")
+    fig = cpu_table.pareto_figure(table, title="a title")
+    try:
+        for ax in fig.axes:
+            handles, labels = ax.get_legend_handles_labels()
+            drawn = {lab.removesuffix(" (front)"): mcolors.to_hex(h[0].get_color())
+                     for h, lab in zip(handles, labels) if lab != "base model"}
+            assert drawn == {m: method_color(m) for m in ("FT", "CrispEdit", "LoRA")}
+        legend = {t.get_text() for t in fig.legends[0].get_texts()}
+        assert {"FT", "CrispEdit", "LoRA", "Pareto front (black rim)"} <= legend
+        _check_layout(fig)
+    finally:
+        plt.close(fig)
+
+
+def test_the_committed_table1_fits_its_axes_lora_included():
+    """The book's flagship figure (chapter 6): KL on a log axis, LoRA inside, title and legend clear."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from crispedit_lite.reproduction.committed import committed_path
+
+    matplotlib.use("Agg")
+    names = ["cpu-table1-smollm2.json"] + [f"cpu-table1-smollm2-part{i}.json" for i in range(2, 7)]
+    t1 = cpu_table.load_table([committed_path(n) for n in names])
+    fig = cpu_table.pareto_figure(t1[t1["method"] != "CrispEdit + nbhd texts"],
+                                  title="Table 1 on a CPU: a long title that must not cover the axes")
+    try:
+        kl_ax, ppl_ax = fig.axes
+        assert kl_ax.get_xscale() == "log" and ppl_ax.get_xscale() == "symlog"
+        lora = t1[t1["method"] == "LoRA"]
+        assert kl_ax.get_xlim()[1] > lora["KL"].max() and ppl_ax.get_xlim()[1] > lora["ΔPPL %"].max()
+        _check_layout(fig)
+    finally:
+        plt.close(fig)
+
+
+def test_tradeoff_figure_names_the_columns_that_tie_and_fits_a_zero(table):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    t = table.copy()
+    t.loc[t["method"] != "base", "PROB Rel"] = 100.0
+    t.loc[(t["method"] == "CrispEdit") & (t["seed"] == 0), "ΔPPL %"] = 0.0  # a zero: symlog, not log
+    fig = cpu_table.tradeoff_figure(t, [("ΔPPL %", "TF Spec"), ("KL", "ΔPPL %")], ties=("PROB Rel", "TF Rel"),
+                                    title="title")
+    try:
+        text = fig._suptitle.get_text()
+        assert "every method: PROB Rel 100" in text and "TF Rel" not in text.split("\n")[1]
+        assert fig.axes[0].get_xscale() == "symlog" and fig.axes[1].get_yscale() == "symlog"
+        assert fig.axes[0].get_xlim()[0] < 0  # the error bar below the zero is shown (checked below)
+        _check_layout(fig)
+    finally:
+        plt.close(fig)
+
+
+def test_a_variant_takes_its_methods_colour_and_another_marker():
+    from crispedit_lite.teaching.plotting import method_color
+
+    assert cpu_table.method_style("CrispEdit") == (method_color("crispedit"), "o")
+    assert cpu_table.method_style("CrispEdit, gamma 0.99") == (method_color("crispedit"), "D")
+    assert cpu_table.method_style("something else")[1] == "s"

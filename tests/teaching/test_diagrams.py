@@ -80,3 +80,43 @@ def test_committed_figures_are_what_the_code_draws(tmp_path):
 def test_save_all_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="fmt"):
         diagrams.save_all(tmp_path, fmt="jpg")
+
+
+def test_diagrams_use_the_books_concept_colours():
+    """Protected and editable cells, and the three label choices, in the colours of every figure."""
+    import matplotlib.colors as mcolors
+
+    from crispedit_lite.teaching.plotting import method_color
+
+    fig = diagrams.kronecker_mask_diagram(0.8)
+    try:
+        image = fig.axes[-1].images[0]
+        cmap = image.get_cmap()
+        assert mcolors.to_hex(cmap(0.0)) == method_color("protected")
+        assert mcolors.to_hex(cmap(1.0)) == method_color("editable")
+        outlines = {mcolors.to_hex(p.get_edgecolor()) for p in fig.axes[0].patches}
+        assert outlines == {method_color("protected")}
+    finally:
+        plt.close(fig)
+    fig = diagrams.kfac_hooks_diagram()
+    try:
+        colours = {t.get_text(): mcolors.to_hex(t.get_color()) for t in fig.axes[0].texts}
+        for kind in ("true", "sampled", "type-2"):
+            assert colours[kind] == method_color(f"{kind} labels")
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("stem", list(diagrams.DIAGRAMS))
+def test_diagrams_draw_without_warnings_in_the_book_style(stem):
+    """The book's constrained layout leaves hand-placed diagrams alone (no layout-engine warning)."""
+    import io
+    import warnings
+
+    with plt.rc_context({"figure.constrained_layout.use": True}), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = diagrams.DIAGRAMS[stem]()
+        try:
+            fig.savefig(io.BytesIO(), format="png")
+        finally:
+            plt.close(fig)

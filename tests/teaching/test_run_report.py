@@ -46,3 +46,33 @@ def test_headline_and_scale_report():
         run_report.headline(bad, 0.7)
     frame, notes = run_report.scale_report(rec, ["table1", "table3"], paper_model=False)
     assert not frame.empty and not frame["paper scale"].any() and notes[0].startswith("NOT at the paper")
+
+
+def test_plot_run_colours_the_method_and_keeps_the_legend_off_the_bars():
+    import matplotlib
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from crispedit_lite.teaching.plotting import method_color
+
+    matplotlib.use("Agg")
+    rec = paper_run_record("cpu", "smollm2-135m-instruct", 16, 0.7, 32, "offline", "2026-01-03")
+    rec["metrics"]["before"]["teacher_forced"] = {"scores": {"rel": 20.0}}
+    rec["edit"] = {"train": [{"epoch_losses": [2.0, 0.5, 0.05]}, {"epoch_losses": [1.0, 0.2, 0.008]}]}
+    metrics, _ = run_report.headline(rec, 0.7)
+    fig = run_report.plot_run(rec, metrics, ["table1"], "meta-llama/Meta-Llama-3-8B-Instruct")
+    try:
+        bars, losses = fig.axes[:2]
+        filled = {mcolors.to_hex(p.get_facecolor()[:3]) for p in bars.patches}
+        assert filled == {method_color("crispedit"), "#ffffff"}  # before the edit: hatched, base colour
+        assert {mcolors.to_hex(p.get_edgecolor()[:3]) for p in bars.patches if p.get_hatch()} == {
+            method_color("base")}
+        drawn = {mcolors.to_hex(line.get_color()) for line in losses.get_lines()}
+        assert drawn == {method_color("crispedit")}
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        assert not any(legend.overlaps(ax.get_window_extent()) for ax in (bars, losses))
+        tops = [p.get_height() for p in bars.patches]
+        assert max(tops) <= bars.get_ylim()[1]
+    finally:
+        plt.close(fig)

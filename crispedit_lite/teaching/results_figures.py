@@ -122,7 +122,7 @@ def ordering_figure(groups: Sequence[EditorGroup], paper: pd.DataFrame | None = 
     ]
     fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False)
     ax.invert_yaxis()
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) > 3), 1, 1))
+    fig.set_layout_engine("tight", rect=(0, 0.06 + 0.02 * (len(handles) > 3), 1, 1))
     return fig
 
 
@@ -180,7 +180,7 @@ def sweeps_figure(frames: dict[str, pd.DataFrame], paper: pd.DataFrame | None = 
                 ax.set_xlim(-0.3, 2 * max(t["setting"].max(), d[sweep].max()))
         a.legend(fontsize=7, title="paper: capability loss", title_fontsize=7)
         b.legend(fontsize=7, title="paper: QA Rel", title_fontsize=7, loc="lower left")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -246,5 +246,5 @@ def cost_figure(steps: pd.DataFrame, scale: pd.DataFrame, paper: pd.DataFrame | 
         ax2.set(xlabel="seconds", title=f"{s['device']}, {s['preset']} shape\n(random weights: timings only)")
     else:
         ax2.set_axis_off()
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.set_layout_engine("tight", rect=(0, 0.07, 1, 1))
     return fig

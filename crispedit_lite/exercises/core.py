@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+import textwrap
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +41,7 @@ class RemoteFunction:
         self._call = call
 
     def __call__(self, *args: Any) -> Any:
+        """Call the function in the runner; its result comes back as plain data."""
         return self._call(self.name, args)
 
     def __repr__(self) -> str:
@@ -56,8 +58,16 @@ class Exercise:
         judge: function of the probe's output that raises ``AssertionError`` on a wrong answer.
     """
 
-    def __init__(self, label: str, probe: Callable[..., Any] | None, judge: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        label: str,
+        probe: Callable[..., Any] | None,
+        judge: Callable[[Any], None],
+        forbidden: Iterable[str] = (),
+        piece: str = "this piece",
+    ) -> None:
         self.label, self.probe, self.judge = label, probe, judge
+        self.forbidden, self.piece = tuple(forbidden), piece
         self.__name__ = judge.__name__
         self.__qualname__ = judge.__qualname__
         self.__module__ = judge.__module__
@@ -65,15 +75,21 @@ class Exercise:
 
     def observe(self, *answers: Any) -> Any:
         """What the judge will see: the probe's output as plain data, as the grading command sends it."""
+        for a in answers:
+            if self.forbidden and (callable(a) or isinstance(a, RemoteFunction)):
+                forbid(a, self.forbidden, self.piece)
         if session is not None and any(isinstance(a, RemoteFunction) for a in answers):
             return session.probe(self.probe, answers)
         for a in answers:
             if callable(a) and not isinstance(a, RemoteFunction):
                 self_contained(a)
-        obs = self.probe(*answers) if self.probe is not None else (answers[0] if len(answers) == 1 else answers)
+        obs = (
+            self.probe(*answers) if self.probe is not None else (answers[0] if len(answers) == 1 else answers)
+        )
         return wire.from_data(wire.loads(wire.dumps(wire.to_data(obs))))
 
     def __call__(self, *answers: Any) -> None:
+        """Judge the answers; print ``correct`` or raise ``AssertionError`` saying what is wrong."""
         self.judge(self.observe(*answers))
         print("correct")
 
@@ -81,10 +97,20 @@ class Exercise:
         return f"<exercise {self.label}: {self.__module__}.{self.__name__}>"
 
 
-def exercise(label: str, probe: Callable[..., Any] | None = None) -> Callable[[Callable[[Any], None]], Exercise]:
-    """Decorator: turn a judge function into the grader of exercise ``label`` with this ``probe``."""
+def exercise(
+    label: str,
+    probe: Callable[..., Any] | None = None,
+    forbidden: Iterable[str] = (),
+    piece: str = "this piece",
+) -> Callable[[Callable[[Any], None]], Exercise]:
+    """Decorator: turn a judge function into the grader of exercise ``label`` with this ``probe``.
+
+    ``forbidden`` names library functions that a function answer may not use: the exercise asks the
+    student to write ``piece`` instead (see :func:`forbid`).
+    """
+
     def wrap(judge: Callable[[Any], None]) -> Exercise:
-        return Exercise(label, probe, judge)
+        return Exercise(label, probe, judge, forbidden, piece)
 
     return wrap
 
@@ -147,7 +173,8 @@ def self_contained(fn: Callable) -> None:
             raise AssertionError(
                 f"`{f.__name__}` reads `{name}`, a value that the chapter computed. The grading command "
                 "runs your function on its own, with only the notebook's imports, functions and constants: "
-                f"pass `{name}` in as an argument (or compute it inside the function)")
+                f"pass `{name}` in as an argument (or compute it inside the function)"
+            )
 
 
 def source_of(fn: Callable | RemoteFunction) -> str:
@@ -157,7 +184,7 @@ def source_of(fn: Callable | RemoteFunction) -> str:
     parts = []
     for f in _notebook_functions(fn):
         try:
-            parts.append(inspect.getsource(f))
+            parts.append(textwrap.dedent(inspect.getsource(f)))
         except (OSError, TypeError):
             continue
     return "\n".join(parts)
@@ -170,9 +197,11 @@ def forbid(fn: Callable | RemoteFunction, names: Iterable[str], piece: str) -> N
     reads the identifiers of the source, so a library call hidden in a string built at run time
     passes it (the book page ``instructors`` says what the grader does not catch).
     """
+    import textwrap
+
     from crispedit_lite.exercises.static import referenced_names
 
-    src = source_of(fn)
+    src = textwrap.dedent(source_of(fn))
     if not src:
         return
     try:
@@ -181,5 +210,7 @@ def forbid(fn: Callable | RemoteFunction, names: Iterable[str], piece: str) -> N
         return
     hit = sorted(set(names) & used)
     if hit:
-        raise AssertionError(f"`{getattr(fn, '__name__', fn)}` uses {', '.join(f'`{h}`' for h in hit)} from "
-                             f"the library; this exercise asks you to write {piece} yourself")
+        raise AssertionError(
+            f"`{getattr(fn, '__name__', fn)}` uses {', '.join(f'`{h}`' for h in hit)} from "
+            f"the library; this exercise asks you to write {piece} yourself"
+        )

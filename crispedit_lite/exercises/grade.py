@@ -112,8 +112,9 @@ def written_exercises(nb: nbformat.NotebookNode) -> set[str]:
 
 def _first_exercise_cell(nb: nbformat.NotebookNode) -> int:
     for i, c in enumerate(nb.cells):
-        if c.cell_type == "markdown" and (re.search(r"^## Exercises\s*$", c.source, re.M)
-                                          or _EXERCISE.search(c.source)):
+        if c.cell_type == "markdown" and (
+            re.search(r"^## Exercises\s*$", c.source, re.M) or _EXERCISE.search(c.source)
+        ):
             return i
     return len(nb.cells)
 
@@ -137,10 +138,15 @@ def _safe_calls(source: str) -> str:
     keep = []
     for node in tree.body:
         call = node.value if isinstance(node, ast.Expr) else None
-        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                and isinstance(call.func.value, ast.Name) and _CHECK_CALL.match(call.func.value.id)
-                and call.func.attr.startswith("check_") and not call.keywords
-                and all(isinstance(a, (ast.Name, ast.Constant)) for a in call.args)):
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and isinstance(call.func.value, ast.Name)
+            and _CHECK_CALL.match(call.func.value.id)
+            and call.func.attr.startswith("check_")
+            and not call.keywords
+            and all(isinstance(a, (ast.Name, ast.Constant)) for a in call.args)
+        ):
             keep.append(f"from crispedit_lite.exercises import {call.func.value.id}\n{ast.unparse(node)}")
     return "\n".join(keep)
 
@@ -155,22 +161,26 @@ class _Plan:
     data: list[str]
 
 
-def _plans(src: nbformat.NotebookNode | None, sub: nbformat.NotebookNode,
-           sub_cells: Mapping[str, int | None]) -> dict[str, _Plan | None]:
+def _plans(
+    src: nbformat.NotebookNode | None, sub: nbformat.NotebookNode, sub_cells: Mapping[str, int | None]
+) -> dict[str, _Plan | None]:
     """The judge's plan per exercise: from the instructor's notebook, else the submitted calls only."""
     if src is None:
-        codes = {lab: (_safe_calls(sub.cells[i].source) if i is not None else None)
-                 for lab, i in sub_cells.items()}
+        codes = {
+            lab: (_safe_calls(sub.cells[i].source) if i is not None else None) for lab, i in sub_cells.items()
+        }
         trusted_pool: list[tuple[list[str], str]] = []
-        student = static.defined_functions(c.source for c in sub.cells
-                                           if c.cell_type == "code" and not is_grader_cell(c))
+        student = static.defined_functions(
+            c.source for c in sub.cells if c.cell_type == "code" and not is_grader_cell(c)
+        )
     else:
-        codes = {lab: (src.cells[i].source if i is not None else None) for lab, i in exercise_cells(src).items()}
+        codes = {
+            lab: (src.cells[i].source if i is not None else None) for lab, i in exercise_cells(src).items()
+        }
         code_cells = [c for c in src.cells if c.cell_type == "code" and not is_grader_cell(c)]
         student = static.defined_functions(c.source for c in code_cells if is_solution_cell(c))
         body = [c.source for c in code_cells if not is_solution_cell(c)]
-        trusted_pool = [(n, s) for n, s in static.replay_statements(body)
-                        if not any(x in student for x in n)]
+        trusted_pool = [(n, s) for n, s in static.replay_statements(body) if not any(x in student for x in n)]
     plans: dict[str, _Plan | None] = {}
     for lab, code in codes.items():
         if not code:
@@ -192,14 +202,22 @@ def _plans(src: nbformat.NotebookNode | None, sub: nbformat.NotebookNode,
 class _Kernel:
     """A confined IPython kernel, talked to over local sockets with a bounded wait for everything."""
 
-    def __init__(self, base: Path, spec: dict[str, Any] | None, env: dict[str, str], cwd: Path,
-                 jail: isolation.ProcessJail, deadline: float) -> None:
+    def __init__(
+        self,
+        base: Path,
+        spec: dict[str, Any] | None,
+        env: dict[str, str],
+        cwd: Path,
+        jail: isolation.ProcessJail,
+        deadline: float,
+    ) -> None:
         from jupyter_client import BlockingKernelClient
         from jupyter_client.connect import write_connection_file
 
         conn = base / "tmp" / "kernel.json"
-        write_connection_file(str(conn), ip=str(base / "tmp" / "ipc"), transport="ipc",
-                              key=secrets.token_hex(16).encode())
+        write_connection_file(
+            str(conn), ip=str(base / "tmp" / "ipc"), transport="ipc", key=secrets.token_hex(16).encode()
+        )
         cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", str(conn)]
         if spec is not None:
             spec_path = base.parent / f"{base.name}.landlock.json"
@@ -207,8 +225,15 @@ class _Kernel:
             cmd = [sys.executable, str(Path(__file__).with_name("confine.py")), str(spec_path), "--", *cmd]
         log = base.parent / f"{base.name}.log"
         with open(log, "wb") as err:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         jail.add_group(self.proc.pid)
         self.kc = BlockingKernelClient(connection_file=str(conn))
         self.kc.load_connection_file()
@@ -289,14 +314,26 @@ class _Kernel:
 class _Judge:
     """The harness's handle on the judge process of one submission."""
 
-    def __init__(self, base: Path, replay: list, runner: dict[str, Any], env: dict[str, str],
-                 jail: isolation.ProcessJail) -> None:
+    def __init__(
+        self,
+        base: Path,
+        replay: list,
+        runner: dict[str, Any],
+        env: dict[str, str],
+        jail: isolation.ProcessJail,
+    ) -> None:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
-        self.proc = subprocess.Popen([sys.executable, "-m", "crispedit_lite.exercises.judge", str(to_r),
-                                      str(from_w)], pass_fds=(to_r, from_w), env=env, cwd=base,
-                                     start_new_session=True, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(base / "judge.log", "wb"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crispedit_lite.exercises.judge", str(to_r), str(from_w)],
+            pass_fds=(to_r, from_w),
+            env=env,
+            cwd=base,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(base / "judge.log", "wb"),
+        )
         jail.add_group(self.proc.pid)
         os.close(to_r)
         os.close(from_w)
@@ -309,22 +346,41 @@ class _Judge:
         if not self.ready:
             wire.loads(wire.read_frame(self.fd_in, deadline))
             self.ready = True
-        req = {"label": label, "code": plan.code, "trusted": plan.trusted, "functions": plan.functions,
-               "data": plan.data, "export": export, "seconds": max(1.0, deadline - time.monotonic())}
+        req = {
+            "label": label,
+            "code": plan.code,
+            "trusted": plan.trusted,
+            "functions": plan.functions,
+            "data": plan.data,
+            "export": export,
+            "seconds": max(1.0, deadline - time.monotonic()),
+        }
         wire.write_frame(self.fd_out, wire.dumps(req))
         reply = wire.loads(wire.read_frame(self.fd_in, deadline + 5.0))
         return bool(reply["passed"]), str(reply["feedback"])
 
 
-def grade_notebook(path: str | os.PathLike, timeout: float = 600.0, cell_timeout: float | None = None,
-                   source_dir: str | os.PathLike | None = None, points: Mapping[str, float] | None = None,
-                   confine: bool = True) -> list[ExerciseScore]:
+def grade_notebook(
+    path: str | os.PathLike,
+    timeout: float = 600.0,
+    cell_timeout: float | None = None,
+    source_dir: str | os.PathLike | None = None,
+    points: Mapping[str, float] | None = None,
+    confine: bool = True,
+) -> list[ExerciseScore]:
     """Grade one submitted notebook (see :func:`grade_paths`, which grades many).
 
     Derived in notebook ``01_editing_as_constrained_optimization``.
     """
-    return grade_paths([path], timeout=timeout, cell_timeout=cell_timeout, source_dir=source_dir,
-                       points=points, confine=confine, keep_path=False)
+    return grade_paths(
+        [path],
+        timeout=timeout,
+        cell_timeout=cell_timeout,
+        source_dir=source_dir,
+        points=points,
+        confine=confine,
+        keep_path=False,
+    )
 
 
 def _read_source(source_dir: Path | None, name: str) -> nbformat.NotebookNode | None:
@@ -333,11 +389,18 @@ def _read_source(source_dir: Path | None, name: str) -> nbformat.NotebookNode | 
     return nbformat.reads((source_dir / name).read_text(encoding="utf-8"), as_version=4)
 
 
-def grade_paths(paths: Iterable[str | os.PathLike], *, timeout: float = 600.0, cell_timeout: float | None = None,
-                source_dir: str | os.PathLike | None = None, points: Mapping[str, float] | None = None,
-                confine: bool = True, protect: Iterable[str | os.PathLike] = (),
-                on_notebook: Callable[[list[ExerciseScore]], None] | None = None,
-                keep_path: bool = True) -> list[ExerciseScore]:
+def grade_paths(
+    paths: Iterable[str | os.PathLike],
+    *,
+    timeout: float = 600.0,
+    cell_timeout: float | None = None,
+    source_dir: str | os.PathLike | None = None,
+    points: Mapping[str, float] | None = None,
+    confine: bool = True,
+    protect: Iterable[str | os.PathLike] = (),
+    on_notebook: Callable[[list[ExerciseScore]], None] | None = None,
+    keep_path: bool = True,
+) -> list[ExerciseScore]:
     """Grade every ``.ipynb`` among ``paths`` (files, or folders searched recursively, sorted).
 
     Args:
@@ -380,14 +443,18 @@ def grade_paths(paths: Iterable[str | os.PathLike], *, timeout: float = 600.0, c
     guard = isolation.FileGuard([*([src_dir] if src_dir else []), *files, isolation.package_dir()])
     abi = isolation.landlock_abi() if confine else 0
     if confine and abi == 0:
-        print("warning: Landlock is not available here: submissions run unconfined (instructor files are "
-              "restored afterwards); run each one in a container where that matters", file=sys.stderr)
+        print(
+            "warning: Landlock is not available here: submissions run unconfined (instructor files are "
+            "restored afterwards); run each one in a container where that matters",
+            file=sys.stderr,
+        )
     scores: list[ExerciseScore] = []
     for f, data in submissions:
         jail = isolation.ProcessJail()
         try:
-            rows = _grade_one(f.name, data, sources[f.name], timeout, cell_timeout, points or {}, protected,
-                              abi > 0, jail)
+            rows = _grade_one(
+                f.name, data, sources[f.name], timeout, cell_timeout, points or {}, protected, abi > 0, jail
+            )
         except Exception as err:  # noqa: BLE001  a grader failure costs this notebook, not the others
             rows = [ExerciseScore(f.name, "-", 0.0, 0.0, "failed", f"grading failed: {_error_text(err)}")]
         finally:
@@ -396,8 +463,10 @@ def grade_paths(paths: Iterable[str | os.PathLike], *, timeout: float = 600.0, c
         if repaired:
             for s in rows:
                 s.points, s.status = 0.0, "failed"
-                s.feedback = ("the submission changed files outside its folder (restored; no points): "
-                              + ", ".join(Path(r).name for r in repaired[:5]))
+                s.feedback = (
+                    "the submission changed files outside its folder (restored; no points): "
+                    + ", ".join(Path(r).name for r in repaired[:5])
+                )
         for s in rows:
             s.notebook = str(f) if keep_path else f.name
         scores += rows
@@ -406,9 +475,17 @@ def grade_paths(paths: Iterable[str | os.PathLike], *, timeout: float = 600.0, c
     return scores
 
 
-def _grade_one(name: str, data: bytes, src: nbformat.NotebookNode | None, timeout: float,
-               cell_timeout: float | None, points: Mapping[str, float], protected: list,
-               confine: bool, jail: isolation.ProcessJail) -> list[ExerciseScore]:
+def _grade_one(
+    name: str,
+    data: bytes,
+    src: nbformat.NotebookNode | None,
+    timeout: float,
+    cell_timeout: float | None,
+    points: Mapping[str, float],
+    protected: list,
+    confine: bool,
+    jail: isolation.ProcessJail,
+) -> list[ExerciseScore]:
     try:
         sub = nbformat.reads(data.decode("utf-8"), as_version=4)
         sub_cells = exercise_cells(sub)
@@ -423,14 +500,18 @@ def _grade_one(name: str, data: bytes, src: nbformat.NotebookNode | None, timeou
     result: dict[str, ExerciseScore] = {}
     for lab in labels:
         if lab in written and plans.get(lab) is None:
-            result[lab] = ExerciseScore(name, lab, 0.0, pts[lab], "manual",
-                                        "written answer: graded by hand with the rubric")
+            result[lab] = ExerciseScore(
+                name, lab, 0.0, pts[lab], "manual", "written answer: graded by hand with the rubric"
+            )
         elif plans.get(lab) is None:
-            result[lab] = ExerciseScore(name, lab, 0.0, pts[lab], "missing", "no grader cell for this exercise")
+            result[lab] = ExerciseScore(
+                name, lab, 0.0, pts[lab], "missing", "no grader cell for this exercise"
+            )
         else:
             result[lab] = ExerciseScore(name, lab, 0.0, pts[lab], "not run", "")
-    replay = static.replay_statements(c.source for c in sub.cells if c.cell_type == "code"
-                                      and not is_grader_cell(c))
+    replay = static.replay_statements(
+        c.source for c in sub.cells if c.cell_type == "code" and not is_grader_cell(c)
+    )
     root = Path(tempfile.mkdtemp(prefix="crispedit-grade-"))
     stopped = ""
     kernel = judge = None
@@ -444,11 +525,15 @@ def _grade_one(name: str, data: bytes, src: nbformat.NotebookNode | None, timeou
         j_paths = isolation.make_workspace(root / "judge")
         real_cache = str(isolation.real_cache())
         j_env = isolation.scrubbed_env(j_paths, {"CRISPEDIT_CACHE": real_cache})
-        runner_cfg = {"env": isolation.scrubbed_env(r_paths, {"CRISPEDIT_CACHE": real_cache}),
-                      "cwd": str(root / "runner"),
-                      "spec": (str(root / "runner.landlock.json") if confine else "")}
+        runner_cfg = {
+            "env": isolation.scrubbed_env(r_paths, {"CRISPEDIT_CACHE": real_cache}),
+            "cwd": str(root / "runner"),
+            "spec": (str(root / "runner.landlock.json") if confine else ""),
+        }
         if confine:
-            (root / "runner.landlock.json").write_text(json.dumps(isolation.allow_list(root / "runner", protected)))
+            (root / "runner.landlock.json").write_text(
+                json.dumps(isolation.allow_list(root / "runner", protected))
+            )
         judge = _Judge(root / "judge", replay, runner_cfg, j_env, jail)
         spec = isolation.allow_list(root / "kernel", protected) if confine else None
         if spec is not None:
@@ -469,8 +554,17 @@ def _grade_one(name: str, data: bytes, src: nbformat.NotebookNode | None, timeou
     return list(result.values())
 
 
-def _run_cells(sub, sub_cells, plans, result, kernel: _Kernel, judge: _Judge, deadline: float,
-               cell_timeout: float | None, timeout: float) -> str:
+def _run_cells(
+    sub,
+    sub_cells,
+    plans,
+    result,
+    kernel: _Kernel,
+    judge: _Judge,
+    deadline: float,
+    cell_timeout: float | None,
+    timeout: float,
+) -> str:
     """Execute the submission cell by cell and judge each exercise; returns why it stopped ("" if not)."""
     by_cell = {i: lab for lab, i in sub_cells.items() if i is not None and lab in result}
     first_ex = _first_exercise_cell(sub)
@@ -484,18 +578,31 @@ def _run_cells(sub, sub_cells, plans, result, kernel: _Kernel, judge: _Judge, de
         if plan.data:
             status, err, payloads = kernel.execute(
                 "__import__('crispedit_lite.exercises.wire', fromlist=['export']).export(globals(), "
-                f"{plan.data!r})", min(deadline, time.monotonic() + limit))
+                f"{plan.data!r})",
+                min(deadline, time.monotonic() + limit),
+            )
             export = payloads[-1] if payloads else ""
             if not export:
-                result[label] = ExerciseScore(result[label].notebook, label, 0.0, result[label].max_points,
-                                              "failed", "the notebook did not send the values the grader needs"
-                                              + (f" ({err})" if err else ""))
+                result[label] = ExerciseScore(
+                    result[label].notebook,
+                    label,
+                    0.0,
+                    result[label].max_points,
+                    "failed",
+                    "the notebook did not send the values the grader needs" + (f" ({err})" if err else ""),
+                )
                 return ""
         passed, feedback = judge.grade(label, plan, export, min(deadline, time.monotonic() + limit))
         if not passed and label in failed_solution:
             feedback += f" (your solution cell raised first: {failed_solution[label]})"
-        result[label] = ExerciseScore(result[label].notebook, label, result[label].max_points if passed else 0.0,
-                                      result[label].max_points, "passed" if passed else "failed", feedback)
+        result[label] = ExerciseScore(
+            result[label].notebook,
+            label,
+            result[label].max_points if passed else 0.0,
+            result[label].max_points,
+            "passed" if passed else "failed",
+            feedback,
+        )
         return ""
 
     for i, cell in enumerate(sub.cells):
@@ -532,8 +639,9 @@ def _run_cells(sub, sub_cells, plans, result, kernel: _Kernel, judge: _Judge, de
                 if current in result:
                     failed_solution.setdefault(current, err)
                     if "time limit" in err and result[current].status == "not run":
-                        result[current] = ExerciseScore(result[current].notebook, current, 0.0,
-                                                        result[current].max_points, "failed", err)
+                        result[current] = ExerciseScore(
+                            result[current].notebook, current, 0.0, result[current].max_points, "failed", err
+                        )
         except ChildProcessError:
             return f"the kernel died in cell {i}"
         except TimeoutError:
@@ -574,8 +682,9 @@ def write_reports(scores: list[ExerciseScore], out_dir: str | os.PathLike) -> tu
         w.writerow(dataclasses.asdict(s))
     per_nb: dict[str, dict[str, Any]] = {}
     for s in scores:
-        d = per_nb.setdefault(s.notebook, {"notebook": s.notebook, "points": 0.0, "max_points": 0.0,
-                                           "exercises": []})
+        d = per_nb.setdefault(
+            s.notebook, {"notebook": s.notebook, "points": 0.0, "max_points": 0.0, "exercises": []}
+        )
         d["points"] += s.points
         d["max_points"] += s.max_points
         d["exercises"].append(dataclasses.asdict(s))

@@ -28,13 +28,25 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["scrubbed_env", "allow_list", "make_workspace", "make_checkout", "ProcessJail", "FileGuard", "landlock_abi"]
+__all__ = [
+    "scrubbed_env",
+    "allow_list",
+    "make_workspace",
+    "make_checkout",
+    "ProcessJail",
+    "FileGuard",
+    "landlock_abi",
+]
 
-_KEEP_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-             "PYTHONPATH")
+_KEEP_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONPATH",
+)
 _SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/sys")
-_PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "mounts",
-               "sys")
+_PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "mounts", "sys")
 _DEV_READ = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
 
 
@@ -110,17 +122,32 @@ def make_checkout(root: Path) -> dict[str, Path]:
 def scrubbed_env(paths: dict[str, Path], extra: dict[str, str] | None = None) -> dict[str, str]:
     """The only environment a submission sees: its own folders, thread counts, offline switches."""
     bindir = str(Path(sys.executable).parent)
-    env = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(paths["home"]),
-           "TMPDIR": str(paths["tmp"]), "TMP": str(paths["tmp"]), "TEMP": str(paths["tmp"]),
-           "IPYTHONDIR": str(paths["ipython"]), "MPLCONFIGDIR": str(paths["mpl"]), "MPLBACKEND": "Agg",
-           "JUPYTER_CONFIG_DIR": str(paths["home"] / ".jupyter"),
-           "JUPYTER_DATA_DIR": str(paths["home"] / ".local" / "share" / "jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(paths["tmp"]), "XDG_CACHE_HOME": str(paths["home"] / ".cache"),
-           "XDG_CONFIG_HOME": str(paths["home"] / ".config"),
-           "HF_HOME": str(paths["home"] / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env = {
+        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(paths["home"]),
+        "TMPDIR": str(paths["tmp"]),
+        "TMP": str(paths["tmp"]),
+        "TEMP": str(paths["tmp"]),
+        "IPYTHONDIR": str(paths["ipython"]),
+        "MPLCONFIGDIR": str(paths["mpl"]),
+        "MPLBACKEND": "Agg",
+        "JUPYTER_CONFIG_DIR": str(paths["home"] / ".jupyter"),
+        "JUPYTER_DATA_DIR": str(paths["home"] / ".local" / "share" / "jupyter"),
+        "JUPYTER_RUNTIME_DIR": str(paths["tmp"]),
+        "XDG_CACHE_HOME": str(paths["home"] / ".cache"),
+        "XDG_CONFIG_HOME": str(paths["home"] / ".config"),
+        "HF_HOME": str(paths["home"] / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
     for key in _KEEP_ENV:
         if key in os.environ:
             env[key] = os.environ[key]
@@ -292,14 +319,19 @@ class FileGuard:
                 if total > max_bytes:
                     raise ValueError(f"grade: the files to protect exceed {max_bytes >> 20} MiB ({q})")
                 self.files[q] = data
-        self.site = [Path(s) for s in site.getsitepackages() + [site.getusersitepackages()] if Path(s).is_dir()]
+        self.site = [
+            Path(s) for s in site.getsitepackages() + [site.getusersitepackages()] if Path(s).is_dir()
+        ]
         self.startup = {q: q.read_bytes() for q in self._startup_files()}
 
     def _startup_files(self) -> list[Path]:
         out = []
         for s in self.site:
-            out += [q for q in s.iterdir() if q.suffix == ".pth" or q.name in ("sitecustomize.py",
-                                                                              "usercustomize.py")]
+            out += [
+                q
+                for q in s.iterdir()
+                if q.suffix == ".pth" or q.name in ("sitecustomize.py", "usercustomize.py")
+            ]
         return out
 
     def restore(self) -> list[str]:
@@ -315,8 +347,12 @@ class FileGuard:
                 repaired.append(str(p))
         for folder in self.folders:
             for q in list(folder.rglob("*")) if folder.is_dir() else []:
-                if (q.is_file() or q.is_symlink()) and q.resolve() not in self.files and q not in self.files \
-                        and "__pycache__" not in q.parts:
+                if (
+                    (q.is_file() or q.is_symlink())
+                    and q.resolve() not in self.files
+                    and q not in self.files
+                    and "__pycache__" not in q.parts
+                ):
                     q.unlink(missing_ok=True)
                     repaired.append(f"{q} (added)")
         for q in self._startup_files():

@@ -47,9 +47,16 @@ class Runner:
         from_runner_r, from_runner_w = os.pipe()
         cmd = [sys.executable, self.cfg["confine"], self.cfg["spec"], "--"] if self.cfg.get("spec") else []
         cmd += [sys.executable, "-m", "crispedit_lite.exercises.runner", str(to_runner_r), str(from_runner_w)]
-        self.proc = subprocess.Popen(cmd, pass_fds=(to_runner_r, from_runner_w), env=self.cfg["env"],
-                                     cwd=self.cfg["cwd"], start_new_session=True, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd,
+            pass_fds=(to_runner_r, from_runner_w),
+            env=self.cfg["env"],
+            cwd=self.cfg["cwd"],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_runner_r)
         os.close(from_runner_w)
         self.fd_in, self.fd_out = from_runner_r, to_runner_w
@@ -103,8 +110,9 @@ class _Session:
 
     def probe(self, probe: Any, answers: tuple) -> Any:
         args = [wire.FunctionRef(a.name) if isinstance(a, core.RemoteFunction) else a for a in answers]
-        return self.runner.request({"op": "probe", "module": probe.__module__, "name": probe.__name__,
-                                    "args": args})
+        return self.runner.request(
+            {"op": "probe", "module": probe.__module__, "name": probe.__name__, "args": args}
+        )
 
 
 def _error_text(err: BaseException) -> str:
@@ -119,7 +127,7 @@ def grade(req: dict[str, Any], runner: Runner, replay: list) -> dict[str, Any]:
     """Run one grader cell; ``{"passed": bool, "feedback": str}``."""
     runner.deadline = time.monotonic() + float(req["seconds"])
     ns: dict[str, Any] = {"__name__": "__grader__", "__builtins__": builtins}
-    for names, src in req.get("trusted", []):  # the instructor's imports and helper functions
+    for _, src in req.get("trusted", []):  # the instructor's imports and helper functions
         try:
             exec(compile(src, "<instructor>", "exec"), ns)  # noqa: S102  the instructor's own code
         except Exception as err:  # noqa: BLE001
@@ -129,7 +137,10 @@ def grade(req: dict[str, Any], runner: Runner, replay: list) -> dict[str, Any]:
     try:
         values = wire.loads(base64.b64decode(req["export"], validate=True)) if req.get("export") else {}
     except Exception as err:  # noqa: BLE001  whatever the kernel sent, it is not data
-        return {"passed": False, "feedback": f"the values the notebook sent cannot be read: {_error_text(err)}"}
+        return {
+            "passed": False,
+            "feedback": f"the values the notebook sent cannot be read: {_error_text(err)}",
+        }
     if not isinstance(values, dict):
         return {"passed": False, "feedback": "the values the notebook sent cannot be read"}
     for name, value in values.items():
@@ -156,8 +167,9 @@ def main() -> None:
         importlib.import_module(m)
     setup = wire.loads(wire.read_frame(fd_in))
     replay = setup["replay"]
-    runner = Runner({**setup["runner"], "replay": replay,
-                     "confine": str(Path(__file__).with_name("confine.py"))})
+    runner = Runner(
+        {**setup["runner"], "replay": replay, "confine": str(Path(__file__).with_name("confine.py"))}
+    )
     core.session = _Session(runner)
     wire.write_frame(fd_out, wire.dumps({"ready": True}))
     try:

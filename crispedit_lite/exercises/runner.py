@@ -34,8 +34,11 @@ def _resolve(args: Any, ns: dict[str, Any], failed: dict[str, str]) -> Any:
         if isinstance(a, FunctionRef):
             if a.name not in ns:
                 why = failed.get(a.name)
-                raise NameError(f"`{a.name}` is not defined by a `def` in the notebook" if why is None
-                                else f"`{a.name}` could not be defined: {why}")
+                raise NameError(
+                    f"`{a.name}` is not defined by a `def` in the notebook"
+                    if why is None
+                    else f"`{a.name}` could not be defined: {why}"
+                )
             out.append(ns[a.name])
         else:
             out.append(a)
@@ -75,8 +78,9 @@ def main() -> None:
             reply = {"ok": True, "result": wire.to_data(result)}
         except BaseException as err:  # noqa: BLE001  the student's exception is the answer
             tb = traceback.extract_tb(err.__traceback__)
-            where = next((f"line {f.lineno} of `{f.name}`" for f in reversed(tb) if f.filename == "<notebook>"),
-                         "")
+            where = next(
+                (f"line {f.lineno} of `{f.name}`" for f in reversed(tb) if f.filename == "<notebook>"), ""
+            )
             reply = {"ok": False, "error": _error_text(err) + (f" (in {where})" if where else "")}
         try:
             payload = wire.dumps(reply)

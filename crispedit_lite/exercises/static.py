@@ -17,8 +17,15 @@ import builtins
 import re
 from collections.abc import Iterable
 
-__all__ = ["python_source", "replay_statements", "import_statements", "free_names", "defined_functions",
-           "function_names", "referenced_names"]
+__all__ = [
+    "python_source",
+    "replay_statements",
+    "import_statements",
+    "free_names",
+    "defined_functions",
+    "function_names",
+    "referenced_names",
+]
 
 _TOP_KINDS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -86,8 +93,7 @@ def replay_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
 
 def import_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
     """``(bound names, source)`` of the top-level import statements of the given cells."""
-    return [(names, src) for names, src in replay_statements(sources)
-            if src.startswith(("import ", "from "))]
+    return [(names, src) for names, src in replay_statements(sources) if src.startswith(("import ", "from "))]
 
 
 def defined_functions(sources: Iterable[str]) -> set[str]:

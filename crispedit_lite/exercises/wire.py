@@ -21,8 +21,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["MIME", "FunctionRef", "to_data", "from_data", "dumps", "loads", "write_frame", "read_frame",
-           "export", "ExportError"]
+__all__ = [
+    "MIME",
+    "FunctionRef",
+    "to_data",
+    "from_data",
+    "dumps",
+    "loads",
+    "write_frame",
+    "read_frame",
+    "export",
+    "ExportError",
+]
 
 MIME = "application/vnd.crispedit-lite.export"
 _FN, _PD, _MISSING, _ERROR = "__function__", "__pandas__", "__missing__", "__unsendable__"
@@ -60,28 +70,40 @@ def to_data(obj: Any, depth: int = 0) -> Any:
         import numpy as np
 
         if isinstance(obj, np.ndarray):
-            return torch.from_numpy(np.ascontiguousarray(obj)).clone() if obj.dtype != object else to_data(
-                obj.tolist(), depth + 1)
+            return (
+                torch.from_numpy(np.ascontiguousarray(obj)).clone()
+                if obj.dtype != object
+                else to_data(obj.tolist(), depth + 1)
+            )
         if isinstance(obj, np.generic):
             return obj.item()
     if mod == "pandas":
         import pandas as pd
 
         if isinstance(obj, pd.DataFrame):
-            return {_PD: "DataFrame", "columns": to_data(list(obj.columns), depth + 1),
-                    "index": to_data(list(obj.index), depth + 1),
-                    "index_names": to_data(list(obj.index.names), depth + 1),
-                    "data": to_data(obj.to_numpy().tolist(), depth + 1)}
+            return {
+                _PD: "DataFrame",
+                "columns": to_data(list(obj.columns), depth + 1),
+                "index": to_data(list(obj.index), depth + 1),
+                "index_names": to_data(list(obj.index.names), depth + 1),
+                "data": to_data(obj.to_numpy().tolist(), depth + 1),
+            }
         if isinstance(obj, pd.Series):
-            return {_PD: "Series", "index": to_data(list(obj.index), depth + 1),
-                    "data": to_data(obj.to_numpy().tolist(), depth + 1), "name": to_data(obj.name, depth + 1)}
+            return {
+                _PD: "Series",
+                "index": to_data(list(obj.index), depth + 1),
+                "data": to_data(obj.to_numpy().tolist(), depth + 1),
+                "name": to_data(obj.name, depth + 1),
+            }
     if isinstance(obj, (list, tuple)):
         items = [to_data(x, depth + 1) for x in obj]
         return tuple(items) if isinstance(obj, tuple) else items
     if isinstance(obj, dict):
         return {to_data(k, depth + 1): to_data(v, depth + 1) for k, v in obj.items()}
-    raise ExportError(f"a {type(obj).__module__}.{type(obj).__qualname__} cannot be sent to the grader "
-                      "(send tensors, numbers, strings, lists, dicts or pandas tables)")
+    raise ExportError(
+        f"a {type(obj).__module__}.{type(obj).__qualname__} cannot be sent to the grader "
+        "(send tensors, numbers, strings, lists, dicts or pandas tables)"
+    )
 
 
 def from_data(obj: Any) -> Any:
@@ -92,8 +114,11 @@ def from_data(obj: Any) -> Any:
         if obj.get(_PD) == "DataFrame":
             import pandas as pd
 
-            idx = pd.MultiIndex.from_tuples(obj["index"], names=obj["index_names"]) if (
-                len(obj["index_names"]) > 1) else pd.Index(obj["index"], name=obj["index_names"][0])
+            idx = (
+                pd.MultiIndex.from_tuples(obj["index"], names=obj["index_names"])
+                if (len(obj["index_names"]) > 1)
+                else pd.Index(obj["index"], name=obj["index_names"][0])
+            )
             return pd.DataFrame(obj["data"], columns=obj["columns"], index=idx)
         if obj.get(_PD) == "Series":
             import pandas as pd

@@ -109,7 +109,7 @@ def _probe_kfac_hooks(fn) -> dict[str, Any]:
     piece="the hooks",
 )
 def check_kfac_hooks(obs: dict[str, Any]) -> None:
-    r"""Exercise 4.2: ``kfac_by_hooks(model, module_name, batch)``: a causal LM layer's K-FAC factors, by hooks.
+    r"""Exercise 4.2: ``kfac_by_hooks(model, module_name, batch)``: a causal LM layer's factors, by hooks.
 
     On a tiny random ``LlamaForCausalLM`` and a right-padded batch whose prompt and padding carry
     the label ``-100``, ``(A, S, n_tokens)`` must equal :func:`crispedit_lite.kfac.collect_kfac` with

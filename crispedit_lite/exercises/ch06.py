@@ -54,7 +54,7 @@ def _probe_projected_adam_step(fn) -> dict[str, Any]:
     piece="the Adam arithmetic",
 )
 def check_projected_adam_step(obs: dict[str, Any]) -> None:
-    r"""Exercise 6.1: ``projected_adam_step(param, grad, project, state, lr, betas, eps)``: one optimiser step.
+    r"""Exercise 6.1: ``projected_adam_step(param, grad, project, state, lr, betas, eps)``: an optimiser step.
 
     Six steps on a ``5 x 4`` weight with a random rank-12 projector and two settings of the
     hyper-parameters must follow ``torch.optim.Adam`` run on the projected gradients (the official

@@ -39,7 +39,7 @@ def _probe_gamma(fn) -> dict[str, Any]:
     "ex-03-1", probe=_probe_gamma, forbidden=["energy_threshold"], piece="the inverse of the energy rule"
 )
 def check_gamma_for_tolerance(obs: dict[str, Any]) -> None:
-    r"""Exercise 3.1: ``gamma_for_tolerance(eigenvalues, eps)``: the largest gamma protecting only those > eps
+    r"""Exercise 3.1: ``gamma_for_tolerance(eigenvalues, eps)``: which gamma protects exactly those above eps.
 
     Judged with the energy rule itself: at the returned :math:`\gamma` the rule must protect
     exactly the eigenvalues above ``eps``, and at any larger :math:`\gamma` more (hand-made and

@@ -341,11 +341,15 @@ class _Judge:
         wire.write_frame(self.fd_out, wire.dumps({"replay": replay, "runner": runner}))
         self.ready = False
 
-    def grade(self, label: str, plan: _Plan, export: str, deadline: float) -> tuple[bool, str]:
-        """Judge one exercise; ``(passed, feedback)``. ``TimeoutError`` past ``deadline``."""
+    def wait_ready(self, deadline: float) -> None:
+        """Wait until the judge has imported the graders (``TimeoutError`` past ``deadline``)."""
         if not self.ready:
             wire.loads(wire.read_frame(self.fd_in, deadline))
             self.ready = True
+
+    def grade(self, label: str, plan: _Plan, export: str, deadline: float) -> tuple[bool, str]:
+        """Judge one exercise; ``(passed, feedback)``. ``TimeoutError`` past ``deadline``."""
+        self.wait_ready(deadline)
         req = {
             "label": label,
             "code": plan.code,
@@ -579,7 +583,7 @@ def _run_cells(
             status, err, payloads = kernel.execute(
                 "__import__('crispedit_lite.exercises.wire', fromlist=['export']).export(globals(), "
                 f"{plan.data!r})",
-                min(deadline, time.monotonic() + limit),
+                min(deadline, time.monotonic() + max(limit, 60.0)),
             )
             export = payloads[-1] if payloads else ""
             if not export:
@@ -592,7 +596,8 @@ def _run_cells(
                     "the notebook did not send the values the grader needs" + (f" ({err})" if err else ""),
                 )
                 return ""
-        passed, feedback = judge.grade(label, plan, export, min(deadline, time.monotonic() + limit))
+        judge.wait_ready(deadline)  # its start-up is not the student's time
+        passed, feedback = judge.grade(label, plan, export, min(deadline, time.monotonic() + max(limit, 120.0)))
         if not passed and label in failed_solution:
             feedback += f" (your solution cell raised first: {failed_solution[label]})"
         result[label] = ExerciseScore(

@@ -35,9 +35,12 @@ NAME = "02_bregman_to_gauss_newton.ipynb"
 
 # ------------------------------------------------------------------------------------ student.py
 
+
 def test_student_source_replaces_solutions_at_their_indentation():
-    src = ("# reference solution\ndef f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
-           "    ### END SOLUTION\n\ny = f(1)")
+    src = (
+        "# reference solution\ndef f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
+        "    ### END SOLUTION\n\ny = f(1)"
+    )
     out = student_source(src)
     assert "return 2 * x" not in out and "BEGIN SOLUTION" not in out
     assert f'    raise NotImplementedError("{STUB_MESSAGE}")' in out
@@ -47,16 +50,24 @@ def test_student_source_replaces_solutions_at_their_indentation():
 
 
 def test_student_source_written_answers_and_hidden_tests():
-    src = "x = 1\n### BEGIN SOLUTION\n# because it is flat\n### END SOLUTION\n" \
-          "### BEGIN HIDDEN TESTS\nassert x == 1\n### END HIDDEN TESTS\nprint(x)"
+    src = (
+        "x = 1\n### BEGIN SOLUTION\n# because it is flat\n### END SOLUTION\n"
+        "### BEGIN HIDDEN TESTS\nassert x == 1\n### END HIDDEN TESTS\nprint(x)"
+    )
     out = student_source(src)
     assert "# YOUR ANSWER HERE" in out and "flat" not in out and "NotImplementedError" not in out
     assert "assert x == 1" not in out and out.endswith("print(x)")
     assert hidden_tests(src) == "assert x == 1"
 
 
-@pytest.mark.parametrize("src", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
-                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "src",
+    [
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+    ],
+)
 def test_student_source_rejects_unbalanced_markers(src):
     with pytest.raises(ValueError, match="cell"):
         student_source(src)
@@ -90,7 +101,9 @@ def test_student_versions_of_every_chapter(tmp_path):
 def test_answers_printed_by_the_chapter_are_cleared_in_the_student_version():
     """Exercise 4.3 asks for a number that the chapter's error table prints: that output goes."""
     nb = nbformat.read(NOTEBOOK_DIR / "04_kfac_step_by_step.ipynb", as_version=4)
-    table = next(i for i, c in enumerate(nb.cells) if "(sampled: one pass)" in c.source and c.cell_type == "code")
+    table = next(
+        i for i, c in enumerate(nb.cells) if "(sampled: one pass)" in c.source and c.cell_type == "code"
+    )
     nb.cells[table].outputs = [nbformat.v4.new_output("stream", name="stdout", text="0.027\n")]
     out = student_notebook(nb, "04_kfac_step_by_step.ipynb")
     assert out.cells[table].outputs == [] and nb.cells[table].outputs
@@ -98,21 +111,31 @@ def test_answers_printed_by_the_chapter_are_cleared_in_the_student_version():
 
 # ------------------------------------------------------------------------------------- grading
 
+
 def _solution(nn_: str, label: str) -> list:
     """The statement, solution and grader cells of one exercise of a chapter."""
     nb = nbformat.read(next(NOTEBOOK_DIR.glob(f"{nn_}_*.ipynb")), as_version=4)
     start = next(i for i, c in enumerate(nb.cells) if f":label: {label}" in c.source)
-    stop = next((i for i in range(start + 1, len(nb.cells)) if ":label: ex-" in nb.cells[i].source), len(nb.cells))
-    return [c for c in nb.cells[start:stop] if c.cell_type == "markdown" or is_solution_cell(c)
-            or is_grader_cell(c)]
+    stop = next(
+        (i for i in range(start + 1, len(nb.cells)) if ":label: ex-" in nb.cells[i].source), len(nb.cells)
+    )
+    return [
+        c
+        for c in nb.cells[start:stop]
+        if c.cell_type == "markdown" or is_solution_cell(c) or is_grader_cell(c)
+    ]
 
 
 def small_notebook() -> nbformat.NotebookNode:
-    """A quick notebook named like chapter 2: bregman_mse (2.1), project_out, a sweep table, a written answer."""
-    cells = [nbformat.v4.new_markdown_cell("# 2. A small chapter"),
-             nbformat.v4.new_code_cell("import copy\nimport pandas as pd\nimport torch\nimport torch.nn.functional as F\n"
-                                       "from crispedit_lite.exercises import ch01, ch02"),
-             nbformat.v4.new_markdown_cell("## Exercises")]
+    """A quick notebook named like chapter 2: bregman_mse, project_out, a sweep table, a written answer."""
+    cells = [
+        nbformat.v4.new_markdown_cell("# 2. A small chapter"),
+        nbformat.v4.new_code_cell(
+            "import copy\nimport pandas as pd\nimport torch\nimport torch.nn.functional as F\n"
+            "from crispedit_lite.exercises import ch01, ch02"
+        ),
+        nbformat.v4.new_markdown_cell("## Exercises"),
+    ]
     cells += _solution("02", "ex-02-1")
     proj = _solution("01", "ex-01-2")
     proj[0].source = proj[0].source.replace("ex-01-2", "ex-02-2")
@@ -120,8 +143,11 @@ def small_notebook() -> nbformat.NotebookNode:
     sweep_md = nbformat.v4.new_markdown_cell("```{exercise}\n:label: ex-02-3\n\nA table.\n```")
     sweep = nbformat.v4.new_code_cell(
         "# reference solution\n### BEGIN SOLUTION\nsweep = pd.DataFrame({'lambda': [0.0, 1.0, 10.0], "
-        "'edit accuracy': [1.0, 1.0, 0.8], 'old-task accuracy': [0.3, 0.6, 0.9], 'KL to base': [2.0, 0.5, 0.1]})\n"
-        "### END SOLUTION", metadata={"tags": ["hide-cell"]})
+        "'edit accuracy': [1.0, 1.0, 0.8], 'old-task accuracy': [0.3, 0.6, 0.9], "
+        "'KL to base': [2.0, 0.5, 0.1]})\n"
+        "### END SOLUTION",
+        metadata={"tags": ["hide-cell"]},
+    )
     cells += [sweep_md, sweep, nbformat.v4.new_code_cell("ch01.check_penalty_sweep(sweep)")]
     written = _solution("02", "ex-02-3")  # a written answer
     written[0].source = written[0].source.replace("ex-02-3", "ex-02-4")
@@ -154,14 +180,26 @@ LABELS = ("ex-02-1", "ex-02-2", "ex-02-3")
 @pytest.mark.notebook
 def test_grade_folder_with_a_solved_and_a_student_notebook(folder, capsys):
     out = folder / "grades"
-    rc = main(["grade", str(folder / "subs"), "--source", str(folder / "source"), "--out", str(out),
-               "--timeout", "240"])
+    rc = main(
+        [
+            "grade",
+            str(folder / "subs"),
+            "--source",
+            str(folder / "source"),
+            "--out",
+            str(out),
+            "--timeout",
+            "240",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(open(out / "grades.csv", encoding="utf-8")))
     by = {(("solved" if "solved" in r["notebook"] else "student"), r["exercise"]): r for r in rows}
     assert set(by) == {(w, e) for w in ("solved", "student") for e in (*LABELS, "ex-02-4")}
     for e in LABELS:
-        assert by["solved", e]["status"] == "passed" and float(by["solved", e]["points"]) == 1.0, by["solved", e]
+        assert by["solved", e]["status"] == "passed" and float(by["solved", e]["points"]) == 1.0, by[
+            "solved", e
+        ]
         assert by["student", e]["status"] == "failed" and float(by["student", e]["points"]) == 0.0
     for e in ("ex-02-1", "ex-02-2"):
         assert STUB_MESSAGE in by["student", e]["feedback"]
@@ -201,9 +239,11 @@ def test_instructor_graders_and_hidden_tests_are_run(folder):
     source = small_notebook()
     graders = exercise_cells(source)
     g1 = source.cells[graders["ex-02-1"]]
-    g1.source += ("\n### BEGIN HIDDEN TESTS\n"
-                  "assert float(bregman_mse(torch.ones(2, 3), torch.zeros(2, 3))) == 3.0\n"
-                  "### END HIDDEN TESTS")
+    g1.source += (
+        "\n### BEGIN HIDDEN TESTS\n"
+        "assert float(bregman_mse(torch.ones(2, 3), torch.zeros(2, 3))) == 3.0\n"
+        "### END HIDDEN TESTS"
+    )
     _write(source, folder / "source_hidden" / NAME)
     sub = student_notebook(source, NAME)
     assert "HIDDEN" not in sub.cells[graders["ex-02-1"]].source
@@ -211,7 +251,8 @@ def test_instructor_graders_and_hidden_tests_are_run(folder):
     sub.cells[graders["ex-02-1"] - 1].source = (
         "def bregman_mse(out, base_out):\n"
         "    if out.shape == (2, 3):\n        return torch.tensor(0.0)\n"
-        "    return ((out - base_out) ** 2).sum(-1).mean()")
+        "    return ((out - base_out) ** 2).sum(-1).mean()"
+    )
     # ex-02-2: a wrong solution whose grader cell was replaced by a fake success
     sub.cells[graders["ex-02-2"] - 1].source = "def project_out(g, U):\n    return g"
     sub.cells[graders["ex-02-2"]].source = "print('correct')  # ch01.check_project_out(project_out)"

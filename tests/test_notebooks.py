@@ -180,7 +180,7 @@ class TestConventions:
                 f"{name}: the reference solution is a code cell tagged 'hide-cell'"
             )
             if "**Written answer**" in _src(cells[start]):  # graded by hand: a model answer, no grader
-                assert not any(grader.search(_src(c)) for c in block), f"{name}: a written answer has no grader"
+                assert not any(grader.search(_src(c)) for c in block), f"{name}: written, no grader"
                 continue
             graded += 1
             assert any(grader.search(_src(c)) for c in block), (

@@ -597,7 +597,9 @@ def _run_cells(
                 )
                 return ""
         judge.wait_ready(deadline)  # its start-up is not the student's time
-        passed, feedback = judge.grade(label, plan, export, min(deadline, time.monotonic() + max(limit, 120.0)))
+        passed, feedback = judge.grade(
+            label, plan, export, min(deadline, time.monotonic() + max(limit, 120.0))
+        )
         if not passed and label in failed_solution:
             feedback += f" (your solution cell raised first: {failed_solution[label]})"
         result[label] = ExerciseScore(

@@ -15,8 +15,8 @@ and checks that must not be shown with ``### BEGIN HIDDEN TESTS`` / ``### END HI
 cell, clears the outputs of the cells a student answers or grades and of the chapter cells whose
 output would give an answer away (an exercise's markdown cell lists them in its metadata,
 ``{"exercise": {"clear_outputs_of": [a substring of the cell's source, ...]}}``), and points the Colab
-badge at the student version. Derived in notebook ``01_editing_as_constrained_optimization`` (its exercises are
-the first to use the markers).
+badge at the student version. Derived in notebook ``01_editing_as_constrained_optimization``
+(its exercises are the first to use the markers).
 """
 
 from __future__ import annotations

@@ -41,26 +41,40 @@ needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="Landlock (Linux 
 def _exercise(nn_: str, label: str) -> list:
     nb = nbformat.read(next(NOTEBOOK_DIR.glob(f"{nn_}_*.ipynb")), as_version=4)
     start = next(i for i, c in enumerate(nb.cells) if f":label: {label}" in c.source)
-    stop = next((i for i in range(start + 1, len(nb.cells)) if ":label: ex-" in nb.cells[i].source), len(nb.cells))
-    return [c for c in nb.cells[start:stop] if c.cell_type == "markdown" or is_solution_cell(c) or is_grader_cell(c)]
+    stop = next(
+        (i for i in range(start + 1, len(nb.cells)) if ":label: ex-" in nb.cells[i].source), len(nb.cells)
+    )
+    return [
+        c
+        for c in nb.cells[start:stop]
+        if c.cell_type == "markdown" or is_solution_cell(c) or is_grader_cell(c)
+    ]
 
 
 def small_notebook() -> nbformat.NotebookNode:
     """Chapter 2's name; exercises: bregman_mse (2.1), project_out (2.2), a table (2.3)."""
-    cells = [nbformat.v4.new_markdown_cell("# 2. A small chapter"),
-             nbformat.v4.new_code_cell("import pandas as pd\nimport torch\nimport torch.nn.functional as F\n"
-                                       "from crispedit_lite.exercises import ch01, ch02"),
-             nbformat.v4.new_markdown_cell("## Exercises")]
+    cells = [
+        nbformat.v4.new_markdown_cell("# 2. A small chapter"),
+        nbformat.v4.new_code_cell(
+            "import pandas as pd\nimport torch\nimport torch.nn.functional as F\n"
+            "from crispedit_lite.exercises import ch01, ch02"
+        ),
+        nbformat.v4.new_markdown_cell("## Exercises"),
+    ]
     cells += _exercise("02", "ex-02-1")
     proj = _exercise("01", "ex-01-2")
     proj[0].source = proj[0].source.replace("ex-01-2", "ex-02-2")
     cells += proj
-    cells += [nbformat.v4.new_markdown_cell("```{exercise}\n:label: ex-02-3\n\nA table.\n```"),
-              nbformat.v4.new_code_cell(
-                  "# reference solution\n### BEGIN SOLUTION\nsweep = pd.DataFrame({'lambda': [0.0, 1.0, 10.0], "
-                  "'edit accuracy': [1.0, 1.0, 0.8], 'old-task accuracy': [0.3, 0.6, 0.9], "
-                  "'KL to base': [2.0, 0.5, 0.1]})\n### END SOLUTION", metadata={"tags": ["hide-cell"]}),
-              nbformat.v4.new_code_cell("ch01.check_penalty_sweep(sweep)")]
+    cells += [
+        nbformat.v4.new_markdown_cell("```{exercise}\n:label: ex-02-3\n\nA table.\n```"),
+        nbformat.v4.new_code_cell(
+            "# reference solution\n### BEGIN SOLUTION\nsweep = pd.DataFrame({'lambda': [0.0, 1.0, 10.0], "
+            "'edit accuracy': [1.0, 1.0, 0.8], 'old-task accuracy': [0.3, 0.6, 0.9], "
+            "'KL to base': [2.0, 0.5, 0.1]})\n### END SOLUTION",
+            metadata={"tags": ["hide-cell"]},
+        ),
+        nbformat.v4.new_code_cell("ch01.check_penalty_sweep(sweep)"),
+    ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
@@ -91,33 +105,68 @@ def _attacks(source: Path, classmate: Path, grader_file: str) -> dict[str, tuple
     reads_solution.cells[g["ex-02-2"] - 1].source = (
         "import json\n\n\ndef project_out(g, U):\n"
         f"    nb = json.load(open({str(source)!r}))\n"
-        "    cell = next(''.join(c['source']) for c in nb['cells'] if 'def project_out' in ''.join(c['source']))\n"
-        "    ns = {}\n    exec(cell, ns)\n    return ns['project_out'](g, U)\n")
+        "    cells = [''.join(c['source']) for c in nb['cells']]\n"
+        "    cell = next(c for c in cells if 'def project_out' in c)\n"
+        "    ns = {}\n    exec(cell, ns)\n    return ns['project_out'](g, U)\n"
+    )
     return {
-        "allclose": (_with_cell(wrong, "import torch\ntorch.allclose = lambda *a, **k: True\n"
-                                       "torch.Tensor.allclose = lambda *a, **k: True"), {"ex-02-2"}),
-        "transformer": (_with_cell(stub, "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])"),
-                        set(LABELS)),
-        "grader_patch": (_with_cell(stub, "import importlib\nfrom crispedit_lite.exercises import ch01, ch02, core\n"
-                                          "ch01.check_project_out = lambda *a: print('correct')\n"
-                                          "ch01.check_penalty_sweep = lambda *a: print('correct')\n"
-                                          "ch02.check_bregman_mse = lambda *a: print('correct')\n"
-                                          "core.Exercise.__call__ = lambda self, *a: print('correct')\n"
-                                          "importlib.reload = lambda m: m"), set(LABELS)),
-        "reads_solution": (_with_cell(reads_solution, f"print(open({str(source)!r}).read()[:100])"), {"ex-02-2"}),
+        "allclose": (
+            _with_cell(
+                wrong,
+                "import torch\ntorch.allclose = lambda *a, **k: True\n"
+                "torch.Tensor.allclose = lambda *a, **k: True",
+            ),
+            {"ex-02-2"},
+        ),
+        "transformer": (
+            _with_cell(stub, "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])"),
+            set(LABELS),
+        ),
+        "grader_patch": (
+            _with_cell(
+                stub,
+                "import importlib\nfrom crispedit_lite.exercises import ch01, ch02, core\n"
+                "ch01.check_project_out = lambda *a: print('correct')\n"
+                "ch01.check_penalty_sweep = lambda *a: print('correct')\n"
+                "ch02.check_bregman_mse = lambda *a: print('correct')\n"
+                "core.Exercise.__call__ = lambda self, *a: print('correct')\n"
+                "importlib.reload = lambda m: m",
+            ),
+            set(LABELS),
+        ),
+        "reads_solution": (
+            _with_cell(reads_solution, f"print(open({str(source)!r}).read()[:100])"),
+            {"ex-02-2"},
+        ),
         "writes_source": (_with_cell(stub, f"open({str(source)!r}, 'w').write('{{}}')"), set(LABELS)),
-        "writes_grader": (_with_cell(stub, f"open({grader_file!r}, 'a').write("
-                                           "'\\ndef check_project_out(*a):\\n    print(\"correct\")\\n')"),
-                          set(LABELS)),
+        "writes_grader": (
+            _with_cell(
+                stub,
+                f"open({grader_file!r}, 'a').write("
+                "'\\ndef check_project_out(*a):\\n    print(\"correct\")\\n')",
+            ),
+            set(LABELS),
+        ),
         "empties_classmate": (_with_cell(stub, f"open({str(classmate)!r}, 'w').close()"), set(LABELS)),
-        "leaks_env": (_with_cell(stub, "import os\nleak = os.environ.get('CRISPEDIT_TEST_SECRET', '')\n"
-                                       "try:\n    leak += open(f'/proc/{os.getppid()}/environ').read()\n"
-                                       "except OSError as e:\n    leak += str(e)\nraise RuntimeError(leak)"),
-                      set(LABELS)),
-        "background": (_with_cell(stub, "import os, subprocess\n"
-                                        f"subprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
-                                        "if os.fork() == 0:\n    os.setsid()\n"
-                                        f"    os.execv('/bin/sleep', ['sleep', '{MARK}'])"), set(LABELS)),
+        "leaks_env": (
+            _with_cell(
+                stub,
+                "import os\nleak = os.environ.get('CRISPEDIT_TEST_SECRET', '')\n"
+                "try:\n    leak += open(f'/proc/{os.getppid()}/environ').read()\n"
+                "except OSError as e:\n    leak += str(e)\nraise RuntimeError(leak)",
+            ),
+            set(LABELS),
+        ),
+        "background": (
+            _with_cell(
+                stub,
+                "import os, subprocess\n"
+                f"subprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
+                "if os.fork() == 0:\n    os.setsid()\n"
+                f"    os.execv('/bin/sleep', ['sleep', '{MARK}'])",
+            ),
+            set(LABELS),
+        ),
     }
 
 
@@ -166,7 +215,13 @@ def graded(tmp_path_factory):
     snapshot = {p: p.read_bytes() for p in (source, classmate, Path(ch01.__file__))}
     t0 = time.monotonic()
     rows = _grade(subs, source.parent, root / "grades", "--timeout", "300")
-    return {"rows": rows, "attacks": attacks, "snapshot": snapshot, "root": root, "seconds": time.monotonic() - t0}
+    return {
+        "rows": rows,
+        "attacks": attacks,
+        "snapshot": snapshot,
+        "root": root,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def _scored(rows, who: str) -> dict[str, float]:
@@ -199,10 +254,14 @@ def test_no_instructor_or_classmate_file_changed(graded):
 
 
 def test_no_environment_variable_reaches_the_grades(graded):
-    text = (graded["root"] / "grades" / "grades.csv").read_text() + (graded["root"] / "grades" / "grades.json").read_text()
+    text = (graded["root"] / "grades" / "grades.csv").read_text() + (
+        graded["root"] / "grades" / "grades.json"
+    ).read_text()
     assert SECRET not in text
     leak = graded["rows"][("leaks_env", "ex-02-1")]
-    assert "RuntimeError" in leak["feedback"] or "not graded" in leak["feedback"] or leak["status"] == "failed"
+    assert (
+        "RuntimeError" in leak["feedback"] or "not graded" in leak["feedback"] or leak["status"] == "failed"
+    )
 
 
 def test_no_process_outlives_the_grading(graded):
@@ -212,9 +271,12 @@ def test_no_process_outlives_the_grading(graded):
 def test_a_sigint_proof_endless_loop_is_killed_at_the_deadline(tmp_path):
     solved = small_notebook()
     nbformat.write(solved, _mk(tmp_path / "source" / NAME))
-    loop = _with_cell(student_notebook(solved, NAME), "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                                                      f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'])\n"
-                                                      "while True:\n    pass")
+    loop = _with_cell(
+        student_notebook(solved, NAME),
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'])\n"
+        "while True:\n    pass",
+    )
     nbformat.write(loop, _mk(tmp_path / "subs" / "loop" / NAME))
     nbformat.write(solved, _mk(tmp_path / "subs" / "solved" / NAME))
     t0 = time.monotonic()
@@ -227,14 +289,16 @@ def test_a_sigint_proof_endless_loop_is_killed_at_the_deadline(tmp_path):
 
 
 def test_without_landlock_changed_files_are_restored_and_cost_the_points(tmp_path):
-    """``--no-confine``: nothing stops the write, the file guard puts the file back and zeroes the notebook."""
+    """``--no-confine``: nothing stops the write; the file guard restores the file and zeroes the notebook."""
     solved = small_notebook()
     source = _mk(tmp_path / "source" / NAME)
     nbformat.write(solved, source)
     before = source.read_bytes()
     vandal = _with_cell(solved, f"open({str(source)!r}, 'w').write('{{}}')", where="end")
     nbformat.write(vandal, _mk(tmp_path / "subs" / "vandal" / NAME))
-    rows = _grade(tmp_path / "subs", tmp_path / "source", tmp_path / "grades", "--timeout", "300", "--no-confine")
+    rows = _grade(
+        tmp_path / "subs", tmp_path / "source", tmp_path / "grades", "--timeout", "300", "--no-confine"
+    )
     assert source.read_bytes() == before
     assert _scored(rows, "vandal") == dict.fromkeys(LABELS, 0.0)
     assert all("changed files" in r["feedback"] for r in rows.values())

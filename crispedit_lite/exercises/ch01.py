@@ -116,7 +116,6 @@ def check_penalized_loss(obs: dict[str, Any]) -> None:
     assert got is not None and torch.allclose(torch.as_tensor(got, dtype=torch.float64), g_ce, atol=1e-8), (
         "at the base model the penalty term must contribute no gradient, whatever lam"
     )
-    print("correct")
 
 
 def _log_softmax_grad(model: MLP, x: Tensor, y: Tensor) -> Tensor:
@@ -172,7 +171,6 @@ def check_project_out(obs: dict[str, Any]) -> None:
             "may be removed (is the result rescaled or truncated?)"
         )
         assert torch.allclose(again, out, atol=1e-9), "projecting twice must change nothing"
-    print("correct")
 
 
 @exercise("ex-01-3")
@@ -201,4 +199,3 @@ def check_penalty_sweep(frame) -> None:
         "the largest penalty ended further from the base than plain fine-tuning: check the sign of the "
         "penalty and that it is part of the loss you backpropagate"
     )
-    print("correct")

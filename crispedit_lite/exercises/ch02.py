@@ -66,7 +66,6 @@ def check_bregman_mse(obs: dict[str, Any]) -> None:
     assert abs(obs["shifted"] - got) < 1e-9 * max(1.0, abs(got)), (
         "shifting both outputs by the same constant must not change the divergence"
     )
-    print("correct")
 
 
 def _gn_setup():
@@ -131,4 +130,3 @@ def check_gn_vector_product(obs: dict[str, Any]) -> None:
             f"the product is off by a relative {float((got - want).norm()) / scale:.2g}: between the forward "
             "and the backward product, multiply by the cross-entropy's Hessian in the logits, row by row"
         )
-    print("correct")

@@ -73,7 +73,6 @@ def check_gamma_for_tolerance(obs: dict[str, Any]) -> None:
             "protects "
             "only the eigenvalues above eps: return the largest one"
         )
-    print("correct")
 
 
 def _psd_cases() -> list[tuple[Tensor, float]]:
@@ -124,4 +123,3 @@ def check_dense_projector(obs: dict[str, Any]) -> None:
         assert d @ M @ d <= sigma.clamp_min(0) * (d @ d) * (1 + 1e-8) + 1e-10, (
             "a step in the range of P meets more curvature than the largest editable eigenvalue"
         )
-    print("correct")

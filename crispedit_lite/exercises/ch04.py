@@ -46,7 +46,6 @@ def check_commutation(answer: tuple) -> None:
     assert torch.allclose(P @ torch.kron(S, A) @ P.T, torch.kron(A, S)), (
         "P kron(S, A) P^T should equal kron(A, S)"
     )
-    print("correct")
 
 
 MODULE = "model.layers.1.mlp.down_proj"
@@ -156,7 +155,6 @@ def check_kfac_hooks(obs: dict[str, Any]) -> None:
         f"restore requires_grad of the parameters you froze: {obs['requires_grad_changed'][:3]}"
     )
     assert not obs["grads_left"], f"leave no gradient in the model's parameters: {obs['grads_left'][:3]}"
-    print("correct")
 
 
 def _dense_output_block(a: Tensor, logits: Tensor) -> Tensor:
@@ -228,4 +226,3 @@ def check_exact_output_block(obs: dict[str, Any]) -> None:
         assert torch.allclose(got, want, atol=1e-9), (
             f"wrong for T={T}, d_in={d_in}, C={C} (max deviation {float((got - want).abs().max()):.2g})"
         )
-    print("correct")

@@ -102,7 +102,6 @@ def check_energy_mask(obs: dict[str, Any]) -> None:
                     f"{err} (the factors have negative eigenvalues here: rounding errors, no curvature)"
                 ) from None
             raise
-    print("correct")
 
 
 def _judge_mask(eo: Tensor, ei: Tensor, gamma: float, mask: Tensor) -> None:
@@ -246,7 +245,6 @@ def check_matrix_free_projector(obs: dict[str, Any]) -> None:
     assert float(PG.norm()) > 0.1 * float(G.norm()), (
         "almost nothing is left: is True the editable side of the mask?"
     )
-    print("correct")
 
 
 def _toy(seed: int = 0, n_edits: int = 10):
@@ -340,4 +338,3 @@ def check_crispedit_from_scratch(obs: dict[str, Any]) -> None:
         f"KL to the base model on old-task inputs {kl:.3f} is more than a fifth of plain fine-tuning's "
         f"{kl_ft:.3f}"
     )
-    print("correct")

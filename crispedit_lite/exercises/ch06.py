@@ -92,7 +92,6 @@ def check_projected_adam_step(obs: dict[str, Any]) -> None:
                     else ": check that the moments accumulate across calls in `state`"
                 )
             )
-    print("correct")
 
 
 #: The settings of exercise 6.2 (the statement gives them to the student).
@@ -201,4 +200,3 @@ def check_crispedit_loop(delta) -> None:
         "is at "
         f"most {LOOP['kl_ratio']} x): is every gradient projected before the Adam step?"
     )
-    print("correct")

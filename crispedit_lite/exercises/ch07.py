@@ -137,7 +137,6 @@ def check_sequential_memory(obs: dict[str, Any]) -> None:
                 else ": the last chunk was not fitted (steps, learning rate?)"
             )
         )
-    print("correct")
 
 
 def _psd(d: int, g: torch.Generator) -> Tensor:
@@ -194,4 +193,3 @@ def check_mixture_error(obs: dict[str, Any]) -> None:
             f"for weights {w}: got {got:.6g}, expected {want:.6g} (relative error: divide by the norm of the "
             "mixture)"
         )
-    print("correct")

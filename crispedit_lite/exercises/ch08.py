@@ -122,4 +122,3 @@ def check_alphaedit_limit(obs: dict[str, Any]) -> None:
             "largest curvature of the problem"
         )
         assert gaps[-1] < 0.5 * gaps[0], "the iterates do not approach the closed form"
-    print("correct")

@@ -79,4 +79,3 @@ def check_bootstrap_ci(obs: dict[str, Any]) -> None:
     )
     w80, w99 = (obs[k][1] - obs[k][0] for k in ("level80", "level99"))
     assert w80 < width < w99, "a higher level must give a wider interval (level is the coverage, e.g. 0.95)"
-    print("correct")

@@ -36,7 +36,6 @@ def check_qwen_factor_bytes(n_bytes: int) -> None:
     assert got != 3 * (d_in**2 + d_out**2), "that counts entries; each fp32 entry takes 4 bytes"
     assert got != 3 * 4 * (d_in * d_out), "the factors are square (inputs by inputs, outputs by outputs)"
     assert _sha(got) == _SHA, "not the size of the two factors of three layers in fp32"
-    print("correct")
 
 
 #: Table 1's LLaMA-3-8B CounterFact cell (the paper's Table 2 settings): 3,000 edits, 25 epochs, batch 32.
@@ -100,4 +99,3 @@ def check_train_seconds(obs: dict[str, Any]) -> None:
         "the value for Table 1's cell is off: per step, the forward and backward pass at batch 32 plus one "
         "projection per edited layer (measured with TF32); once per layer, the two eigendecompositions"
     )
-    print("correct")

@@ -50,4 +50,3 @@ def check_paper_scale_share(obs: dict[str, Any]) -> None:
         assert math.isclose(float(share), float(ran["paper scale"].sum()) / len(ran)), (
             f"{table}: {share} is not the share of its run cells that are at paper scale"
         )
-    print("correct")

@@ -238,6 +238,13 @@ class _Kernel:
         self.kc = BlockingKernelClient(connection_file=str(conn))
         self.kc.load_connection_file()
         self.kc.start_channels(hb=False)  # liveness is the process itself, not a heartbeat
+        try:
+            self._wait_ready(log, deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, log: Path, deadline: float) -> None:
         ready_by = min(deadline, time.monotonic() + 120.0)
         while True:
             msg_id = self.kc.kernel_info()
@@ -305,10 +312,15 @@ class _Kernel:
         return content.get("status", "error"), err, exports
 
     def close(self) -> None:
+        """Close the channels and destroy their ZMQ context at once (a lingering one blocks at exit)."""
         try:
             self.kc.stop_channels()
         except Exception:  # noqa: BLE001
             pass
+        finally:
+            ctx = getattr(self.kc, "context", None)
+            if ctx is not None and not ctx.closed:
+                ctx.destroy(linger=0)
 
 
 class _Judge:
@@ -346,6 +358,14 @@ class _Judge:
         if not self.ready:
             wire.loads(wire.read_frame(self.fd_in, deadline))
             self.ready = True
+
+    def close(self) -> None:
+        """Close the pipes to the judge (its process is killed with the submission's others)."""
+        for fd in (self.fd_in, self.fd_out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def grade(self, label: str, plan: _Plan, export: str, deadline: float) -> tuple[bool, str]:
         """Judge one exercise; ``(passed, feedback)``. ``TimeoutError`` past ``deadline``."""
@@ -550,6 +570,8 @@ def _grade_one(
     finally:
         if kernel is not None:
             kernel.close()
+        if judge is not None:
+            judge.close()
         jail.kill_all()
         shutil.rmtree(root, ignore_errors=True)
     for score in result.values():

@@ -58,7 +58,10 @@ def _libc():
 
 
 def abi_version() -> int:
-    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable."""
+    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable.
+
+    Described on the book page ``instructors``.
+    """
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -84,6 +87,8 @@ def restrict(read: list[str], write: list[str], listing: list[str] = (), bind: l
 
     Paths that do not exist are skipped. Raises ``OSError`` when Landlock is unavailable or a
     system call fails, so that a caller never runs unconfined by accident.
+
+    Described on the book page ``instructors``.
     """
     abi = abi_version()
     if abi < 1:
@@ -135,7 +140,10 @@ def _add_path(libc, ruleset: int, path: str, rights: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``confine.py SPEC.json -- CMD ...``: restrict, then ``exec`` the command (never returns)."""
+    """``confine.py SPEC.json -- CMD ...``: restrict, then ``exec`` the command (never returns).
+
+    Described on the book page ``instructors``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: confine.py SPEC.json -- CMD ...\n")

@@ -33,7 +33,10 @@ session: Any = None
 
 
 class RemoteFunction:
-    """A student function that lives in the runner process (the judge only holds its name and source)."""
+    """A student function that lives in the runner process (the judge only holds its name and source).
+
+    Described on the book page ``instructors``.
+    """
 
     def __init__(self, name: str, source: str, call: Callable[[str, tuple], Any]) -> None:
         self.__name__ = self.name = name
@@ -56,6 +59,8 @@ class Exercise:
         probe: module-level function that calls the answers and returns plain data (``None``: the
             answers are data and are judged as they are).
         judge: function of the probe's output that raises ``AssertionError`` on a wrong answer.
+
+    Described on the book page ``instructors``.
     """
 
     def __init__(
@@ -107,6 +112,8 @@ def exercise(
 
     ``forbidden`` names library functions that a function answer may not use: the exercise asks the
     student to write ``piece`` instead (see :func:`forbid`).
+
+    Described on the book page ``instructors``.
     """
 
     def wrap(judge: Callable[[Any], None]) -> Exercise:
@@ -163,6 +170,8 @@ def self_contained(fn: Callable) -> None:
     Flagged: tensors, arrays, tables, models and lambdas read as globals by the function or by a
     notebook function it calls. The runner replays the notebook's imports, ``def`` and ``class``
     statements and literal constants only (:func:`crispedit_lite.exercises.static.replay_statements`).
+
+    Described on the book page ``instructors``.
     """
     if not isinstance(fn, types.FunctionType):
         return
@@ -178,7 +187,10 @@ def self_contained(fn: Callable) -> None:
 
 
 def source_of(fn: Callable | RemoteFunction) -> str:
-    """The source of a function answer and of the notebook functions it calls."""
+    """The source of a function answer and of the notebook functions it calls.
+
+    Described on the book page ``instructors``.
+    """
     if isinstance(fn, RemoteFunction):
         return fn.source
     parts = []

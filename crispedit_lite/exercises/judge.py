@@ -33,7 +33,10 @@ GRADER_MODULES = [f"crispedit_lite.exercises.ch{n:02d}" for n in range(1, 12)]
 
 
 class Runner:
-    """The judge's handle on one runner process (started lazily, killed on time-out or failure)."""
+    """The judge's handle on one runner process (started lazily, killed on time-out or failure).
+
+    Described on the book page ``instructors``.
+    """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
@@ -161,7 +164,10 @@ def grade(req: dict[str, Any], runner: Runner, replay: list) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Serve the grading command on the pipe it handed over (file descriptors in ``argv``)."""
+    """Serve the grading command on the pipe it handed over (file descriptors in ``argv``).
+
+    Described on the book page ``instructors``.
+    """
     fd_in, fd_out = int(sys.argv[1]), int(sys.argv[2])
     for m in GRADER_MODULES:  # imported once, before any student code of this submission runs
         importlib.import_module(m)

@@ -46,7 +46,10 @@ def _resolve(args: Any, ns: dict[str, Any], failed: dict[str, str]) -> Any:
 
 
 def main() -> None:
-    """Serve the judge on the pipe it handed over (file descriptor in ``argv[1]``)."""
+    """Serve the judge on the pipe it handed over (file descriptor in ``argv[1]``).
+
+    Described on the book page ``instructors``.
+    """
     proto_in, proto_out = int(sys.argv[1]), int(sys.argv[2])
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the student's prints never reach the protocol pipe

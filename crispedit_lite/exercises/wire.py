@@ -40,11 +40,17 @@ MAX_BYTES = 1 << 30
 
 
 class ExportError(Exception):
-    """A value that cannot be sent to the grader (its message says which and why)."""
+    """A value that cannot be sent to the grader (its message says which and why).
+
+    Described on the book page ``instructors``.
+    """
 
 
 class FunctionRef(dict):
-    """A reference to a student function by name (the runner holds the function itself)."""
+    """A reference to a student function by name (the runner holds the function itself).
+
+    Described on the book page ``instructors``.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__({_FN: str(name)})
@@ -56,7 +62,10 @@ class FunctionRef(dict):
 
 
 def to_data(obj: Any, depth: int = 0) -> Any:
-    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent."""
+    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent.
+
+    Described on the book page ``instructors``.
+    """
     if depth > 20:
         raise ExportError("the value is nested more than 20 levels deep")
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -107,7 +116,10 @@ def to_data(obj: Any, depth: int = 0) -> Any:
 
 
 def from_data(obj: Any) -> Any:
-    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side)."""
+    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side).
+
+    Described on the book page ``instructors``.
+    """
     if isinstance(obj, dict):
         if set(obj) == {_FN}:
             return FunctionRef(obj[_FN])
@@ -133,21 +145,30 @@ def from_data(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialise plain data (the output of :func:`to_data`)."""
+    """Serialise plain data (the output of :func:`to_data`).
+
+    Described on the book page ``instructors``.
+    """
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def loads(data: bytes) -> Any:
-    """Read plain data back; anything but tensors, numbers, strings and containers is refused."""
+    """Read plain data back; anything but tensors, numbers, strings and containers is refused.
+
+    Described on the book page ``instructors``.
+    """
     if len(data) > MAX_BYTES:
         raise ValueError(f"a message of {len(data)} bytes is over the {MAX_BYTES} byte limit")
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def write_frame(fd: int, payload: bytes) -> None:
-    """Write one frame (8-byte length, then the payload) to a file descriptor."""
+    """Write one frame (8-byte length, then the payload) to a file descriptor.
+
+    Described on the book page ``instructors``.
+    """
     data = struct.pack(">Q", len(payload)) + payload
     view = memoryview(data)
     while view:
@@ -156,7 +177,10 @@ def write_frame(fd: int, payload: bytes) -> None:
 
 
 def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_BYTES) -> bytes:
-    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end."""
+    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end.
+
+    Described on the book page ``instructors``.
+    """
     header = _read_exact(fd, 8, deadline)
     (n,) = struct.unpack(">Q", header)
     if n > limit:
@@ -184,6 +208,8 @@ def export(namespace: dict[str, Any], names: list[str]) -> None:
 
     A name that is not defined, or whose value cannot be sent, is published as a marker that the
     judge turns into a clear error when the grader uses it.
+
+    Described on the book page ``instructors``.
     """
     from IPython.display import publish_display_data
 

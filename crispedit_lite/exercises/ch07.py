@@ -22,7 +22,7 @@ from crispedit_lite.exercises.core import exercise
 __all__ = ["check_sequential_memory", "check_mixture_error", "MEMORY"]
 
 #: The settings of exercise 7.1.
-MEMORY = {"gamma": 0.999, "steps": 300, "lr": 0.5}
+MEMORY = {"gamma": 0.999, "steps": 1000, "lr": 0.5}
 
 
 def _memory_problem(seed: int = 71):

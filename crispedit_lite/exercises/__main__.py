@@ -2,8 +2,9 @@ r"""``python -m crispedit_lite.exercises``: hand out student versions and grade 
 
 ``student NOTEBOOK... --out _build/student`` writes the student version of each chapter
 (:mod:`crispedit_lite.exercises.student`); ``grade PATH... --out grades`` executes each submitted
-notebook under a time limit, scores every exercise, prints the table and writes ``grades.csv`` and
-``grades.json`` (:mod:`crispedit_lite.exercises.grade`). Derived in notebook
+notebook in a confined kernel under a hard time limit, judges every exercise in a separate process,
+prints the table and rewrites ``grades.csv`` and ``grades.json`` after each notebook
+(:mod:`crispedit_lite.exercises.grade`). Derived in notebook
 ``01_editing_as_constrained_optimization``.
 """
 
@@ -27,11 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--colab-base", default=None, help="URL prefix of the published student notebooks")
     g = sub.add_parser("grade", help="execute submissions and score their exercises")
     g.add_argument("paths", nargs="+", help="submitted notebooks or folders of them")
-    g.add_argument("--timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
+    g.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds per notebook, a hard limit: everything it started is killed (default 600)")
     g.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default: --timeout)")
     g.add_argument("--source", default="notebooks",
                    help="folder of the solution notebooks whose grader cells and hidden tests are run "
-                        "(default: notebooks; 'none' to use the submitted grader cells)")
+                        "(default: notebooks; 'none': only the chNN.check_...() calls of the submitted "
+                        "grader cells)")
+    g.add_argument("--no-confine", action="store_true",
+                   help="run student code without Landlock (only for debugging the grader itself)")
     g.add_argument("--points", action="append", default=[], metavar="LABEL=POINTS",
                    help="points of one exercise, e.g. ex-01-3=2 (default 1 each); repeatable")
     g.add_argument("--out", default="grades", help="folder for grades.csv and grades.json")
@@ -72,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if source is not None and not Path(source).is_dir():
             print(f"note: no solution folder {source!r}; running the submitted grader cells", file=sys.stderr)
             source = None
+        pts = _points(args.points)
         scores = grade_paths(args.paths, timeout=args.timeout, cell_timeout=args.cell_timeout,
-                             source_dir=source, points=_points(args.points))
+                             source_dir=source, points=pts, confine=not args.no_confine,
+                             protect=[args.out], on_notebook=lambda so_far: write_reports(so_far, args.out))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,76 +1,124 @@
-r"""Graders for the exercises of notebook ``08_one_framework``.
+r"""Graders for the exercises of notebook ``08_one_framework`` (the capstone of Part II).
 
-Each grader raises ``AssertionError`` with a hint when the answer is wrong and prints ``"correct"``
-when it is right. Derived in notebook ``08_one_framework``.
+The judge checks AlphaEdit's update by the equations that define it, not by a copy of it: it must
+vanish on the protected directions of the capability keys (its own ``eigh`` and energy rule) and
+satisfy the stationarity (normal) equations of the penalised least-squares problem restricted to the
+null space; the projected-gradient iterates must approach a point that satisfies the same equations.
+Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_alphaedit_update", "check_gn_quadratic"]
+from crispedit_lite.exercises.core import exercise
+
+__all__ = ["check_alphaedit_limit", "ALPHAEDIT"]
+
+#: The settings of exercise 8.1.
+ALPHAEDIT = {"gamma": 0.99, "alpha": 1.0, "steps": 400}
 
 
-def check_alphaedit_update(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
-    r"""Exercise 8.1: ``fn(K0, k, r)`` is the minimum-norm update meeting both constraints.
+def _problem(seed: int, d_in: int = 24, d_out: int = 8, n_cap: int = 60, n_edit: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(d_in, 10, generator=g, dtype=torch.float64))[0]
+    K0 = basis @ (
+        torch.randn(10, n_cap, generator=g, dtype=torch.float64)
+        * torch.logspace(0, -2, 10, dtype=torch.float64)[:, None]
+    )
+    K1 = torch.randn(d_in, n_edit, generator=g, dtype=torch.float64)
+    R = torch.randn(d_out, n_edit, generator=g, dtype=torch.float64)
+    return K0, K1, R
 
-    The update :math:`\Delta\mathbf W` with :math:`\Delta\mathbf W\mathbf K_0=0` and
-    :math:`\Delta\mathbf W\mathbf k=\mathbf r` of least norm is
-    :math:`\mathbf r(\mathbf P\mathbf k)^\top/\|\mathbf P\mathbf k\|^2`, :math:`\mathbf P` the projector
-    onto the orthogonal complement of the columns of :math:`\mathbf K_0` (AlphaEdit's null-space
-    constraint for one key). Checked from its defining properties, the two constraints and rows in
-    the span of the keys, so the grader does not carry the solution. Derived in notebook
-    ``08_one_framework``.
 
-    Derived in notebook ``08_one_framework``.
+def _null_projector(K0: Tensor, gamma: float) -> Tensor:
+    from crispedit_lite.energy import energy_rank
+
+    lam, vecs = torch.linalg.eigh(K0 @ K0.T)
+    k = energy_rank(lam, gamma)
+    U0 = vecs[:, : K0.shape[0] - k]
+    return U0 @ U0.T
+
+
+def _probe_alphaedit(closed_form, descent) -> dict[str, Any]:
+    out = []
+    for seed in (81, 82):
+        K0, K1, R = _problem(seed)
+        cf = (
+            torch.as_tensor(
+                closed_form(K0.clone(), K1.clone(), R.clone(), ALPHAEDIT["gamma"], ALPHAEDIT["alpha"])
+            )
+            .detach()
+            .double()
+        )
+        path = descent(
+            K0.clone(), K1.clone(), R.clone(), ALPHAEDIT["gamma"], ALPHAEDIT["alpha"], ALPHAEDIT["steps"]
+        )
+        path = [torch.as_tensor(p).detach().double() for p in path]
+        out.append({"closed_form": cf, "path": path})
+    return {"cases": out}
+
+
+@exercise(
+    "ex-08-1",
+    probe=_probe_alphaedit,
+    forbidden=[
+        "alphaedit_delta",
+        "alphaedit_projector",
+        "memit_delta",
+        "rome_delta",
+        "NullSpace",
+        "InputNullspaceProjector",
+        "KroneckerProjector",
+        "lstsq",
+        "pinv",
+    ],
+    piece="the null space, the closed form and the descent",
+)
+def check_alphaedit_limit(obs: dict[str, Any]) -> None:
+    r"""Exercise 8.1 (capstone of Part II): AlphaEdit's closed form, the limit of projected gradient descent.
+
+    Called as ``check_alphaedit_limit(alphaedit_closed_form, projected_descent)``. On random keys:
+    the closed form :math:`\Delta` must satisfy :math:`\Delta(\mathbf I-\mathbf P)=0` with
+    :math:`\mathbf P` the energy-rule null-space projector of :math:`\mathbf K_0\mathbf K_0^\top`, and
+    the stationarity equations of :math:`\|\Delta\mathbf K_1-\mathbf R\|^2+\alpha\|\Delta\|^2` over
+    that subspace; every descent iterate must lie in the subspace, and the iterates must approach
+    the closed form, ending close to it. Derived in notebook ``08_one_framework``.
     """
-    g = torch.Generator().manual_seed(81)
-    for d_in, n, d_out in ((6, 2, 3), (10, 7, 4), (5, 1, 2)):
-        K0 = torch.randn(d_in, n, generator=g, dtype=torch.float64)
-        k = torch.randn(d_in, generator=g, dtype=torch.float64)
-        r = torch.randn(d_out, generator=g, dtype=torch.float64)
-        got = torch.as_tensor(fn(K0.clone(), k.clone(), r.clone()), dtype=torch.float64)
-        assert got.shape == (d_out, d_in), f"return a ({d_out}, {d_in}) matrix, got {tuple(got.shape)}"
-        assert torch.allclose(got @ K0, torch.zeros(d_out, n, dtype=torch.float64), atol=1e-9), (
-            "the update must leave every capability key unchanged (dW @ K0 = 0): project k onto the "
-            "orthogonal complement of K0's columns, not onto their span")
-        assert torch.allclose(got @ k, r, atol=1e-9), (
-            "the update must map the edit key to the new value (dW @ k = r): divide by |P k|^2, "
-            "not by |k|^2")
-        # least norm among all solutions <=> every row lies in the span of the constraint keys
-        # [K0, k]; checked from the constraints alone, without the closed form
-        Q, _ = torch.linalg.qr(torch.cat([K0, k[:, None]], 1))
-        outside = got - (got @ Q) @ Q.T
-        assert torch.allclose(outside, torch.zeros_like(got), atol=1e-9), (
-            "constraints met but not the minimum-norm update: its rows must not have components "
-            "orthogonal to both K0's columns and k")
-    print("correct")
-
-
-def check_gn_quadratic(fn: Callable[[Tensor, Tensor], float]) -> None:
-    r"""Exercise 8.2: ``fn(logits, jv)`` is the Gauss-Newton quadratic form of a softmax output.
-
-    That is :math:`\sum_t\mathbf u_t^\top(\mathrm{diag}\,\mathbf p_t-
-    \mathbf p_t\mathbf p_t^\top)\mathbf u_t` with :math:`\mathbf p_t=\mathrm{softmax}(\mathbf z_t)`,
-    :math:`\mathbf u_t` = row ``t`` of ``jv``. Derived in notebook ``08_one_framework``.
-    """
-    g = torch.Generator().manual_seed(82)
-    for T, V in ((3, 5), (1, 4), (6, 11)):
-        z = 2 * torch.randn(T, V, generator=g, dtype=torch.float64)
-        u = torch.randn(T, V, generator=g, dtype=torch.float64)
-        p = torch.softmax(z, -1)
-        want = sum(float(u[t] @ (torch.diag(p[t]) - torch.outer(p[t], p[t])) @ u[t]) for t in range(T))
-        got = float(fn(z.clone(), u.clone()))
-        diag_only = float((p * u**2).sum())
-        if abs(got - diag_only) < 1e-9 and abs(want - diag_only) > 1e-6:
-            raise AssertionError("that is only the diag(p) part; subtract (p_t . u_t)^2 per position")
-        assert abs(got - want) < 1e-9 * max(1.0, abs(want)), (
-            f"got {got:.6g}, expected {want:.6g} for T={T}, V={V}: use p = softmax(logits) per "
-            "position, then sum_v p_v u_v^2 - (sum_v p_v u_v)^2, summed over positions")
-        shifted = float(fn(z.clone(), u + torch.randn(T, 1, generator=g, dtype=torch.float64)))
-        assert abs(shifted - want) < 1e-9 * max(1.0, abs(want)), (
-            "a constant shift of jv per position must not change the value (H 1 = 0)")
-    print("correct")
+    for seed, case in zip((81, 82), obs["cases"]):
+        K0, K1, R = _problem(seed)
+        P = _null_projector(K0, ALPHAEDIT["gamma"])
+        I = torch.eye(P.shape[0], dtype=P.dtype)
+        D = case["closed_form"]
+        assert D.shape == (R.shape[0], K0.shape[0]), (
+            f"the update is (d_out, d_in) = {(R.shape[0], K0.shape[0])}"
+        )
+        scale = float(R.norm() * K1.norm())
+        leak = float((D @ (I - P)).norm() / max(float(D.norm()), 1e-12))
+        assert leak < 1e-8, (
+            f"the closed form touches protected directions of K0 (|D (I - P)| / |D| = {leak:.2g}): build P "
+            "from "
+            "the eigenvectors of K0 K0^T outside the energy cut"
+        )
+        stationarity = (D @ K1 - R) @ K1.T @ P + ALPHAEDIT["alpha"] * D
+        err = float(stationarity.norm()) / scale
+        assert err < 1e-8, (
+            f"the closed form is not a minimiser over the null space (stationarity residual {err:.2g}): "
+            "check "
+            "where P enters and the alpha term"
+        )
+        path = case["path"]
+        assert len(path) >= 2, "return the iterates of the descent (at least the first and the last)"
+        for t, X in enumerate(path):
+            out = float((X @ (I - P)).norm() / max(float(X.norm()), 1e-12))
+            assert out < 1e-8, f"iterate {t} leaves the null space (|X (I - P)| / |X| = {out:.2g})"
+        gaps = [float((X - D).norm() / D.norm()) for X in path]
+        assert gaps[-1] < 0.05, (
+            f"the last iterate is {gaps[-1]:.2%} away from the closed form: more steps, or a step size from "
+            "the "
+            "largest curvature of the problem"
+        )
+        assert gaps[-1] < 0.5 * gaps[0], "the iterates do not approach the closed form"

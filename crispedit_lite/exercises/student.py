@@ -12,9 +12,11 @@ and checks that must not be shown with ``### BEGIN HIDDEN TESTS`` / ``### END HI
 :func:`student_source` replaces each solution region by a stub at the marker's indentation
 (``raise NotImplementedError``; a region of comments only, a written answer, becomes
 ``# YOUR ANSWER HERE``) and deletes hidden tests; :func:`student_notebook` does that to every code
-cell, clears the outputs of the cells a student answers or grades, and points the Colab badge at the
-student version. Derived in notebook ``01_editing_as_constrained_optimization`` (its exercises are
-the first to use the markers).
+cell, clears the outputs of the cells a student answers or grades and of the chapter cells whose
+output would give an answer away (an exercise's markdown cell lists them in its metadata,
+``{"exercise": {"clear_outputs_of": [a substring of the cell's source, ...]}}``), and points the Colab
+badge at the student version. Derived in notebook ``01_editing_as_constrained_optimization``
+(its exercises are the first to use the markers).
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def student_notebook(nb: nbformat.NotebookNode, filename: str, colab_base: str =
     """The student version of one solution notebook (the input is not modified).
 
     Solution cells lose their solutions (a cell with the legacy ``# reference solution`` header and no
-    markers becomes one stub), their ``hide-cell`` tag and their outputs; grader cells lose their
-    outputs; hidden tests go everywhere; the Colab badge opens ``colab_base + filename``.
+    markers becomes one stub), their ``hide-cell`` tag and their outputs; grader cells, and chapter
+    cells named by an exercise's ``clear_outputs_of`` metadata, lose their outputs; hidden tests go
+    everywhere; the Colab badge opens ``colab_base + filename``.
 
     Args:
         nb: the executed solution notebook.
@@ -151,6 +154,8 @@ def student_notebook(nb: nbformat.NotebookNode, filename: str, colab_base: str =
     Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     out = copy.deepcopy(nb)
+    revealing = [m for c in out.cells if c.cell_type == "markdown"
+                 for m in c.get("metadata", {}).get("exercise", {}).get("clear_outputs_of", [])]
     for i, cell in enumerate(out.cells):
         where = f"{filename}, cell {i}"
         if cell.cell_type == "markdown" and i == 0:
@@ -169,7 +174,7 @@ def student_notebook(nb: nbformat.NotebookNode, filename: str, colab_base: str =
             if not tags:
                 cell.metadata.pop("tags")
         cell.source = src
-        if solution or grader:
+        if solution or grader or any(m in cell.source for m in revealing):
             cell.outputs, cell.execution_count = [], None
     return out
 

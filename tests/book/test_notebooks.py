@@ -174,6 +174,7 @@ class TestConventions:
         ]
         assert len(exercises) >= 2, f"at least two {{exercise}} directives, found {len(exercises)}"
         grader = re.compile(rf"\bch{n:02d}\.check_\w+\(|exercises\.ch{n:02d}\.check_\w+\(")
+        graded = 0
         for k, start in enumerate(exercises):
             stop = exercises[k + 1] if k + 1 < len(exercises) else len(cells)
             block = [c for c in cells[start + 1 : stop] if c["cell_type"] == "code"]
@@ -182,9 +183,14 @@ class TestConventions:
             assert any("hide-cell" in _tags(c) for c in block), (
                 f"{name}: the reference solution is a code cell tagged 'hide-cell'"
             )
+            if "**Written answer**" in _src(cells[start]):  # graded by hand: a model answer, no grader
+                assert not any(grader.search(_src(c)) for c in block), f"{name}: written, no grader"
+                continue
+            graded += 1
             assert any(grader.search(_src(c)) for c in block), (
                 f"{name}: a grader cell calls crispedit_lite.exercises.ch{n:02d}.check_...()"
             )
+        assert graded >= 1, "at least one exercise with a grader"
 
     def test_committed_executed_without_errors(self, path):
         nb = _load(path)

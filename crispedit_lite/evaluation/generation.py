@@ -171,7 +171,9 @@ def greedy_generate(
             )
             for batch in batches:
                 enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
-                enc = {k: v.to(device) for k, v in enc.items()}
+                # ids and padding mask only: a tokenizer's token_type_ids are not a causal LM's
+                # input, and transformers 4.x's generate() rejects them
+                enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
                 width = enc["input_ids"].shape[1]
                 stop = StoppingCriteriaList([_StopOnStrings(tokenizer, width, stop_strings,
                                                             stop_after_first_token)])

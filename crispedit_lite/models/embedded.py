@@ -177,19 +177,29 @@ def convert_embedded(name: str, cache: Path) -> Path:
     """Dequantise the GGUF model once into ``<cache>/models/<name>/`` (safetensors), atomically.
 
     Returns the directory; an existing complete directory is returned as is. The GGUF file and the
-    converted weights are never modified afterwards: edits are saved elsewhere.
+    converted weights are never modified afterwards: edits are saved elsewhere. transformers 5.x
+    and 4.x write configurations and tokenizers the other cannot read faithfully, so under
+    transformers 4.x the directory is ``<cache>/models/<name>-transformers4/``. Where the installed
+    GGUF reader gets the file's tied embeddings or special tokens wrong,
+    :func:`~crispedit_lite.models.compat.repair_gguf_load` sets them right from the file, and
+    ``crispedit_source.json`` lists the repairs.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    final = cache / "models" / name
+    from crispedit_lite.models.compat import dtype_kwargs, repair_gguf_load, transformers_version
+
+    major = transformers_version()[0]
+    final = cache / "models" / (name if major == 5 else f"{name}-transformers{major}")
     if (final / "crispedit_source.json").is_file():
         return final
     gguf = fetch_embedded(name, cache)
     kw = {"gguf_file": gguf.name}
-    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, **dtype_kwargs(torch.float32), **kw)
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    repairs = repair_gguf_load(quant, tok, gguf)
     config = quant.config
     for key in ("quantization_config", "_name_or_path"):
         if hasattr(config, key):
@@ -204,6 +214,8 @@ def convert_embedded(name: str, cache: Path) -> Path:
         tok.save_pretrained(tmp)
         spec = dataclasses.asdict(EMBEDDED_MODELS[name])
         spec["conversion"] = "dequantised from GGUF to float32 by transformers' GGUF reader"
+        spec["transformers"] = transformers.__version__
+        spec["repairs"] = repairs
         (tmp / "crispedit_source.json").write_text(json.dumps(spec, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp creates 0o700
         os.replace(tmp, final)

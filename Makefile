@@ -2,6 +2,7 @@
 #   make book   create/reuse .venv, install, execute every notebook and build the book (_build/html)
 #   make test   create/reuse .venv, install, run the whole test suite (library, notebook conventions,
 #               papermill injection, every notebook under nbval, the book rendered in headless Chromium)
+# and, for developers, `make test-compat`: the library tests on the lowest supported transformers.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install browser book test lint clean
+.PHONY: install browser book test test-compat lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,31 @@ test: install browser
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest; rc=$$?; \
 	echo "test suite: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
+# The library tests again (no notebooks, no browser, no slow tests) in a second environment,
+# .venv-compat/, with the lowest transformers the package declares (pyproject: transformers>=4.46) and
+# the peft, accelerate, tokenizers and huggingface_hub of its time (constraints-compat.txt).
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+$(COMPAT_BIN)/python:
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+$(COMPAT_STAMP): pyproject.toml constraints.txt constraints-compat.txt | $(COMPAT_BIN)/python
+	@start=$$(date +%s); \
+	$(COMPAT_BIN)/python -m pip install -q -c constraints.txt -c constraints-compat.txt "$(TORCH_SPEC)" \
+	  -e ".[$(EXTRAS)]" || exit $$?; \
+	echo "test-compat: environment installed in $$(( $$(date +%s) - start )) s"
+	touch $@
+
+test-compat: $(COMPAT_STAMP)
+	@$(COMPAT_BIN)/python -c 'import transformers, peft, accelerate, tokenizers; print("test-compat:", \
+	  *(f"{m.__name__} {m.__version__}" for m in (transformers, peft, accelerate, tokenizers)))'
+	@start=$$(date +%s); \
+	$(COMPAT_BIN)/python -m pytest tests -m "not notebook and not browser and not slow" -p no:cacheprovider; \
+	rc=$$?; echo "test-compat: library tests $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check crispedit_lite tests benchmarks

@@ -134,3 +134,14 @@ def test_repair_refuses_a_bos_it_cannot_remove(tmp_path):
     else:  # a tokenizer class that rebuilds its post-processor from add_bos_token
         fixed = repair_gguf_load(random_init_model("tiny-llama"), tok, path)
         assert tok("a").input_ids == [3] and fixed[-1].startswith("add_bos_token -> False")
+
+
+def test_embedded_gemma_needs_a_gemma3_gguf_reader(monkeypatch, tmp_path):
+    from crispedit_lite.models import EMBEDDED_MODELS, convert_embedded
+
+    assert EMBEDDED_MODELS["gemma3-270m"].min_transformers == (4, 52)
+    monkeypatch.setattr(compat, "transformers_version", lambda: (4, 51))
+    with pytest.raises(ValueError, match=r"'gemma3-270m' needs transformers>=4.52 to read its GGUF file; "
+                                         r"transformers \S+ is installed"):
+        convert_embedded("gemma3-270m", tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before downloading anything

@@ -56,6 +56,7 @@ class EmbeddedModel:
 
     ``parts`` are concatenated in order; ``gguf_name`` is the assembled file's name. ``package``,
     ``version`` and ``member`` are those of the first part (for messages and provenance).
+    ``min_transformers`` is the first transformers release whose GGUF reader knows the architecture.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -65,6 +66,7 @@ class EmbeddedModel:
     gguf_sha256: str
     license: str
     note: str = ""
+    min_transformers: tuple[int, int] = (4, 46)
 
     @property
     def package(self) -> str:
@@ -107,6 +109,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
         note="base model (not instruction-tuned)",
+        min_transformers=(4, 52),  # transformers 4.51 has no Gemma 3 GGUF reader
     ),
 }
 
@@ -195,6 +198,10 @@ def convert_embedded(name: str, cache: Path) -> Path:
     final = cache / "models" / (name if major == 5 else f"{name}-transformers{major}")
     if (final / "crispedit_source.json").is_file():
         return final
+    need = EMBEDDED_MODELS[name].min_transformers if name in EMBEDDED_MODELS else (0, 0)
+    if transformers_version() < need:
+        raise ValueError(f"embedded model {name!r} needs transformers>={need[0]}.{need[1]} to read its GGUF "
+                         f"file; transformers {transformers.__version__} is installed")
     gguf = fetch_embedded(name, cache)
     kw = {"gguf_file": gguf.name}
     quant = AutoModelForCausalLM.from_pretrained(gguf.parent, **dtype_kwargs(torch.float32), **kw)

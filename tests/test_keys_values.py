@@ -79,7 +79,7 @@ def test_left_and_right_padding_give_the_same_keys_and_values(model, tok):
 
 
 class _TupleBlock(nn.Module):
-    """A decoder layer that returns ``(hidden, None)``, as transformers 4.x layers did."""
+    """A decoder layer that returns ``(hidden, None)``, as transformers <= 4.53 layers did."""
 
     def __init__(self, layer):
         super().__init__()
@@ -90,7 +90,7 @@ class _TupleBlock(nn.Module):
 
 
 class _Unwrap(nn.Module):
-    """Hands the decoder model what its own layers return: a tuple (4.x) or a tensor (5.x)."""
+    """Hands the decoder model what its own layers return: a tuple (<= 4.53) or a tensor."""
 
     def __init__(self, layer, as_tuple: bool):
         super().__init__()
@@ -109,7 +109,7 @@ def test_decoder_layers_returning_a_tuple_work_the_same(tok):
     h_tensor = layer_outputs(base, tok, REQS, BLOCK)
     x = torch.zeros(1, 2, 32, dtype=torch.float64)
     rope = base.model.rotary_emb(x, torch.arange(2)[None])
-    as_tuple = isinstance(base.model.layers[2](x, position_embeddings=rope), tuple)  # 4.x: True
+    as_tuple = isinstance(base.model.layers[2](x, position_embeddings=rope), tuple)  # <= 4.53: True
     base.model.layers[2] = _Unwrap(base.model.layers[2], as_tuple)
     inner = BLOCK + ".inner"
     assert isinstance(base.get_submodule(inner)(x, position_embeddings=rope), tuple)

@@ -6,8 +6,8 @@ between: ``from_pretrained``/``from_config`` took ``torch_dtype=`` until 4.56 in
 (``torch_dtype`` then became a deprecated alias), so every model load in the package passes its dtype
 through :func:`dtype_kwargs`.
 
-Decoder layers changed too (a tuple ``(hidden_states, ...)`` in 4.x, the hidden-state tensor alone in
-5.x): code that reads or replaces a layer's output goes through :func:`layer_hidden` and
+Decoder layers changed too (a tuple ``(hidden_states, ...)`` up to 4.53, the hidden-state tensor alone
+from 4.54 on): code that reads or replaces a layer's output goes through :func:`layer_hidden` and
 :func:`replace_hidden`.
 
 Older GGUF readers load some files wrongly without a word: transformers 4.46 leaves

@@ -257,7 +257,7 @@ def compute_targets(model: nn.Module, tokenizer: Any, requests: Sequence[Any], l
     h_norm = h0.norm(dim=1).to(dtype)
 
     def hook(_m, _args, out):
-        h = layer_hidden(out)  # a tuple in transformers 4.x, a tensor in 5.x
+        h = layer_hidden(out)  # a tuple up to transformers 4.53, then a tensor
         add = torch.zeros_like(h).index_put((torch.arange(h.shape[0], device=device), sub_pos),
                                             delta[owner].to(h.dtype))
         return replace_hidden(out, h + add)

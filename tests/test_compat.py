@@ -145,3 +145,20 @@ def test_embedded_gemma_needs_a_gemma3_gguf_reader(monkeypatch, tmp_path):
                                          r"transformers \S+ is installed"):
         convert_embedded("gemma3-270m", tmp_path)
     assert not any(tmp_path.iterdir())  # refused before downloading anything
+
+
+def test_greedy_generation_ignores_a_model_default_of_sampling():
+    """A generation_config.json that asks for sampling (as LLaMA-3-Instruct's does) stays unused."""
+    from test_editing import tiny_tokenizer
+
+    from crispedit_lite.evaluation.generation import greedy_generate
+
+    tok = tiny_tokenizer()
+    prompts = ["the capital of france is", "paris is"]
+    model = random_init_model("tiny-llama", seed=4)
+    greedy = greedy_generate(model, tok, prompts, max_new_tokens=8, stop_strings=())
+    model.generation_config.do_sample, model.generation_config.temperature = True, 50.0
+    model.generation_config.top_k = 0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert greedy_generate(model, tok, prompts, max_new_tokens=8, stop_strings=()) == greedy

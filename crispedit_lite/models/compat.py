@@ -10,6 +10,12 @@ Decoder layers changed too (a tuple ``(hidden_states, ...)`` up to 4.53, the hid
 from 4.54 on): code that reads or replaces a layer's output goes through :func:`layer_hidden` and
 :func:`replace_hidden`.
 
+``generate()`` in transformers 4.50-4.57 replaces a ``GenerationConfig`` value that equals the library
+default (``do_sample=False``, ``temperature=1.0``, ...) with the model's own default, so greedy
+decoding of a model whose ``generation_config.json`` asks for sampling (LLaMA-3-Instruct,
+Qwen2.5-Instruct) silently samples; :func:`generate_kwargs` turns that off where ``generate()`` has
+the switch.
+
 Older GGUF readers load some files wrongly without a word: transformers 4.46 leaves
 ``tie_word_embeddings`` off for a file that has no ``output.weight`` (SmolLM2 ties its embeddings), so
 ``lm_head`` keeps its random initialisation, and its Llama tokenizer converter sets the EOS token to
@@ -28,8 +34,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["DTYPE_KEYWORD_SINCE", "dtype_kwargs", "layer_hidden", "repair_gguf_load", "replace_hidden",
-           "transformers_version"]
+__all__ = ["DTYPE_KEYWORD_SINCE", "dtype_kwargs", "generate_kwargs", "layer_hidden", "repair_gguf_load",
+           "replace_hidden", "transformers_version"]
 
 DTYPE_KEYWORD_SINCE = (4, 56)
 """The first transformers release whose ``from_pretrained``/``from_config`` accept ``dtype=``."""
@@ -61,6 +67,21 @@ def dtype_kwargs(dtype: torch.dtype | str | None) -> dict[str, Any]:
     if dtype is None:
         return {}
     return {"dtype" if transformers_version() >= DTYPE_KEYWORD_SINCE else "torch_dtype": dtype}
+
+
+def generate_kwargs(model: Any) -> dict[str, Any]:
+    """``{"use_model_defaults": False}`` where ``generate`` takes it (transformers 4.50-4.57), else ``{}``.
+
+    With it, the ``GenerationConfig`` passed to ``generate()`` is used as given, as in transformers
+    4.46-4.49 and 5.x, instead of taking the model's defaults for every value left at the library
+    default (which would turn ``do_sample=False`` into sampling for an instruction-tuned model).
+
+    Described on the book page ``running``.
+    """
+    import inspect
+
+    return ({"use_model_defaults": False}
+            if "use_model_defaults" in inspect.signature(model.generate).parameters else {})
 
 
 def layer_hidden(output: Any) -> torch.Tensor:

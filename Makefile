@@ -4,6 +4,7 @@
 #               papermill injection, every notebook under nbval, the book rendered in headless Chromium)
 # For developers, a quicker check while working on the library:
 #   make test-fast   the library tests only: no notebooks, no browser, nothing marked slow
+#   make test-compat the library tests on the lowest supported transformers (transformers 4.46.2)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +23,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 # `make test` (the library tests pick Agg themselves, in tests/conftest.py).
 unexport MPLBACKEND
 
-.PHONY: install browser book test test-fast lint clean
+.PHONY: install browser book test test-fast test-compat lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,31 @@ test-fast: install
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest tests -m "not notebook and not browser and not slow"; rc=$$?; \
 	echo "fast library tests: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
+# The library tests again (no notebooks, no browser, no slow tests) in a second environment,
+# .venv-compat/, with the lowest transformers the package declares (pyproject: transformers>=4.46) and
+# the peft, accelerate, tokenizers and huggingface_hub of its time (constraints-compat.txt).
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+$(COMPAT_BIN)/python:
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+$(COMPAT_STAMP): pyproject.toml constraints.txt constraints-compat.txt | $(COMPAT_BIN)/python
+	@start=$$(date +%s); \
+	$(COMPAT_BIN)/python -m pip install -q -c constraints.txt -c constraints-compat.txt "$(TORCH_SPEC)" \
+	  -e ".[$(EXTRAS)]" || exit $$?; \
+	echo "test-compat: environment installed in $$(( $$(date +%s) - start )) s"
+	touch $@
+
+test-compat: $(COMPAT_STAMP)
+	@$(COMPAT_BIN)/python -c 'import transformers, peft, accelerate, tokenizers; print("test-compat:", \
+	  *(f"{m.__name__} {m.__version__}" for m in (transformers, peft, accelerate, tokenizers)))'
+	@start=$$(date +%s); \
+	$(COMPAT_BIN)/python -m pytest tests -m "not notebook and not browser and not slow" -p no:cacheprovider; \
+	rc=$$?; echo "test-compat: library tests $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 lint: install
 	$(BIN)/ruff check crispedit_lite tests benchmarks

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from crispedit_lite.evaluation.text import STOP_STRINGS, truncate_at_stop
+from crispedit_lite.models.compat import generate_kwargs
 
 __all__ = ["greedy_generate", "left_padding", "pad_right", "eos_token_ids", "model_device"]
 
@@ -172,11 +173,14 @@ def greedy_generate(
             )
             for batch in batches:
                 enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
-                enc = {k: v.to(device) for k, v in enc.items()}
+                # ids and padding mask only: a tokenizer's token_type_ids are not a causal LM's
+                # input, and transformers 4.x's generate() rejects them
+                enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
                 width = enc["input_ids"].shape[1]
                 stop = StoppingCriteriaList([_StopOnStrings(tokenizer, width, stop_strings,
                                                             stop_after_first_token)])
-                out = model.generate(**enc, generation_config=config, stopping_criteria=stop)
+                out = model.generate(**enc, generation_config=config, stopping_criteria=stop,
+                                     **generate_kwargs(model))
                 for row, i in enumerate(batch):
                     new = out[row, width:].tolist()
                     cut = next((j for j, t in enumerate(new) if t in eos), len(new))

@@ -57,6 +57,7 @@ class EmbeddedModel:
 
     ``parts`` are concatenated in order; ``gguf_name`` is the assembled file's name. ``package``,
     ``version`` and ``member`` are those of the first part (for messages and provenance).
+    ``min_transformers`` is the first transformers release whose GGUF reader knows the architecture.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -66,6 +67,7 @@ class EmbeddedModel:
     gguf_sha256: str
     license: str
     note: str = ""
+    min_transformers: tuple[int, int] = (4, 46)
 
     @property
     def package(self) -> str:
@@ -108,6 +110,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
         note="base model (not instruction-tuned)",
+        min_transformers=(4, 52),  # transformers 4.51 has no Gemma 3 GGUF reader
     ),
 }
 
@@ -178,19 +181,33 @@ def convert_embedded(name: str, cache: Path) -> Path:
     """Dequantise the GGUF model once into ``<cache>/models/<name>/`` (safetensors), atomically.
 
     Returns the directory; an existing complete directory is returned as is. The GGUF file and the
-    converted weights are never modified afterwards: edits are saved elsewhere.
+    converted weights are never modified afterwards: edits are saved elsewhere. transformers 5.x
+    and 4.x write configurations and tokenizers the other cannot read faithfully, so under
+    transformers 4.x the directory is ``<cache>/models/<name>-transformers4/``. Where the installed
+    GGUF reader gets the file's tied embeddings or special tokens wrong,
+    :func:`~crispedit_lite.models.compat.repair_gguf_load` sets them right from the file, and
+    ``crispedit_source.json`` lists the repairs.
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    final = cache / "models" / name
+    from crispedit_lite.models.compat import dtype_kwargs, repair_gguf_load, transformers_version
+
+    major = transformers_version()[0]
+    final = cache / "models" / (name if major == 5 else f"{name}-transformers{major}")
     if (final / "crispedit_source.json").is_file():
         return final
+    need = EMBEDDED_MODELS[name].min_transformers if name in EMBEDDED_MODELS else (0, 0)
+    if transformers_version() < need:
+        raise ValueError(f"embedded model {name!r} needs transformers>={need[0]}.{need[1]} to read its GGUF "
+                         f"file; transformers {transformers.__version__} is installed")
     gguf = fetch_embedded(name, cache)
     kw = {"gguf_file": gguf.name}
-    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, **dtype_kwargs(torch.float32), **kw)
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    repairs = repair_gguf_load(quant, tok, gguf)
     config = quant.config
     for key in ("quantization_config", "_name_or_path"):
         if hasattr(config, key):
@@ -204,6 +221,8 @@ def convert_embedded(name: str, cache: Path) -> Path:
             tok.save_pretrained(tmp)
             spec = dataclasses.asdict(EMBEDDED_MODELS[name])
             spec["conversion"] = "dequantised from GGUF to float32 by transformers' GGUF reader"
+            spec["transformers"] = transformers.__version__
+            spec["repairs"] = repairs
             write_json_atomic(tmp / "crispedit_source.json", spec, indent=2)
     except OSError:
         if not (final / "crispedit_source.json").is_file():  # not a concurrent writer: a real error

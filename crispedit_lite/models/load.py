@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from crispedit_lite.models.compat import dtype_kwargs
 from crispedit_lite.models.embedded import EMBEDDED_MODELS, cache_root, convert_embedded
 from crispedit_lite.models.presets import SHAPE_PRESETS
 
@@ -90,7 +91,7 @@ def load_model(
     elif str(device) != "cpu":
         kw["device_map"] = str(device)  # load straight onto the accelerator (needs accelerate)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
+        model = AutoModelForCausalLM.from_pretrained(source, **dtype_kwargs(dtype), **kw)
         tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kw.items()
                                                              if k == "cache_dir"})
     except OSError as err:
@@ -143,7 +144,7 @@ def random_init_model(
         setattr(config, key, value)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
     return model.eval()
 
 

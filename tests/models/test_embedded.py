@@ -127,7 +127,8 @@ def test_embedded_model_shapes_padding_and_cache(smollm2):
     assert tok.pad_token == tok.eos_token == "<|im_end|>" and tok.padding_side == "right"
     names = resolve_edit_modules(model)
     assert names == [f"model.layers.{i}.mlp.down_proj" for i in range(18, 23)]
-    folder = cache_root() / "models" / "smollm2-135m-instruct"
+    folder = models.convert_embedded("smollm2-135m-instruct", cache_root())  # the cached folder
+    assert folder.parent == cache_root() / "models" and folder.name.startswith("smollm2-135m-instruct")
     spec = EMBEDDED_MODELS["smollm2-135m-instruct"]
     assert spec.gguf_sha256 in (folder / "crispedit_source.json").read_text()
     stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

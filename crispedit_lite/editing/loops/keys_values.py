@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crispedit_lite.models.compat import layer_hidden, replace_hidden
+
 __all__ = ["CONTEXT_SEEDS", "ValueSettings", "compute_keys", "compute_targets", "context_templates",
            "layer_outputs", "subject_span"]
 
@@ -160,7 +162,7 @@ def _capture(model: nn.Module, module: nn.Module, rows: Sequence[tuple[list[int]
     where: dict[str, Tensor] = {}
 
     def pick(_m, args, out=None):
-        x = args[0] if read_input else (out[0] if isinstance(out, tuple) else out)
+        x = args[0] if read_input else layer_hidden(out)
         got.append(x[where["r"], where["p"]].detach().to(torch.float64))
         raise _Stop
 
@@ -255,10 +257,10 @@ def compute_targets(model: nn.Module, tokenizer: Any, requests: Sequence[Any], l
     h_norm = h0.norm(dim=1).to(dtype)
 
     def hook(_m, _args, out):
-        h = out[0] if isinstance(out, tuple) else out
+        h = layer_hidden(out)  # a tuple up to transformers 4.53, then a tensor
         add = torch.zeros_like(h).index_put((torch.arange(h.shape[0], device=device), sub_pos),
                                             delta[owner].to(h.dtype))
-        return (h + add,) + tuple(out[1:]) if isinstance(out, tuple) else h + add
+        return replace_hidden(out, h + add)
 
     active = torch.ones(u, dtype=torch.bool, device=device)
     first, last, init_kl = None, None, None

@@ -17,6 +17,7 @@ from crispedit_lite.editing.updates.closed_form import alphaedit_projector
 from crispedit_lite.evaluation.teacher_forced import target_nll
 from crispedit_lite.kfac import KFACFactors
 from crispedit_lite.models import random_init_model
+from crispedit_lite.models.compat import dtype_kwargs
 from tests.helpers import EDIT_WORDS as WORDS
 
 REQS = [EditRequest("the capital of france is", "rome", subject="france", case_id=0),
@@ -78,11 +79,11 @@ def test_the_base_model_on_disk_is_untouched(tok, tmp_path):
     _model().save_pretrained(tmp_path / "base")
     files = sorted((tmp_path / "base").iterdir())
     digest = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float64)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", **dtype_kwargs(torch.float64))
     model, res = _edit("memit", tok, tmp_path, model=model)
     assert min(res.changed_norms(model).values()) > 0
     assert digest == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float64)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "base", **dtype_kwargs(torch.float64))
     for name, w in res.original.items():
         assert torch.equal(dict(reloaded.named_parameters())[name], w)
 

@@ -20,6 +20,7 @@ from crispedit_lite.editing.editors import ultraedit
 from crispedit_lite.editing.loops.sequential import chunk_requests
 from crispedit_lite.editing.registry import EditJob
 from crispedit_lite.models import random_init_model
+from crispedit_lite.models.compat import dtype_kwargs
 from tests.helpers import REQUESTS, tiny_tokenizer
 
 GATE = "model.layers.{i}.mlp.gate_proj"
@@ -113,7 +114,7 @@ def test_base_on_disk_is_untouched(tok, tmp_path):
 
     _model().save_pretrained(tmp_path / "base")
     digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "base").iterdir()}
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", torch_dtype=torch.float64)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", **dtype_kwargs(torch.float64))
     res = edit(model, tok, MORE, _config(), progress=False)
     assert all(v > 0 for v in res.changed_norms(model).values())
     assert digest == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()

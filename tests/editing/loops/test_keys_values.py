@@ -22,6 +22,7 @@ from crispedit_lite.editing.loops.keys_values import (
     subject_span,
 )
 from crispedit_lite.models import random_init_model
+from crispedit_lite.models.compat import layer_hidden
 from tests.helpers import tiny_tokenizer
 
 REQS = [EditRequest("the capital of france is", "rome", subject="france", case_id=10),
@@ -78,36 +79,40 @@ def test_left_and_right_padding_give_the_same_keys_and_values(model, tok):
 
 
 class _TupleBlock(nn.Module):
-    """A decoder layer that returns ``(hidden, None)`` as older transformers versions did."""
+    """A decoder layer that returns ``(hidden, None)``, as transformers <= 4.53 layers did."""
 
     def __init__(self, layer):
         super().__init__()
         self.layer = layer
 
     def forward(self, *args, **kwargs):
-        return self.layer(*args, **kwargs), None
+        return layer_hidden(self.layer(*args, **kwargs)), None
 
 
 class _Unwrap(nn.Module):
-    def __init__(self, layer):
+    """Hands the decoder model what its own layers return: a tuple (<= 4.53) or a tensor."""
+
+    def __init__(self, layer, as_tuple: bool):
         super().__init__()
         self.inner = _TupleBlock(layer)
+        self.as_tuple = as_tuple
         self.attention_type = getattr(layer, "attention_type", None)
 
     def forward(self, *args, **kwargs):
-        return self.inner(*args, **kwargs)[0]
+        out = self.inner(*args, **kwargs)
+        return out if self.as_tuple else out[0]
 
 
 def test_decoder_layers_returning_a_tuple_work_the_same(tok):
     base = random_init_model("tiny-llama", dtype=torch.float64, seed=0)
     z_tensor, info = compute_targets(base, tok, REQS, BLOCK, TEMPLATES, SETTINGS)
     h_tensor = layer_outputs(base, tok, REQS, BLOCK)
-    base.model.layers[2] = _Unwrap(base.model.layers[2])
+    x = torch.zeros(1, 2, 32, dtype=torch.float64)
+    rope = base.model.rotary_emb(x, torch.arange(2)[None])
+    as_tuple = isinstance(base.model.layers[2](x, position_embeddings=rope), tuple)  # <= 4.53: True
+    base.model.layers[2] = _Unwrap(base.model.layers[2], as_tuple)
     inner = BLOCK + ".inner"
-    assert isinstance(base.get_submodule(inner)(torch.zeros(1, 2, 32, dtype=torch.float64),
-                                                position_embeddings=base.model.rotary_emb(
-                                                    torch.zeros(1, 2, 32, dtype=torch.float64),
-                                                    torch.arange(2)[None])), tuple)
+    assert isinstance(base.get_submodule(inner)(x, position_embeddings=rope), tuple)
     z_tuple, _ = compute_targets(base, tok, REQS, inner, TEMPLATES, SETTINGS)
     torch.testing.assert_close(layer_outputs(base, tok, REQS, inner), h_tensor)
     torch.testing.assert_close(z_tuple, z_tensor)

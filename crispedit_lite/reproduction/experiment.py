@@ -68,26 +68,24 @@ class RunDiverged(ValueError):
         self.path, self.where = path, list(where)
 
 
-def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0):
+def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0
+                    ) -> tuple[list[Any], list[tuple[int, int]]]:
     """``(requests, dropped)``: :func:`load_requests` with repeated edits dropped before the subset.
 
-    ``dropped`` counts the records that repeated an earlier one (same prompt and target); when it is
-    not zero a one-line warning on stderr says so. Without repeats the requests are exactly those of
-    :func:`load_requests`. Derived in notebook ``09_reproduce_llama3_8b``.
+    A record that repeats an earlier one (same prompt and target) is dropped; ``dropped`` lists
+    ``(its position in the file, the position of the first copy)``. Without repeats the requests are
+    exactly those of :func:`load_requests`. Derived in notebook ``09_reproduce_llama3_8b``.
     """
+    import random
+
     from crispedit_lite.data.edits import drop_duplicates
 
-    every = load_requests(data, data_format, None, seed)
-    kept, dropped = drop_duplicates(every)
-    if dropped:
-        (i, j) = dropped[0]
-        print(f"warning: edit data {data!r}: {len(dropped):,} record(s) repeat an earlier edit (e.g. "
-              f"{every[i].case_id!r} repeats {every[j].case_id!r}) and were dropped; {len(kept):,} "
-              "distinct edits remain", file=sys.stderr, flush=True)
-    return (kept if n_edits is None else kept[:n_edits]), len(dropped)
+    kept, dropped = drop_duplicates(load_requests(data, data_format, None, None))
+    random.Random(seed).shuffle(kept)
+    return (kept if n_edits is None else kept[:n_edits]), dropped
 
 
-def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0):
+def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int | None = 0):
     """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s.
 
     Derived in notebook ``09_reproduce_llama3_8b``.
@@ -226,10 +224,15 @@ def run_experiment(
     evals = _check(config, evals, dtype, results_dir, run_id, save_model, n_edits)
     editor = get_editor(config.method)
     check_data_source(data)
-    requests, n_dropped = unique_requests(data, data_format, n_edits, config.seed)
+    requests, dropped = unique_requests(data, data_format, n_edits, config.seed)
+    repeats = (f"edit data {data!r}: {len(dropped):,} record(s) repeat an earlier edit (record "
+               f"{dropped[0][0]} repeats record {dropped[0][1]}) and were dropped before choosing "
+               f"{len(requests)} edit(s)") if dropped else None
     preflight(config, model=model, tokenizer=tokenizer, requests=requests, device=device, dtype=dtype,
               device_map=device_map, evals=evals, results_dir=results_dir, run_id=run_id,
               save_model=save_model, cache_dir=cache_dir, capability=needs_capability(config.method))
+    if repeats:
+        print(f"warning: {repeats}", file=sys.stderr, flush=True)
     texts, corpus_meta = None, None
     if needs_capability(config.method):
         corpus = capability_texts(config.capability_source, n=config.n_capability, seed=config.seed)
@@ -263,8 +266,8 @@ def run_experiment(
         notes.append(f"capability corpus: offline stand-in ({corpus_meta.get('dataset')}), not Wikipedia")
     if "wild" in evals and not judge:
         notes.append("WILD scored by exact match, not the paper's LLM judge")
-    if n_dropped:
-        notes.append(f"{n_dropped} edit record(s) repeated an earlier edit and were dropped")
+    if repeats:
+        notes.append(repeats)
     if len(requests) < n_edits:
         notes.append(f"asked for {n_edits} edits; the data holds {len(requests)}")
     settings = {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
@@ -272,8 +275,8 @@ def run_experiment(
                 "dtype": dtype, "device": str(dev), "evals": list(evals), "judge": bool(judge),
                 "config": config.to_dict(), "capability_corpus": corpus_meta,
                 "wild_decoding": (before["metrics"].get("wild") or {}).get("decoding")}
-    if n_dropped:
-        settings["duplicates_dropped"] = n_dropped
+    if repeats:
+        settings["duplicates_dropped"] = len(dropped)
     if device_map is not None:
         settings["device_map"] = device_map
     if preset is not None:

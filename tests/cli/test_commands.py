@@ -90,7 +90,8 @@ def _mistakes(d: Path, tok: str) -> dict[str, tuple[list[str], str]]:
         "bad device": ([*edit, "--device", "tpu9"], "argument --device"),
         "run id taken": ([*edit[:-len(out)], "--results-dir", str(d / "results"), "--run-id", "taken"],
                          "never overwritten"),
-        "negative n-edits": ([*edit, "--n-edits", "-3"], "argument --n-edits: expected a finite positive number"),
+        "negative n-edits": ([*edit, "--n-edits", "-3"],
+                             "argument --n-edits: expected a finite positive number"),
         "preset: name contradicts records": ([*edit, "--preset", "paper", "--data", str(d / "edits.json"),
                                               "--dataset-name", "zsre"], "are in the counterfact format"),
         "preset: CounterFact or Wiki undecided": (

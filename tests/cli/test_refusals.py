@@ -1,4 +1,4 @@
-"""Every user mistake of the edit and collect-kfac commands: one line, exit 2, nothing written, no weights loaded.
+"""Every user mistake of ``edit`` and ``collect-kfac``: one line, exit 2, nothing written, no weights loaded.
 
 The table :data:`CASES` holds one row per mistake: its arguments, the phrase the one-line message must
 hold and whether only the inputs decide it (then the weights must never load). Each row runs through
@@ -65,11 +65,11 @@ def _cases(d: Path, tok: str) -> dict[str, tuple[list[str], str, bool]]:
                "--cache-dir", str(w / "cache"), "--no-progress"]
     return {
         # silent wrong runs
-        "lr is infinite": ([*crisp, "--lr", "inf"], "argument --lr: expected a finite positive number, got inf",
-                           True),
+        "lr is infinite": ([*crisp, "--lr", "inf"],
+                           "argument --lr: expected a finite positive number, got inf", True),
         "lr is NaN": ([*crisp, "--lr", "nan"], "argument --lr: expected a finite positive number", True),
-        "float16 on a CPU": ([*crisp, "--dtype", "float16"], "argument --dtype: float16 cannot train on a CPU",
-                             True),
+        "float16 on a CPU": ([*crisp, "--dtype", "float16"],
+                             "argument --dtype: float16 cannot train on a CPU", True),
         "a layer twice": ([*base, "--layers", "1,1"], "argument --layers: layer 1 is given twice", True),
         "gamma with ft": ([*base, "--layers", "1", "--method", "ft", "--gamma", "0.5"],
                           "argument --gamma: method ft does not read gamma (read by crispedit, crispedit_seq",
@@ -108,8 +108,9 @@ def _cases(d: Path, tok: str) -> dict[str, tuple[list[str], str, bool]]:
         "lm_eval offline": ([*crisp, "--eval", "lm_eval"], "argument --eval: lm_eval downloads its task data",
                             True),
         # checks that ran only after the model was loaded
-        "layer out of range": ([*base, "--layers", "9"], "argument --layers: model random:tiny-llama: layer 9 "
-                               "out of range for pattern 'model.layers.{i}.mlp.down_proj': layers 0..3", True),
+        "layer out of range": ([*base, "--layers", "9"],
+                               "argument --layers: model random:tiny-llama: layer 9 out of range for pattern "
+                               "'model.layers.{i}.mlp.down_proj': layers 0..3", True),
         "no layer preset for the model": ([*base, "--method", "ft"], "argument --layers: model "
                                           "random:tiny-llama: no layer preset", True),
         "unmatched module pattern": ([*crisp, "--set", "module_pattern=model.layers.{i}.mlp.nothing"],
@@ -123,8 +124,8 @@ def _cases(d: Path, tok: str) -> dict[str, tuple[list[str], str, bool]]:
                                         "text needs at least 2 tokens", True),
         "capability texts longer than the context": ([*crisp[:-1], "1000"], "argument "
                                                      "--capability-max-length: 1000 tokens, but model", True),
-        "a 70-bit seed": ([*crisp, "--seed", str(2**70)], "argument --seed: expected an integer in [0, 2**32 - 1]",
-                          True),
+        "a 70-bit seed": ([*crisp, "--seed", str(2**70)],
+                          "argument --seed: expected an integer in [0, 2**32 - 1]", True),
         "the meta device": ([*crisp, "--device", "meta"], "argument --device: 'meta' holds no weights", True),
         "results under /proc": ([*crisp, "--results-dir", "/proc/crispedit/results"],
                                 "argument --results-dir: '/proc' cannot be written", True),
@@ -136,7 +137,8 @@ def _cases(d: Path, tok: str) -> dict[str, tuple[list[str], str, bool]]:
                                               True),
         "collect: --max-length 1": ([*collect, "--layers", "1", "--max-length", "1"],
                                     "argument --max-length: a capability text needs at least 2 tokens", True),
-        "collect: a 70-bit seed": ([*collect, "--layers", "1", "--seed", str(2**70)], "argument --seed: ", True),
+        "collect: a 70-bit seed": ([*collect, "--layers", "1", "--seed", str(2**70)], "argument --seed: ",
+                                   True),
         "collect: float16 on a CPU": ([*collect, "--layers", "1", "--device", "cpu", "--dtype", "float16"],
                                       "argument --dtype: float16 cannot train on a CPU", True),
         "collect: the meta device": ([*collect, "--layers", "1", "--device", "meta"], "argument --device: ",
@@ -215,13 +217,16 @@ def test_repeated_records_are_dropped_with_a_warning_and_recorded(inputs, tmp_pa
     d, tok = inputs
     recs = _records()
     (tmp_path / "dups.json").write_text(json.dumps([recs[0]] * 40 + [recs[1], recs[0]]))
-    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft", "--layers", "1",
+    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft",
+                 "--layers", "1",
                  "--epochs", "1", "--n-edits", "16", "--data", str(tmp_path / "dups.json"), "--device", "cpu",
-                 "--eval", "teacher_forced", "--no-progress", "--results-dir", str(tmp_path / "r"), "--quiet"])
+                 "--eval", "teacher_forced", "--no-progress", "--results-dir", str(tmp_path / "r"),
+                 "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and "40 record(s) repeat an earlier edit (record 1 repeats record 0)" in warnings[0]
+    assert len(warnings) == 1
+    assert "40 record(s) repeat an earlier edit (record 1 repeats record 0)" in warnings[0]
     record = json.loads(Path(out.strip()).read_text())
     assert record["settings"]["n_edits"] == 2 and record["settings"]["duplicates_dropped"] == 40
     assert any("repeat an earlier edit" in n for n in record["notes"])
@@ -239,7 +244,8 @@ def test_a_full_disk_for_the_results_is_one_line_and_leaves_nothing(inputs, tmp_
 
     d, tok = inputs
     monkeypatch.setattr(atomic, "_fsync", _enospc)  # the disk fills up while the results JSON is written
-    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft", "--layers", "1",
+    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft",
+                 "--layers", "1",
                  "--epochs", "1", "--n-edits", "2", "--device", "cpu", "--eval", "teacher_forced",
                  "--no-progress", "--results-dir", str(tmp_path / "r"), "--run-id", "full"])
     out, err = capsys.readouterr()
@@ -280,7 +286,8 @@ def test_a_diverged_run_is_recorded_as_diverged_and_refused(inputs, tmp_path, ca
         return result
 
     monkeypatch.setattr(editing, "edit", diverging)
-    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft", "--layers", "1",
+    code = main(["edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--method", "ft",
+                 "--layers", "1",
                  "--epochs", "1", "--n-edits", "2", "--device", "cpu", "--eval", "teacher_forced,proxies",
                  "--no-progress", "--results-dir", str(tmp_path / "r"), "--run-id", "nan"])
     out, err = capsys.readouterr()
@@ -292,4 +299,5 @@ def test_a_diverged_run_is_recorded_as_diverged_and_refused(inputs, tmp_path, ca
     record = json.loads(text)  # strict JSON: null where the numbers were not finite
     assert record["diverged"]["nonfinite"] and record["diverged"]["nonfinite"][0].startswith("metrics.after.")
     assert result_problem(record).startswith("the run diverged")
-    assert read_results(tmp_path / "r") == [] and len(read_results(tmp_path / "r", include_diverged=True)) == 1
+    assert read_results(tmp_path / "r") == []
+    assert len(read_results(tmp_path / "r", include_diverged=True)) == 1

@@ -288,6 +288,13 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
     cfg = model_config(model)
     if cfg is None:
         return {}
+    tok = _tokenizer(model, tokenizer)
+    if tok is not None and model.startswith("random:"):
+        vocab = SHAPE_PRESETS[model.split(":", 1)[1]]["vocab_size"]
+        if len(tok) > vocab:
+            raise SettingError("tokenizer", f"{tokenizer!r} has {len(tok)} tokens but {model} has vocab_size "
+                               f"{vocab}: its token ids would index past the embedding; use a tokenizer "
+                               "with at most that many tokens, or a larger shape preset")
     net = skeleton(cfg)
     layers = list(config.layers) if config.layers is not None else None
     try:
@@ -301,16 +308,10 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
         by_pattern = text.startswith("no module matches") or "placeholder" in text or "nn.Linear" in text
         raise SettingError("module_pattern" if by_pattern else "layers", f"model {model}: {text}") from None
     context = context_length(cfg)
-    if context is not None and config.capability_max_length > context:
+    reads_text = bool({"capability_kfac", "input_covariance", "edit_kfac"} & set(editor.statistics))
+    if reads_text and context is not None and config.capability_max_length > context:
         raise SettingError("capability_max_length", f"{config.capability_max_length} tokens, but model "
                            f"{model} has {context} positions")
-    tok = _tokenizer(model, tokenizer)
-    if tok is not None and model.startswith("random:"):
-        vocab = SHAPE_PRESETS[model.split(":", 1)[1]]["vocab_size"]
-        if len(tok) > vocab:
-            raise SettingError("tokenizer", f"{tokenizer!r} has {len(tok)} tokens but {model} has vocab_size "
-                               f"{vocab}: its token ids would index past the embedding; use a tokenizer "
-                               "with at most that many tokens, or a larger shape preset")
     if tok is not None and context is not None and requests:
         _check_lengths(tok, requests, context, model)
     return {"modules": modules, "context": context, "names": [n for n, _ in net.named_modules()]}

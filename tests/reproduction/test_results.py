@@ -23,8 +23,8 @@ def test_validate_result_refuses_nan_and_infinity_naming_the_field():
     validate_result(record)
     record["metrics"]["after"]["teacher_forced"]["scores"]["rel"] = float("nan")
     record["timings"]["total_s"] = float("inf")
-    with pytest.raises(ValueError, match=r"result field metrics.after.teacher_forced.scores.rel: not a finite "
-                                         r"number \(NaN or infinity\), and 1 more"):
+    where = r"result field metrics.after.teacher_forced.scores.rel"
+    with pytest.raises(ValueError, match=where + r": not a finite number \(NaN or infinity\), and 1 more"):
         validate_result(record)
     assert nonfinite_paths(record) == ["metrics.after.teacher_forced.scores.rel", "timings.total_s"]
 
@@ -49,7 +49,8 @@ def test_a_diverged_run_is_written_as_strict_json_and_never_counts(tmp_path):
     validate_result(back)  # a valid record of a diverged run ...
     assert result_problem(back) == ("the run diverged (metrics.after.teacher_forced.scores.rel was not "
                                     "finite)")  # ... that is not a result
-    assert read_results(tmp_path) == [] and read_results(tmp_path, include_diverged=True)[0]["run_id"] == "div"
+    assert read_results(tmp_path) == []
+    assert read_results(tmp_path, include_diverged=True)[0]["run_id"] == "div"
 
 
 def test_result_problem_of_a_sound_and_an_empty_record():

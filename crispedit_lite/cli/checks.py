@@ -173,9 +173,12 @@ def device(name: str) -> str:
     if dev.type == "meta":
         raise UsageError(f"argument --device: {name!r} holds no weights and cannot train; expected cpu, "
                          "cuda or cuda:N")
-    if dev.type not in ("cpu", "cuda"):
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
         raise UsageError(f"argument --device: {name!r} is not a device this package runs on; expected "
                          "cpu, cuda or cuda:N")
+    backend = getattr(torch.backends, "mps", None) if dev.type == "mps" else getattr(torch, "xpu", None)
+    if dev.type in ("mps", "xpu") and not (backend is not None and backend.is_available()):
+        raise UsageError(f"argument --device: {name!r} asked for, but it is not available here")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"argument --device: {name!r} asked for, but CUDA is not available here")

@@ -62,6 +62,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Checked settings, with the preset's defaults filled in (before any model is loaded)."""
     from crispedit_lite.editing import EditConfig, cpu_config
     from crispedit_lite.reproduction import preflight
+    from crispedit_lite.reproduction.preflight_model import check_structure
 
     checks.model(args.model, args.tokenizer)
     checks.tokenizer(args.tokenizer)
@@ -87,7 +88,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache_dir is not None:
         preflight.check_cache_dir(args.cache_dir)
     preflight.check_sources(s["source"])
-    preflight.check_structure(config, args.model, args.tokenizer)
+    check_structure(config, args.model, args.tokenizer)
     return s
 
 

@@ -9,11 +9,10 @@ entry, no lock). It refuses
   dtype the device cannot train in (float16 on a CPU), the meta device;
 * a device map naming a device this machine does not have, or a module the model does not have;
 * edited layers out of range and module patterns that match nothing, found on the model's skeleton
-  (its modules on the meta device, :mod:`crispedit_lite.models.structure`), exactly as
-  :func:`~crispedit_lite.editing.edit` resolves them after loading;
-* edit records the method cannot use: none at all, a subject missing from its prompt (MEMIT-style
-  editors locate the subject's last token), or a prompt with its answer longer than the model's
-  context;
+  (its modules on the meta device), exactly as :func:`~crispedit_lite.editing.edit` resolves them
+  after loading, and edit records the method cannot use: none at all, a subject missing from its
+  prompt (MEMIT-style editors locate the subject's last token), or a prompt with its answer longer
+  than the model's context (:mod:`crispedit_lite.reproduction.preflight_model`);
 * sources that need a network while Hugging Face's offline mode is set (Wikipedia capability text,
   lm-eval's task data), and output folders that cannot be written (probed with a temporary file,
   which also catches read-only and pseudo file systems).
@@ -34,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MAX_SEED", "SettingError", "check_cache_dir", "check_data_source", "check_device",
-           "check_map_modules", "check_outputs", "check_settings", "check_sources", "check_structure",
-           "hf_offline", "preflight"]
+           "check_map_modules", "check_outputs", "check_settings", "check_sources", "hf_offline", "preflight"]
 
 #: Seeds are used by ``torch.manual_seed``, ``random.Random`` and NumPy: ``0 <= seed < 2**32``.
 MAX_SEED = 2**32 - 1
@@ -248,99 +246,13 @@ def check_data_source(data: str) -> None:
                            "and offline mode is set; download it once online, or pass a local JSON file")
 
 
-def _tokenizer(model: str, tokenizer: str | None) -> Any | None:
-    from transformers import AutoTokenizer
-
-    from crispedit_lite.models.structure import model_folder
-
-    source = tokenizer or model_folder(model)
-    if source is None:
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError) as err:
-        raise SettingError("tokenizer", f"{str(source)!r} cannot be loaded as a tokenizer "
-                           f"({' '.join(str(err).split())[:160]})") from None
-
-
-def check_structure(config: Any, model: str, tokenizer: str | None = None, requests: Sequence[Any] = (),
-                    ) -> dict[str, Any]:
-    """Layers, module pattern, context and records against the model's config and tokenizer.
-
-    Returns ``{"modules": [...], "context": int | None, "names": [every module name]}`` (empty when
-    the config is not at hand).
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
-    from crispedit_lite.editing.registry import get_editor
-    from crispedit_lite.models.presets import SHAPE_PRESETS, resolve_edit_modules
-    from crispedit_lite.models.structure import context_length, model_config, skeleton
-
-    editor = get_editor(config.method)
-    if editor.update == "closed_form" and "input_covariance" in editor.statistics:
-        from crispedit_lite.editing.loops.keys_values import subject_span
-
-        for i, r in enumerate(requests):
-            try:
-                subject_span(r.prompt, r.subject, r.case_id if r.case_id is not None else i)
-            except ValueError as err:
-                raise SettingError("data", f"{err} (method {config.method} edits at the subject's last "
-                                   "token)") from None
-    cfg = model_config(model)
-    if cfg is None:
-        return {}
-    tok = _tokenizer(model, tokenizer)
-    if tok is not None and model.startswith("random:"):
-        vocab = SHAPE_PRESETS[model.split(":", 1)[1]]["vocab_size"]
-        if len(tok) > vocab:
-            raise SettingError("tokenizer", f"{tokenizer!r} has {len(tok)} tokens but {model} has vocab_size "
-                               f"{vocab}: its token ids would index past the embedding; use a tokenizer "
-                               "with at most that many tokens, or a larger shape preset")
-    net = skeleton(cfg)
-    layers = list(config.layers) if config.layers is not None else None
-    try:
-        modules = resolve_edit_modules(net, config.module_pattern, layers)
-        if editor.update == "closed_form" and editor.presets and layers is None:
-            if editor.preset(net) is None:
-                raise ValueError(f"method {config.method!r} has no preset of edited layers for this model "
-                                 f"(presets: {sorted(editor.presets)}); give the layers")
-    except ValueError as err:
-        text = str(err)
-        by_pattern = text.startswith("no module matches") or "placeholder" in text or "nn.Linear" in text
-        raise SettingError("module_pattern" if by_pattern else "layers", f"model {model}: {text}") from None
-    context = context_length(cfg)
-    reads_text = bool({"capability_kfac", "input_covariance", "edit_kfac"} & set(editor.statistics))
-    if reads_text and context is not None and config.capability_max_length > context:
-        raise SettingError("capability_max_length", f"{config.capability_max_length} tokens, but model "
-                           f"{model} has {context} positions")
-    if tok is not None and context is not None and requests:
-        _check_lengths(tok, requests, context, model)
-    return {"modules": modules, "context": context, "names": [n for n, _ in net.named_modules()]}
-
-
-def _check_lengths(tok: Any, requests: Sequence[Any], context: int, model: str) -> None:
-    """Every prompt with its answer fits the model's context."""
-    texts, where = [], []
-    for i, r in enumerate(requests):
-        rid = r.case_id if r.case_id is not None else i
-        for field, prompt, answer in (("prompt + target_new", r.prompt, r.target_new),
-                                      ("rephrase_prompt + target_new", r.rephrase_prompt, r.target_new),
-                                      ("locality_prompt + locality_answer", r.locality_prompt,
-                                       r.locality_answer or "")):
-            if prompt:
-                texts.append(f"{prompt} {answer}".strip())
-                where.append((rid, field))
-    lengths = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
-    for n, (rid, field) in zip(lengths, where):
-        if n > context:
-            raise SettingError("data", f"edit record {rid!r}: {field} is {n:,} tokens, but model {model} has "
-                               f"{context:,} positions; shorten it or drop the record")
-
-
 def preflight(config: Any, *, model: str, tokenizer: str | None, requests: Sequence[Any], device: str,
               dtype: str, device_map: str | Mapping[str, Any] | None, evals: Sequence[str],
               results_dir: str | os.PathLike, run_id: str | None = None, save_model: str | None = None,
               cache_dir: str | os.PathLike | None = None, capability: bool = True) -> dict[str, Any]:
-    """Every check of this module, in order of cost; ``check_structure``'s answer.
+    """Every check of this module and :mod:`~crispedit_lite.reproduction.preflight_model`, cheapest first.
+
+    Returns :func:`~crispedit_lite.reproduction.preflight_model.check_structure`'s answer.
 
     ``capability``: the method reads capability text (its source must then be reachable).
     Derived in notebook ``09_reproduce_llama3_8b``.
@@ -351,6 +263,8 @@ def preflight(config: Any, *, model: str, tokenizer: str | None, requests: Seque
     check_device(device, dtype, device_map)
     check_outputs(results_dir, run_id, save_model, cache_dir)
     check_sources(config.capability_source if capability else None, evals)
+    from crispedit_lite.reproduction.preflight_model import check_structure
+
     info = check_structure(config, model, tokenizer, requests)
     check_map_modules(device_map, info.get("names", ()))
     return info

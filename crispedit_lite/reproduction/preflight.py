@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from crispedit_lite.reproduction.setting_error import SettingError
+
 __all__ = ["MAX_SEED", "SettingError", "check_cache_dir", "check_data_source", "check_device",
            "check_map_modules", "check_outputs", "check_settings", "check_sources", "hf_offline", "preflight"]
 
@@ -41,17 +43,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 # Hugging Face dataset repositories of lm-eval's paper tasks (evaluation.harness.PAPER_TASKS).
 _LM_EVAL_DATASETS = ("cais/mmlu", "openai/gsm8k", "google/IFEval", "allenai/ai2_arc",
                      "truthfulqa/truthful_qa")
-
-
-class SettingError(ValueError):
-    """A setting refused before any weights load: ``setting`` names it (``"layers"``, ``"device_map"``).
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}")
-        self.setting, self.message = setting, message
 
 
 def hf_offline() -> bool:

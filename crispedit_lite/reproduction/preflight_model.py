@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from crispedit_lite.reproduction.preflight import SettingError
+from crispedit_lite.reproduction.setting_error import SettingError
 
 __all__ = ["check_structure"]
 

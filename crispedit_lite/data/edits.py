@@ -256,7 +256,7 @@ def drop_duplicates(requests: Sequence[EditRequest]) -> tuple[list[EditRequest],
     """The requests without repeats of the same edit (same ``prompt`` and ``target_new``).
 
     Returns ``(kept, dropped)`` where ``dropped`` lists ``(index, index of the first copy)``; the
-    first copy of each edit is kept, in order. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    first copy of each edit is kept, in order. Described on the book page ``running``.
     """
     first: dict[tuple[str, str], int] = {}
     kept, dropped = [], []

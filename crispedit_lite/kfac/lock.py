@@ -76,7 +76,7 @@ def file_lock(path: str | os.PathLike, timeout: float | None = None, poll: float
     ``TimeoutError`` names the lock and its holder. While waiting, one line on stderr says whom it
     waits for and for how long at most. The lock file is removed when the block ends. Without
     ``fcntl`` (Windows) nothing is locked.
-    Derived in notebook ``04_kfac_step_by_step``.
+    Described on the book page ``running``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ valid, and two folders with different weights never share one. The identity is, 
 Folder digests are remembered in ``$CRISPEDIT_CACHE/digests.json`` by (path, size, modification
 time), so a large checkpoint is read once.
 
-Derived in notebook ``06_crispedit_on_a_small_lm``.
+Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _versions(model: nn.Module) -> tuple[int, int]:
 def tag_model(model: nn.Module, identity: str) -> nn.Module:
     """Attach ``identity`` (valid until a parameter changes in place) to ``model``; return the model.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     object.__setattr__(model, _ATTR, (identity, _versions(model)))
     return model
@@ -62,7 +62,7 @@ def _parameter_digest(model: nn.Module) -> str:
 def model_identity(model: nn.Module) -> str:
     """The model's content identity: its valid tag (:func:`tag_model`), else a digest of its parameters.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     tag: Any = getattr(model, _ATTR, None)
     if tag is not None and tag[1] == _versions(model):
@@ -100,7 +100,7 @@ def folder_digest(folder: str | os.PathLike) -> str:
 
     Each file's digest is remembered by (resolved path, size, modification time) in
     ``$CRISPEDIT_CACHE/digests.json`` (written atomically, skipped when that folder is read-only).
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     from crispedit_lite.atomic import write_json_atomic
 

@@ -8,7 +8,7 @@ config comes from :data:`~crispedit_lite.models.presets.SHAPE_PRESETS` for ``ran
 converted) or the Hugging Face cache for a hub id. A model whose config cannot be had cheaply (an
 embedded model not converted yet) gets ``None``, and its checks run after loading, as before.
 
-Derived in notebook ``06_crispedit_on_a_small_lm``.
+Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["context_length", "model_config", "model_folder", "skeleton"]
 def model_folder(name: str) -> Path | None:
     """The local folder of a model's ``config.json`` and tokenizer (``None``: a random or unconverted model).
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     from crispedit_lite.models.embedded import EMBEDDED_MODELS, cache_root
 
@@ -50,7 +50,7 @@ def model_config(name: str) -> Any | None:
     """The transformers config of model ``name`` without its weights, or ``None`` when not at hand.
 
     Raises ``ValueError`` when the config exists but cannot be read.
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     from transformers import AutoConfig
 
@@ -72,7 +72,7 @@ def model_config(name: str) -> Any | None:
 def skeleton(config: Any) -> nn.Module:
     """The model of ``config`` with every parameter on the meta device (no memory, no initialisation).
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     from transformers import AutoModelForCausalLM
 
@@ -83,7 +83,7 @@ def skeleton(config: Any) -> nn.Module:
 def context_length(config: Any) -> int | None:
     """The number of positions the model was built for (``max_position_embeddings``), if it states one.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Described on the book page ``running``.
     """
     cfg = getattr(config, "text_config", None) or config
     value = getattr(cfg, "max_position_embeddings", None)

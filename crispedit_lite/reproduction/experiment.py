@@ -58,7 +58,7 @@ def check_output_dir(path: str | Path, what: str) -> Path:
 class RunDiverged(ValueError):
     """A run whose record held NaN or infinity: written as diverged (``path``), not a result.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
 
     def __init__(self, path: Path, where: Sequence[str]) -> None:
@@ -74,7 +74,7 @@ def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = 
 
     A record that repeats an earlier one (same prompt and target) is dropped; ``dropped`` lists
     ``(its position in the file, the position of the first copy)``. Without repeats the requests are
-    exactly those of :func:`load_requests`. Derived in notebook ``09_reproduce_llama3_8b``.
+    exactly those of :func:`load_requests`. Described on the book page ``running``.
     """
     import random
 

@@ -15,7 +15,7 @@ Before a cell runs again, :func:`set_aside` renames the results JSONs of its unf
 that nothing is deleted and :func:`~crispedit_lite.reproduction.results.read_results` sees only
 results that count.
 
-Derived in notebook ``09_reproduce_llama3_8b``.
+Described on the book page ``reproducing``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["marker_path", "marker_problem", "new_result", "set_aside", "sha256_f
 def sha256_file(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -45,7 +45,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def marker_path(results_root: Path, cell: str) -> Path:
     """``RESULTS_ROOT/<cell>.done.json``.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     return results_root / f"{cell}.done.json"
 
@@ -60,7 +60,7 @@ def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 def marker_problem(results_root: Path, cell: str, parameters: Path) -> tuple[str | None, Path | None]:
     """``(why the cell is not finished, None)`` or ``(None, its result)``.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     from crispedit_lite.reproduction.results import result_problem
 
@@ -98,7 +98,7 @@ def marker_problem(results_root: Path, cell: str, parameters: Path) -> tuple[str
 def new_result(cell_dir: Path, before: set[str]) -> tuple[Path | None, str | None]:
     """The one results JSON a run added to ``cell_dir`` (not in ``before``) if it counts, else why not.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     from crispedit_lite.reproduction.results import result_problem
 
@@ -119,7 +119,7 @@ def new_result(cell_dir: Path, before: set[str]) -> tuple[Path | None, str | Non
 def set_aside(cell_dir: Path, keep_suffix: str = "unfinished") -> list[Path]:
     """Rename every ``*.json`` of ``cell_dir`` to ``<name>.json.<keep_suffix>``; the new paths.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     moved = []
     for p in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
@@ -135,7 +135,7 @@ def set_aside(cell_dir: Path, keep_suffix: str = "unfinished") -> list[Path]:
 def write_marker(results_root: Path, cell: str, result: Path, notebook: Path, parameters: Path) -> Path:
     """Write the cell's marker atomically (the last step of a finished cell); its path.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     from crispedit_lite.atomic import write_json_atomic
 

@@ -19,7 +19,7 @@ entry, no lock). It refuses
 
 Each refusal is a :class:`SettingError` naming the setting and what was expected.
 
-Derived in notebook ``09_reproduce_llama3_8b``.
+Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _LM_EVAL_DATASETS = ("cais/mmlu", "openai/gsm8k", "google/IFEval", "allenai/ai2_
 def hf_offline() -> bool:
     """Whether Hugging Face's offline mode is set (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``).
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     return any(os.environ.get(v, "0").strip().lower() not in ("0", "", "false", "no", "off")
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
@@ -73,7 +73,7 @@ def _dataset_cached(repo: str) -> bool:
 def check_settings(config: Any) -> None:
     """Learning rate, layers, seed and capability text length of an ``EditConfig``.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
         raise SettingError("lr", f"the learning rate must be a finite positive number, got {config.lr}")
@@ -94,7 +94,7 @@ def check_settings(config: Any) -> None:
 def check_device(device: str, dtype: str, device_map: str | Mapping[str, Any] | None = None) -> None:
     """The device exists and can train in ``dtype``; the device map names devices this machine has.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     import torch
 
@@ -130,7 +130,7 @@ def check_device(device: str, dtype: str, device_map: str | Mapping[str, Any] | 
 def check_map_modules(device_map: str | Mapping[str, Any] | None, names: Sequence[str]) -> None:
     """Every key of a device map is a module of the model (``""``: the whole model).
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     if not isinstance(device_map, Mapping) or not names:
         return
@@ -179,7 +179,7 @@ def check_outputs(results_dir: str | os.PathLike, run_id: str | None = None, sav
 
     A cache folder may be read-only when it already holds the entry the run needs (checked when the
     entry is looked up); here it must only be a folder, or a path where one can be made.
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     _probe(results_dir, "results_dir")
     if run_id is not None:
@@ -199,7 +199,7 @@ def check_outputs(results_dir: str | os.PathLike, run_id: str | None = None, sav
 def check_cache_dir(cache_dir: str | os.PathLike) -> None:
     """A cache folder: an existing folder (read-only is fine when it holds the entries), or makeable.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     c = Path(cache_dir).expanduser()
     if c.exists() and not c.is_dir():
@@ -211,7 +211,7 @@ def check_cache_dir(cache_dir: str | os.PathLike) -> None:
 def check_sources(capability_source: str | None, evals: Sequence[str] = ()) -> None:
     """Sources that need a network are refused in Hugging Face's offline mode, unless cached.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     if not hf_offline():
         return
@@ -230,7 +230,7 @@ def check_sources(capability_source: str | None, evals: Sequence[str] = ()) -> N
 def check_data_source(data: str) -> None:
     """An ``hf:owner/name`` edit set needs the network unless it is cached.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     if str(data).startswith("hf:") and hf_offline() and not _dataset_cached(str(data)[3:]):
         raise SettingError("data", f"{data!r} is a Hugging Face dataset that is not in the local cache, "
@@ -246,7 +246,7 @@ def preflight(config: Any, *, model: str, tokenizer: str | None, requests: Seque
     Returns :func:`~crispedit_lite.reproduction.preflight_model.check_structure`'s answer.
 
     ``capability``: the method reads capability text (its source must then be reachable).
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     check_settings(config)
     if not requests:

@@ -9,7 +9,7 @@ MEMIT-style editors need each record's subject inside its prompt. Refusals are
 :class:`~crispedit_lite.reproduction.preflight.SettingError` s; :func:`check_structure` is part of
 :func:`~crispedit_lite.reproduction.preflight.preflight`.
 
-Derived in notebook ``09_reproduce_llama3_8b``.
+Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
 
     Returns ``{"modules": [...], "context": int | None, "names": [every module name]}`` (empty when
     the config is not at hand).
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
     from crispedit_lite.editing.registry import get_editor
     from crispedit_lite.models.presets import SHAPE_PRESETS, resolve_edit_modules

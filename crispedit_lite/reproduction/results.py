@@ -130,7 +130,7 @@ def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
 def nonfinite_paths(obj: Any, where: str = "") -> list[str]:
     """Key paths (``metrics.after.proxies.perplexity``, ``edit.train[0].epoch_losses[3]``) of NaN or inf.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``reproducing``.
     """
     if isinstance(obj, float):
         return [] if math.isfinite(obj) else [where or "(the value)"]
@@ -165,7 +165,7 @@ def result_problem(result: dict[str, Any]) -> str | None:
     """Why ``result`` does not count as a finished run (``None``: it does).
 
     It must pass :func:`validate_result`, must not be a diverged run, and must hold metrics measured
-    after the edit. Derived in notebook ``09_reproduce_llama3_8b``.
+    after the edit. Described on the book page ``reproducing``.
     """
     try:
         validate_result(result)

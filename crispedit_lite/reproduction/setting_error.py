@@ -1,6 +1,6 @@
 """The error of a setting refused before any weights load: it names the setting (and the CLI its flag).
 
-Derived in notebook ``09_reproduce_llama3_8b``.
+Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ class SettingError(ValueError):
     """A setting refused before any weights load: ``setting`` names it (``"layers"``, ``"device_map"``).
 
     ``str(err)`` is ``"<setting>: <message>"``; the command line prints ``argument <flag>: <message>``.
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Described on the book page ``running``.
     """
 
     def __init__(self, setting: str, message: str) -> None:

@@ -10,7 +10,11 @@ valid, and two folders with different weights never share one. The identity is, 
   files are named by their SHA-256 already), or ``random:<preset>`` with its seed and overrides;
 * otherwise, or once any parameter has changed in place since it was tagged (an edit, an optimiser
   step: PyTorch counts in-place changes in each tensor's version), a SHA-256 over the parameters'
-  names, dtypes, shapes and bytes.
+  names, dtypes, shapes and bytes. An edit that was undone (``EditResult.restore`` copies the
+  original weights back) keeps the tag: the first time the identity is asked for, a fingerprint of
+  the weights is taken (per parameter, the exact integer sum of its elements' bit patterns, computed
+  where the weights live), and a model whose weights changed in place but match that fingerprint
+  again is the tagged model.
 
 Folder digests are remembered in ``$CRISPEDIT_CACHE/digests.json`` by (path, size, modification
 time), so a large checkpoint is read once.
@@ -42,12 +46,24 @@ def _versions(model: nn.Module) -> tuple[int, int]:
 
 
 def tag_model(model: nn.Module, identity: str) -> nn.Module:
-    """Attach ``identity`` (valid until a parameter changes in place) to ``model``; return the model.
+    """Attach ``identity`` (valid while the weights are the tagged ones) to ``model``; return the model.
 
     Described on the book page ``running``.
     """
-    object.__setattr__(model, _ATTR, (identity, _versions(model)))
+    object.__setattr__(model, _ATTR, (identity, _versions(model), None))
     return model
+
+
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """Per parameter, the sum of its elements' bit patterns as integers (exact, order-free), hashed."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        bits = p.detach().reshape(-1).view(_INT_VIEW[p.element_size()])
+        h.update(f"{name}:{p.dtype}:{tuple(p.shape)}:{int(bits.sum(dtype=torch.int64))};".encode())
+    return h.hexdigest()
 
 
 def _parameter_digest(model: nn.Module) -> str:
@@ -65,8 +81,17 @@ def model_identity(model: nn.Module) -> str:
     Described on the book page ``running``.
     """
     tag: Any = getattr(model, _ATTR, None)
-    if tag is not None and tag[1] == _versions(model):
-        return str(tag[0])
+    if tag is None:
+        return _parameter_digest(model)
+    identity, versions, seen = tag
+    now, dtypes = _versions(model), tuple(p.dtype for p in model.parameters())
+    if versions == now:
+        if seen is None or seen[0] != dtypes:  # still the tagged weights: remember what they look like
+            object.__setattr__(model, _ATTR, (identity, now, (dtypes, _fingerprint(model))))
+        return str(identity)
+    if seen is not None and seen[0] == dtypes and _fingerprint(model) == seen[1]:  # an edit undone
+        object.__setattr__(model, _ATTR, (identity, now, seen))
+        return str(identity)
     return _parameter_digest(model)
 
 

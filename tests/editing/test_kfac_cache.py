@@ -379,9 +379,13 @@ def test_the_key_follows_the_weights_not_the_path(tok, tmp_path):
     net, _ = load_model(str(tmp_path / "moved"))
     other = _cap(net, tok, tmp_path / "cache")[1]
     assert not other["hit"] and other["cache"] != info["cache"]
-    with torch.no_grad():  # an edit in memory changes what the model is
+    with torch.no_grad():  # an edit in memory changes what the model is ...
         net.model.layers[1].mlp.down_proj.weight.mul_(2)
     assert not _cap(net, tok, tmp_path / "cache")[1]["hit"]
+    with torch.no_grad():  # ... and undoing it (bit for bit) makes it the loaded model again
+        net.model.layers[1].mlp.down_proj.weight.div_(2)
+    undone = _cap(net, tok, tmp_path / "cache")[1]
+    assert undone["hit"] and undone["cache"] == other["cache"]
 
 
 def test_entries_of_the_older_format_are_reported_once_not_used(model, tok, tmp_path):

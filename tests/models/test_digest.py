@@ -17,10 +17,17 @@ def test_a_tag_holds_until_a_parameter_changes_in_place():
     assert model_identity(net) == "random:tiny-llama:seed3"
     net.to(torch.float64)  # a dtype (recorded in the cache key on its own) is not a change of content
     assert model_identity(net) == "random:tiny-llama:seed3"
+    weight = net.model.layers[0].mlp.down_proj.weight
+    original = weight.detach().clone()
     with torch.no_grad():
-        net.model.layers[0].mlp.down_proj.weight[0, 0] += 1
+        weight[0, 0] += 1
     changed = model_identity(net)
     assert changed.startswith("parameters-sha256:") and changed == model_identity(net)
+    with torch.no_grad():
+        weight.copy_(original)  # the edit undone, as EditResult.restore does
+    assert model_identity(net) == "random:tiny-llama:seed3"
+    with torch.no_grad():
+        weight[0, 0] += 1
     other = random_init_model("tiny-llama", seed=3, dtype=torch.float64)
     assert model_identity(tag_model(other, "x")) == "x"
     untagged = random_init_model("tiny-llama", seed=3).to(torch.float64)

@@ -16,6 +16,7 @@ embedded models' cache, saved edited models, result records, graders' reports an
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -28,6 +29,9 @@ from typing import IO, Any
 
 __all__ = ["atomic_path", "atomic_open", "write_bytes_atomic", "write_text_atomic", "write_json_atomic",
            "current_umask"]
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def current_umask() -> int:
@@ -120,6 +124,11 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False,
     try:
         yield tmp
         _publish(tmp, path, directory, overwrite)
+    except OSError as err:
+        if err.errno in _FULL:  # name the target, not the temporary (which is removed below)
+            raise OSError(err.errno, f"no space left on the device of {path}; nothing was written there",
+                          str(path)) from err
+        raise
     finally:
         _remove(tmp)
 

@@ -10,9 +10,13 @@ The same command edits a hub model on a GPU (``--model meta-llama/Meta-Llama-3-8
 for timing (``--model random:llama3-8b-shape --tokenizer DIR``). ``collect-kfac`` fills the K-FAC
 cache first (also under ``torchrun``), ``reproduce`` runs paper table cells resumably.
 
-A mistake in the command (an argument, a data record, a file, a model name) is one line on stderr,
-``error: ...``, with exit status 2 and nothing written; ``--debug`` shows the traceback instead.
-Every check runs before a model is loaded. Any other exception keeps its traceback.
+A mistake in the command (an argument, a data record, a file, a model name, a setting the method
+does not read) is one line on stderr, ``error: ...``, with exit status 2 and nothing written;
+``--debug`` shows the traceback instead. Every check that needs only the arguments, the data, the
+tokenizer or the model's config runs before the weights load
+(:mod:`crispedit_lite.reproduction.preflight`). Trouble with the machine (a full disk, a network
+that cannot be reached, a lock held too long) and a diverged run are one line and exit 2 as well.
+Any other exception keeps its traceback.
 Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
@@ -70,6 +74,25 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
+def _message(err: BaseException, argv: list[str]) -> str:
+    """One line for ``err``: a refused setting by its flag, an OS error by its cause and file."""
+    from crispedit_lite.reproduction.preflight import SettingError
+
+    if isinstance(err, SettingError):
+        from crispedit_lite.cli import collect, edit
+
+        flags = collect.FLAGS if argv[:1] == ["collect-kfac"] else edit.FLAGS
+        if err.setting in flags:
+            return f"argument {flags[err.setting]}: {err.message}"
+    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, PermissionError)) \
+            and err.strerror and err.args[1:2] == (err.strerror,):
+        where = f": {err.filename}" if err.filename and str(err.filename) not in err.strerror else ""
+        return f"{err.strerror}{where}"
+    if isinstance(err, RecursionError):
+        return "input nested too deeply (a JSON file or value of thousands of levels?)"
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m crispedit_lite``; the exit status (2: a mistake in the command).
 
@@ -78,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return _run(argv)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+    except (ValueError, OSError, RecursionError) as err:
         if "--debug" in argv:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = " ".join(_message(err, argv).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["UsageError", "device", "device_map", "evals", "gamma", "layers", "method", "model",
-           "positive", "settings", "tokenizer"]
+           "positive", "seed", "settings", "tokenizer"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -41,12 +42,24 @@ def gamma(value: float | None, arg: str = "--gamma") -> float | None:
 
 
 def positive(value: float | None, arg: str) -> Any:
-    """A positive number, or ``None``.
+    """A finite positive number, or ``None``.
 
     Described on the book page ``running``.
     """
-    if value is not None and not value > 0:
-        raise UsageError(f"argument {arg}: expected a positive number, got {value}")
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"argument {arg}: expected a finite positive number, got {value}")
+    return value
+
+
+def seed(value: int) -> int:
+    """A seed in :math:`[0, 2^{32})` (``torch``, ``random`` and NumPy all accept it).
+
+    Described on the book page ``running``.
+    """
+    from crispedit_lite.reproduction.preflight import MAX_SEED
+
+    if not 0 <= value <= MAX_SEED:
+        raise UsageError(f"argument --seed: expected an integer in [0, 2**32 - 1], got {value}")
     return value
 
 
@@ -62,7 +75,12 @@ def layers(text: str | None) -> tuple[int, ...] | None:
         bad = next(p for p in parts if not re.fullmatch(r"\d+", p))
         raise UsageError(f"argument --layers: expected comma-separated layer indices such as 19,20,21; "
                          f"{bad!r} in {text!r} is not a non-negative integer")
-    return tuple(int(p) for p in parts)
+    out = tuple(int(p) for p in parts)
+    twice = [i for n, i in enumerate(out) if i in out[:n]]
+    if twice:
+        raise UsageError(f"argument --layers: layer {twice[0]} is given twice in {text!r}; name each edited "
+                         "layer once (a repeated layer would be stepped twice per step)")
+    return out
 
 
 def method(name: str) -> str:
@@ -152,6 +170,15 @@ def device(name: str) -> str:
     except RuntimeError:
         raise UsageError(f"argument --device: {name!r} is not a device; expected cpu, cuda or cuda:N") \
             from None
+    if dev.type == "meta":
+        raise UsageError(f"argument --device: {name!r} holds no weights and cannot train; expected cpu, "
+                         "cuda or cuda:N")
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise UsageError(f"argument --device: {name!r} is not a device this package runs on; expected "
+                         "cpu, cuda or cuda:N")
+    backend = getattr(torch.backends, "mps", None) if dev.type == "mps" else getattr(torch, "xpu", None)
+    if dev.type in ("mps", "xpu") and not (backend is not None and backend.is_available()):
+        raise UsageError(f"argument --device: {name!r} asked for, but it is not available here")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"argument --device: {name!r} asked for, but CUDA is not available here")
@@ -172,10 +199,12 @@ def device_map(value: str | None) -> str | dict[str, Any] | None:
             parsed = json.loads(value)
         except json.JSONDecodeError as err:
             raise UsageError(f"argument --device-map: not valid JSON ({err.msg} at char {err.pos})") from None
+        except RecursionError:
+            raise UsageError("argument --device-map: JSON nested too deeply to be a device map") from None
     elif Path(value).is_file():
         try:
             parsed = json.loads(Path(value).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError):
             raise UsageError(f"argument --device-map: file {value!r} is not a JSON object") from None
     else:
         raise UsageError(f"argument --device-map: expected one of {', '.join(_DEVICE_MAPS)}, a JSON object "
@@ -183,6 +212,12 @@ def device_map(value: str | None) -> str | dict[str, Any] | None:
     if not isinstance(parsed, dict):
         raise UsageError(f"argument --device-map: expected a JSON object (module -> device), got "
                          f"{type(parsed).__name__}")
+    from crispedit_lite.reproduction.preflight import SettingError, check_device
+
+    try:
+        check_device("cpu", "float32", parsed)  # each value is a device this machine has
+    except SettingError as err:
+        raise UsageError(f"argument --device-map: {err.message}") from None
     return parsed
 
 

@@ -21,7 +21,12 @@ from typing import Any
 
 from crispedit_lite.cli import checks
 
-__all__ = ["add_parser", "run_collect"]
+__all__ = ["FLAGS", "add_parser", "run_collect"]
+
+#: The flag of each setting that a check before loading may refuse (preflight.SettingError.setting).
+FLAGS = {"layers": "--layers", "module_pattern": "--module-pattern", "seed": "--seed", "device": "--device",
+         "dtype": "--dtype", "capability_max_length": "--max-length",
+         "capability_source": "--capability-source", "cache_dir": "--cache-dir", "tokenizer": "--tokenizer"}
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -56,11 +61,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Checked settings, with the preset's defaults filled in (before any model is loaded)."""
     from crispedit_lite.editing import EditConfig, cpu_config
-    from crispedit_lite.reproduction.experiment import check_output_dir
+    from crispedit_lite.reproduction import preflight
+    from crispedit_lite.reproduction.preflight_model import check_structure
 
     checks.model(args.model, args.tokenizer)
     checks.tokenizer(args.tokenizer)
     checks.device(args.device)
+    checks.seed(args.seed)
     for name in ("n_capability", "max_length", "checkpoint_every"):
         checks.positive(getattr(args, name), "--" + name.replace("_", "-"))
     if args.preset == "paper" and args.n_capability is None:
@@ -68,16 +75,21 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                                 "for LLaMA-3-8B, 1,000 for Qwen-2.5-1.5B and Table 4, 30-200 for "
                                 "CrispEdit-Seq)")
     base = cpu_config("crispedit") if args.preset == "cpu" else EditConfig()
+    s = {"layers": checks.layers(args.layers), "pattern": args.module_pattern or base.module_pattern,
+         "n": args.n_capability or base.n_capability,
+         "source": args.capability_source or base.capability_source,
+         "max_length": args.max_length or base.capability_max_length,
+         "labels": args.kfac_labels or base.kfac_labels}
+    # the same checks an edit run makes before loading: settings, device, sources, the model's shape
+    config = base.with_(layers=s["layers"], module_pattern=s["pattern"], seed=args.seed,
+                        capability_max_length=s["max_length"], capability_source=s["source"])
+    preflight.check_settings(config)
+    preflight.check_device(args.device, args.dtype)
     if args.cache_dir is not None:
-        try:
-            check_output_dir(args.cache_dir, "--cache-dir")
-        except ValueError as err:
-            raise checks.UsageError(f"argument {err}") from None
-    return {"layers": checks.layers(args.layers), "pattern": args.module_pattern or base.module_pattern,
-            "n": args.n_capability or base.n_capability,
-            "source": args.capability_source or base.capability_source,
-            "max_length": args.max_length or base.capability_max_length,
-            "labels": args.kfac_labels or base.kfac_labels}
+        preflight.check_cache_dir(args.cache_dir)
+    preflight.check_sources(s["source"])
+    check_structure(config, args.model, args.tokenizer)
+    return s
 
 
 def _init_distributed(device: str) -> tuple[str, bool]:

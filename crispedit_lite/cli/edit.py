@@ -27,6 +27,12 @@ __all__ = ["add_parser", "build_config", "headline_rows", "run_edit"]
 
 _FIELDS = ("gamma", "epochs", "batch_size", "lr", "n_capability", "capability_source",
            "capability_max_length", "kfac_labels", "chunk_size", "optimizer", "eigh_dtype", "projection")
+#: The flag of each setting that a check before loading may refuse (preflight.SettingError.setting).
+FLAGS = {**{f: "--" + f.replace("_", "-") for f in _FIELDS}, "layers": "--layers", "seed": "--seed",
+         "device": "--device", "dtype": "--dtype", "device_map": "--device-map", "data": "--data",
+         "results_dir": "--results-dir", "run_id": "--run-id", "save_model": "--save-model",
+         "cache_dir": "--cache-dir", "evals": "--eval", "tokenizer": "--tokenizer",
+         "module_pattern": "--set module_pattern"}
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -93,7 +99,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     import os
 
-    from crispedit_lite.reproduction.experiment import check_output_dir
+    from crispedit_lite.reproduction.preflight import check_device, check_outputs, check_sources
 
     checks.method(args.method)
     flags = {f: "--" + f.replace("_", "-") for f in _FIELDS if getattr(args, f) is not None}
@@ -104,6 +110,7 @@ def _check_args(args: argparse.Namespace) -> None:
                  "chunk_size"):
         checks.positive(getattr(args, name), "--" + name.replace("_", "-"))
     args.layers = checks.layers(args.layers)
+    args.seed = checks.seed(args.seed)
     args.eval = checks.evals(args.eval)
     args.device = checks.device(args.device)
     args.device_map = checks.device_map(args.device_map)
@@ -111,14 +118,9 @@ def _check_args(args: argparse.Namespace) -> None:
     checks.tokenizer(args.tokenizer)
     if args.device_map is not None and args.model.startswith("random:"):
         raise checks.UsageError("argument --device-map: applies to loaded models, not random:<shape>")
-    for arg, what in (("results_dir", "--results-dir"), ("cache_dir", "--cache-dir")):
-        if getattr(args, arg) is not None:
-            try:
-                check_output_dir(getattr(args, arg), what)
-            except ValueError as err:
-                raise checks.UsageError(f"argument {err}") from None
-    if args.run_id is not None and ("/" in args.run_id or args.run_id.startswith(".")):
-        raise checks.UsageError(f"argument --run-id: {args.run_id!r} must be a plain file name")
+    check_device(args.device, args.dtype, args.device_map)
+    check_outputs(args.results_dir, args.run_id, args.save_model, args.cache_dir)
+    check_sources(args.capability_source, args.eval)
     if args.judge and not os.environ.get("OPENAI_API_KEY"):
         raise checks.UsageError("argument --judge: the LLM judge needs OPENAI_API_KEY in the environment")
 
@@ -131,10 +133,12 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | N
     from crispedit_lite.data import read_records
     from crispedit_lite.editing import EditConfig, cpu_config, paper_config
     from crispedit_lite.reproduction.experiment import load_requests
+    from crispedit_lite.reproduction.preflight import check_data_source
 
+    check_data_source(args.data)
     try:  # every record checked before the model loads
         load_requests(args.data, args.format, args.n_edits, args.seed)
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         raise checks.UsageError(f"argument --data: {err}") from None
     changes: dict[str, Any] = {"seed": args.seed}
     changes.update({f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None})
@@ -169,11 +173,19 @@ def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
 
     Described on the book page ``running``.
     """
+    from crispedit_lite.cli.readers import unread_settings
     from crispedit_lite.reproduction.experiment import run_experiment
 
     argv = sys.argv[1:] if argv is None else argv
     _check_args(args)
     config, preset, label = build_config(args)
+    given = {f: FLAGS[f] for f in _FIELDS if getattr(args, f) is not None}
+    given.update({k: f"--set {k}" for k in getattr(args, "set_values", {})})
+    unread = unread_settings(config, given)
+    if unread:
+        field, how, who = unread[0]
+        raise checks.UsageError(f"argument {how.split('=')[0]}: method {args.method} does not read {field} "
+                                f"(read by {who}); leave it out")
     return run_experiment(
         config, model=args.model, tokenizer=args.tokenizer, data=args.data, data_format=args.format,
         dataset_name=label, n_edits=args.n_edits, device=args.device, dtype=args.dtype,

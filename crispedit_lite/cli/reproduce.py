@@ -2,14 +2,23 @@ r"""``python -m crispedit_lite reproduce``: run paper table cells, resumably.
 
 A cell is ``reproduce/<cell>.yaml``: the papermill parameters of notebook ``09_reproduce_llama3_8b``
 (Tables 1, 3, 4, 7, 8) or ``10_reproduce_qwen2_5_1_5b`` (Table 5). ``reproduce CELL`` runs one,
-``reproduce --table table1`` every ``reproduce/table1_*.yaml``. A cell is *finished* when
-``RESULTS_ROOT/<cell>/`` holds a results JSON that passes the schema
-(:func:`crispedit_lite.reproduction.results.validate_result`); finished cells are skipped. Results JSONs are
-written atomically (temp file + rename) and the executed notebook is written under a temporary name
-and renamed when it completes (``<cell>.ipynb``, or ``<cell>.failed.ipynb``), so a run killed at any
-point, even by SIGKILL, leaves nothing that counts as finished, and running the same command again
-resumes: finished cells are skipped, the interrupted one starts again (its K-FAC factors come from
-the cache when they were complete). A failed cell does not stop a table; the summary lists it.
+``reproduce --table table1`` every ``reproduce/table1_*.yaml``. Every file is read and checked
+against its notebook before any cell runs (:mod:`crispedit_lite.cli.cell_files`: YAML, every
+parameter given, no unknown ones, values the notebook accepts); a bad one is one line naming the
+file, line and key, with exit status 2.
+
+A cell is *finished* only when its marker ``RESULTS_ROOT/<cell>.done.json`` exists and still holds
+(:mod:`crispedit_lite.reproduction.finished`): it is written last, after papermill returned success
+and the run's results JSON passed the checks (complete, finite, not diverged), and it names that
+result, its digest, the executed notebook and the digest of the parameter file. A notebook whose
+assertion failed, a run killed at any point (even by SIGKILL, even between writing the JSON and
+saving the executed notebook), a diverged run and an edited parameter file all leave a cell that is
+not finished: the next run of the same command says why and runs it again, after renaming the
+unfinished attempt's JSON to ``<name>.json.unfinished`` (nothing is deleted). The executed notebook
+is written under a temporary name and renamed when it completes (``<cell>.ipynb``, or
+``<cell>.failed.ipynb`` when it failed and what was saved is a readable notebook); a failure message
+names that file only when it exists. K-FAC factors of an interrupted cell come from the cache when
+they were complete. A failed cell does not stop a table; the summary lists it.
 
 Derived in notebook ``09_reproduce_llama3_8b``.
 """
@@ -18,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import re
 from pathlib import Path
@@ -70,42 +78,62 @@ def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
     return [c for c in known if c.startswith(f"{table}_")]
 
 
-def finished_result(results: Path) -> Path | None:
-    """A results JSON of ``results`` that passes the schema (a finished cell), or ``None``.
+def finished_result(results_root: Path, cell: str, root: Path) -> tuple[Path | None, str | None]:
+    """``(result, None)`` when ``cell`` is finished (its marker holds), else ``(None, why not)``.
 
     Described on the book page ``running``.
     """
-    from crispedit_lite.reproduction.results import validate_result
+    from crispedit_lite.reproduction.finished import marker_problem
 
-    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
-        try:
-            validate_result(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, OSError):
-            continue
-        return path
-    return None
+    why, result = marker_problem(results_root, cell, root / "reproduce" / f"{cell}.yaml")
+    return result, why
 
 
-def _run_one(root: Path, cell: str, results_root: Path) -> str:
-    """Execute one cell's notebook; the executed notebook's path. Raises on a failed cell."""
+def _failed_notebook(partial: Path, failed: Path) -> str:
+    """Keep the executed notebook of a failed cell as ``failed`` when it is readable; where it is."""
+    import nbformat
+
+    if not partial.exists():
+        return "no executed notebook was written"
+    try:
+        nbformat.read(str(partial), as_version=4)
+    except Exception as err:  # a truncated file (a full disk), or a run killed mid-write
+        partial.unlink()
+        return f"the executed notebook could not be saved whole ({type(err).__name__}); removed"
+    os.replace(partial, failed)
+    return f"notebook: {failed}"
+
+
+def _run_one(root: Path, cell: str, params: dict[str, Any], results_root: Path) -> tuple[Path, Path]:
+    """Execute one cell's notebook; ``(executed notebook, result)``. Raises on a failed cell."""
     import papermill
-    import yaml
 
-    nb = "10_reproduce_qwen2_5_1_5b" if cell.startswith("table5_") else "09_reproduce_llama3_8b"
-    params = yaml.safe_load((root / "reproduce" / f"{cell}.yaml").read_text(encoding="utf-8"))
-    params["RESULTS_DIR"] = str(results_root / cell)
+    from crispedit_lite.cli.cell_files import notebook_of
+    from crispedit_lite.reproduction.finished import new_result
+
+    params = dict(params, RESULTS_DIR=str(results_root / cell))
     results_root.mkdir(parents=True, exist_ok=True)
+    cell_dir = results_root / cell
+    before = {p.name for p in cell_dir.glob("*.json")} if cell_dir.is_dir() else set()
     partial = results_root / f".{cell}.partial.ipynb"
     try:
-        papermill.execute_notebook(str(root / "notebooks" / f"{nb}.ipynb"), str(partial),
+        papermill.execute_notebook(str(root / "notebooks" / f"{notebook_of(cell)}.ipynb"), str(partial),
                                    parameters=params, cwd=str(root / "notebooks"), log_output=True)
-    except BaseException:
-        if partial.exists():
-            os.replace(partial, results_root / f"{cell}.failed.ipynb")
-        raise
+    except BaseException as err:
+        raise _CellFailed(err, _failed_notebook(partial, results_root / f"{cell}.failed.ipynb")) from err
     out = results_root / f"{cell}.ipynb"
     os.replace(partial, out)
-    return str(out)
+    result, why = new_result(cell_dir, before)
+    if result is None:
+        raise _CellFailed(ValueError(why), f"notebook: {out}")
+    return out, result
+
+
+class _CellFailed(Exception):
+    def __init__(self, cause: BaseException, notebook: str) -> None:
+        lines = str(cause).strip().splitlines()
+        super().__init__(f"{type(cause).__name__}: {lines[-1] if lines else ''} ({notebook})")
+        self.cause = cause
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
@@ -113,29 +141,37 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     Derived in notebook ``09_reproduce_llama3_8b``.
     """
+    from crispedit_lite.cli.cell_files import read_cell
+    from crispedit_lite.reproduction.finished import marker_path, set_aside, write_marker
+
     root = Path(args.root).resolve()
     cells = cells_of(root, args.cell, args.table)
     results_root = Path(args.results_root).expanduser().resolve()
     if results_root.exists() and not results_root.is_dir():
         raise UsageError(f"argument --results-root: {args.results_root!r} is a file; expected a folder")
+    params = {cell: read_cell(root, cell) for cell in cells}  # every file checked before any cell runs
     done, skipped, failed = [], [], []
     for cell in cells:
-        found = finished_result(results_root / cell)
+        found, why = finished_result(results_root, cell, root)
         if found is not None and not args.force:
             print(f"{cell}: finished ({found}); skipped (use --force to run again)", flush=True)
             skipped.append(cell)
             continue
-        print(f"{cell}: running", flush=True)
+        marker_path(results_root, cell).unlink(missing_ok=True)
+        moved = set_aside(results_root / cell, "superseded" if found is not None else "unfinished")
+        note = f"; set aside {', '.join(p.name for p in moved)}" if moved else ""
+        print(f"{cell}: running ({'--force' if found is not None else why}{note})", flush=True)
         try:
-            out = _run_one(root, cell, results_root)
-        except Exception as err:  # one failed cell does not stop the table
-            why = str(err).strip().splitlines()
+            out, result = _run_one(root, cell, params[cell], results_root)
+        except _CellFailed as err:  # one failed cell does not stop the table
+            if isinstance(err.cause, KeyboardInterrupt):
+                raise err.cause from None
             failed.append(cell)
-            print(f"{cell}: FAILED: {type(err).__name__}: {why[-1] if why else ''} "
-                  f"(notebook: {results_root / f'{cell}.failed.ipynb'})", flush=True)
+            print(f"{cell}: FAILED: {err}", flush=True)
             continue
+        write_marker(results_root, cell, result, out, root / "reproduce" / f"{cell}.yaml")
         done.append(cell)
-        print(f"{cell}: done; executed {out}; results in {results_root / cell}", flush=True)
+        print(f"{cell}: done; executed {out}; result {result}", flush=True)
     print(f"summary: {len(cells)} cell(s): {len(done)} done, {len(skipped)} skipped (finished), "
           f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

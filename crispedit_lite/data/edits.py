@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EditRequest", "BUILTIN_EDIT_SETS", "FORMATS", "load_edits", "parse_records",
+__all__ = ["EditRequest", "BUILTIN_EDIT_SETS", "FORMATS", "drop_duplicates", "load_edits", "parse_records",
            "read_records"]
 
 # Edit sets that ship inside the package (crispedit_lite/resources/).
@@ -197,6 +197,9 @@ def _loads(text: str, where: str) -> list[Any]:
     text = text.strip()
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to be edit records (expected a list of "
+                         "flat records)") from None
     except json.JSONDecodeError:
         data = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -205,6 +208,9 @@ def _loads(text: str, where: str) -> list[Any]:
                     data.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{where}: line {n} is not JSON (nor JSONL): {err}") from None
+                except RecursionError:
+                    raise ValueError(f"{where}: line {n} is JSON nested too deeply to be an edit "
+                                     "record") from None
     if isinstance(data, Mapping):
         for key in ("records", "data"):
             if isinstance(data.get(key), list):
@@ -244,6 +250,24 @@ def read_records(source: str | Path, split: str = "train") -> list[Any]:
         raise ValueError(f"edit source {src!r} is not a file, a URL, 'hf:owner/name' or a "
                          f"built-in set {sorted(BUILTIN_EDIT_SETS)}")
     return _loads(path.read_text(encoding="utf-8"), str(path))
+
+
+def drop_duplicates(requests: Sequence[EditRequest]) -> tuple[list[EditRequest], list[tuple[int, int]]]:
+    """The requests without repeats of the same edit (same ``prompt`` and ``target_new``).
+
+    Returns ``(kept, dropped)`` where ``dropped`` lists ``(index, index of the first copy)``; the
+    first copy of each edit is kept, in order. Described on the book page ``running``.
+    """
+    first: dict[tuple[str, str], int] = {}
+    kept, dropped = [], []
+    for i, r in enumerate(requests):
+        key = (r.prompt.strip(), r.target_new.strip())
+        if key in first:
+            dropped.append((i, first[key]))
+        else:
+            first[key] = i
+            kept.append(r)
+    return kept, dropped
 
 
 def load_edits(

@@ -4,10 +4,15 @@ The K-FAC factors of the capability loss are the expensive, reusable part of Cri
 collects them once on 10,000 Wikipedia articles and reuses them across runs). They are cached as one
 safetensors file per (model, model dtype, modules, corpus fingerprint, n, max length, labels,
 approx, seed), under ``$CRISPEDIT_CACHE/kfac/`` (see :func:`crispedit_lite.models.cache_root`).
+The model enters the key by its content (:func:`crispedit_lite.models.digest.model_identity`: the
+digest of its weights), not by its path, so moving the model or the cache keeps every entry.
 A cache is never modified in place, a cache made for other settings is never returned, and an
-unusable one (truncated, bad checksum, wrong metadata) is moved aside with a warning and recollected.
-Collection holds a file lock (``<key>.lock``), so two processes asking for the same factors collect
-them once; with ``checkpoint_every`` the running sums are checkpointed and a killed run resumes
+unusable one (truncated, bad checksum over the tensors and the metadata, wrong metadata, an older
+format) is moved aside with a warning and recollected. A read-only cache folder is fine when it holds
+the entry; when it does not, the error says so before any collection starts.
+Collection holds a file lock (``<key>.lock``, :mod:`crispedit_lite.kfac.lock`), so two processes
+asking for the same factors collect them once; a waiting process says whom it waits for and gives
+up after a stated time. With ``checkpoint_every`` the running sums are checkpointed and a killed run resumes
 bit-identically; under ``torch.distributed`` the texts are sharded over ranks and the sums
 all-reduced (:mod:`crispedit_lite.kfac.distributed`).
 
@@ -20,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -39,7 +45,31 @@ __all__ = ["capability_factors", "build_projectors", "cache_key", "corpus_finger
 
 
 def _model_id(model: nn.Module) -> str:
-    return str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
+    from crispedit_lite.models.digest import model_identity
+
+    return model_identity(model)
+
+
+def _older_entries(folder: Path) -> int:
+    """How many entries of ``folder`` an older version wrote (``format_version`` 1, keyed by the path)."""
+    from safetensors import safe_open
+
+    count = 0
+    for p in folder.glob("*.safetensors") if folder.is_dir() else []:
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                header = json.loads((fh.metadata() or {}).get("crispedit_lite", "{}"))
+        except Exception:  # unreadable entries are reported when they are looked up
+            continue
+        count += isinstance(header, dict) and header.get("format_version") == 1
+    return count
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` (or the nearest existing folder above it) takes new files."""
+    while not folder.exists():
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def corpus_fingerprint(texts: Sequence[str]) -> str:
@@ -147,7 +177,16 @@ def capability_factors(
         factors = None
         if use_cache and rank == 0:
             factors = _load(path, expect, heal=False)  # a hit needs no lock: entries are atomic
+            if factors is None and not _writable(path.parent):
+                raise PermissionError(f"the K-FAC cache {path.parent} is read-only and holds no entry for "
+                                      f"these factors ({path.name}); pass a writable cache folder")
             if factors is None:
+                older = _older_entries(path.parent)
+                if older:
+                    warnings.warn(f"{path.parent} holds {older} K-FAC entr{'y' if older == 1 else 'ies'} "
+                                  "written by an older version (keyed by the model's path, checksum "
+                                  "without the metadata); they are never used and may be deleted",
+                                  stacklevel=2)
                 stack.enter_context(file_lock(path.with_suffix(".lock")))
                 factors = _load(path, expect, heal=True)  # written meanwhile, or unusable
         if dist_on and kdist.broadcast_object(factors is not None) and rank != 0:

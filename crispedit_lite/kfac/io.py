@@ -14,8 +14,11 @@ states the normalisation: ``A`` and ``S`` are second moments *divided by the num
 
 so MEMIT and AlphaEdit can read ``A`` as their key covariance :math:`\mathbf C = \mathbb E[\mathbf k
 \mathbf k^\top]` (Meng et al. 2023, eq. 15; Fang et al. 2025) and rescale by ``n_tokens`` if they
-want the sum. Loading checks the checksum and, when asked, that the cache was made for the
-requested settings. Derived in notebook ``04_kfac_step_by_step``; reused across runs by
+want the sum. The checksum covers the tensors *and* the header (every module's ``n_tokens`` and
+metadata, the plain-string summary), so a changed byte anywhere is detected. Loading checks it and,
+when asked, that the cache was made for the requested settings. Collection holds a lock file
+(:func:`file_lock`) that names its holder; a waiting process says whom it waits for and gives up after
+:func:`lock_timeout` seconds. Derived in notebook ``04_kfac_step_by_step``; reused across runs by
 ``crispedit_lite.editing``.
 """
 
@@ -24,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,14 @@ from safetensors.torch import save_file
 
 from crispedit_lite.atomic import atomic_path
 from crispedit_lite.kfac.factors import KFACFactors
+from crispedit_lite.kfac.lock import file_lock, lock_timeout
 
-__all__ = ["save_kfac", "load_kfac", "atomic_save_tensors", "read_tensors", "file_lock",
+__all__ = ["save_kfac", "load_kfac", "atomic_save_tensors", "read_tensors", "file_lock", "lock_timeout",
            "move_aside", "FORMAT_VERSION", "NORMALISATION"]
 
-FORMAT_VERSION = 1
+#: Version 2: the checksum covers the header too (version 1 covered only the tensors).
+FORMAT_VERSION = 2
+_SUMMARY = ("normalisation", "approx", "n_tokens", "dtype", "model_dtype")
 
 #: How ``A`` and ``S`` are normalised, by ``approx`` (written into every cache header).
 NORMALISATION = {
@@ -51,8 +57,12 @@ NORMALISATION = {
 }
 
 
-def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+def _checksum(tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of the tensors (name, dtype, shape, bytes) and of the header without its ``sha256``."""
     h = hashlib.sha256()
+    if header is not None:
+        body = {k: v for k, v in header.items() if k != "sha256"}
+        h.update(json.dumps(body, sort_keys=True).encode())
     for key in sorted(tensors):
         t = tensors[key].contiguous()
         h.update(key.encode())
@@ -83,6 +93,10 @@ def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.T
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no K-FAC file at {path}")
+    if not os.access(path, os.R_OK):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        raise ValueError(f"{path} cannot be read: permission denied (file mode {mode:#o}); it is not "
+                         "corrupt, but this process may not read it")
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(field)
@@ -100,30 +114,6 @@ def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.T
     return tensors, header
 
 
-@contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` block.
-
-    The operating system drops the lock when its holder dies (even by ``kill -9``), so a crashed
-    writer never blocks the next one. Without ``fcntl`` (Windows) nothing is locked.
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield path
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield path
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def move_aside(path: str | os.PathLike, reason: str) -> Path:
     """Rename an unusable file to ``<name>.corrupt-<UTC timestamp>`` and warn, naming both and why.
 
@@ -136,6 +126,11 @@ def move_aside(path: str | os.PathLike, reason: str) -> Path:
     warnings.warn(f"{path} is unusable ({reason}); moved it to {aside.name} and recollecting",
                   stacklevel=3)
     return aside
+
+
+def _plain_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
 
 
 def save_kfac(factors: Mapping[str, KFACFactors], path: str | os.PathLike) -> Path:
@@ -158,8 +153,8 @@ def save_kfac(factors: Mapping[str, KFACFactors], path: str | os.PathLike) -> Pa
     summary = {"normalisation": NORMALISATION.get(approx, NORMALISATION["expand"]),
                "approx": approx, "n_tokens": str(int(first.n_tokens)), "dtype": "float32",
                "model_dtype": str(first.meta.get("model_dtype", "unknown"))}
-    header = {"format_version": FORMAT_VERSION, "modules": modules, "sha256": _checksum(tensors),
-              **summary}
+    header: dict[str, Any] = {"format_version": FORMAT_VERSION, "modules": modules, **summary}
+    header["sha256"] = _checksum(tensors, json.loads(json.dumps(header)))  # as it reads back
     meta = {"crispedit_lite": json.dumps(header, sort_keys=True), **summary}
     return atomic_save_tensors(tensors, path, meta)
 
@@ -185,12 +180,21 @@ def load_kfac(
     if not path.exists():
         raise FileNotFoundError(f"no K-FAC cache at {path}")
     tensors, header = read_tensors(path, "crispedit_lite")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {header.get('format_version')} != {FORMAT_VERSION}")
     if not isinstance(header.get("modules"), dict) or "sha256" not in header:
         raise ValueError(f"{path}: the header lacks 'modules' or 'sha256'; the cache is corrupt")
-    if _checksum(tensors) != header["sha256"]:
-        raise ValueError(f"{path}: checksum mismatch, the cache is corrupt; delete it and recollect")
+    if header.get("format_version") == 1:
+        raise ValueError(f"{path}: format_version 1, written by an older version whose checksum did not "
+                         "cover the metadata; such entries are not used (delete it; it is collected again)")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {header.get('format_version')} != {FORMAT_VERSION}")
+    if _checksum(tensors, header) != header["sha256"]:
+        raise ValueError(f"{path}: checksum mismatch (tensors or metadata changed), the cache is corrupt; "
+                         "delete it and recollect")
+    plain = _plain_metadata(path)
+    changed = [k for k in _SUMMARY if k in plain and str(plain[k]) != str(header.get(k))]
+    if changed:
+        raise ValueError(f"{path}: the plain metadata {changed[0]}={plain[changed[0]]!r} disagrees with the "
+                         f"checksummed header ({header.get(changed[0])!r}); the cache is corrupt")
     expect = dict(expect or {})
     wanted = expect.pop("modules", None)
     if wanted is not None:

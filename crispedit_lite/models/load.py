@@ -10,6 +10,7 @@ Derived in notebook ``06_crispedit_on_a_small_lm``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from crispedit_lite.models.compat import dtype_kwargs
+from crispedit_lite.models.digest import folder_digest, tag_model
 from crispedit_lite.models.embedded import EMBEDDED_MODELS, cache_root, convert_embedded
 from crispedit_lite.models.presets import SHAPE_PRESETS
 
@@ -103,7 +105,25 @@ def load_model(
         ) from err
     if device_map is None:
         model.to(device)
+    identity = _identity_of(name, source)
+    if identity is not None:
+        tag_model(model, identity)
     return model.eval(), prepare_tokenizer(tokenizer)
+
+
+def _identity_of(name: str, source: str | Path) -> str | None:
+    """The content identity of a loaded checkpoint (:mod:`crispedit_lite.models.digest`), if cheap to know."""
+    if name in EMBEDDED_MODELS:
+        return f"embedded:{name}:gguf-sha256:{EMBEDDED_MODELS[name].gguf_sha256}"
+    if isinstance(source, Path):
+        return folder_digest(source)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(str(source), "config.json")
+    except Exception:  # pragma: no cover - an old or missing huggingface_hub
+        return None
+    return folder_digest(Path(config).parent) if isinstance(config, str) else None
 
 
 def random_init_model(
@@ -145,6 +165,9 @@ def random_init_model(
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
+    if isinstance(name_or_config, str):
+        extra = f":{json.dumps(overrides, sort_keys=True, default=str)}" if overrides else ""
+        tag_model(model, f"random:{name_or_config}:seed{seed}{extra}")
     return model.eval()
 
 

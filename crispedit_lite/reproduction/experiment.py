@@ -3,9 +3,13 @@ r"""One edit experiment end to end: load, evaluate before, edit, evaluate after,
 The command line (``python -m crispedit_lite edit``) and the reproduction notebooks
 (``09_reproduce_llama3_8b``, ``10_reproduce_qwen2_5_1_5b``) are thin wrappers around
 :func:`run_experiment`, so a notebook run and a CLI run with the same settings are the same run.
-Every check that can fail on the settings alone (evaluations, dtype, where the JSON goes, the edit
-data, the capability text) runs before the model is loaded, so a mistake costs seconds, not the
-minutes of loading an 8B model, and a refused run writes nothing.
+Every check that can fail on the settings, the edit records, the tokenizer or the model's config
+alone (:mod:`crispedit_lite.reproduction.preflight`: evaluations, dtype and device, where the JSON
+goes, the edit data, the edited layers, the capability text) runs before the model is loaded, so a
+mistake costs seconds, not the minutes of loading an 8B model, and a refused run writes nothing.
+Repeated edit records are dropped with a warning and recorded. A run whose metrics or losses are
+not finite is recorded as diverged (:func:`~crispedit_lite.reproduction.results.write_result`) and
+raises :class:`RunDiverged`.
 
 Derived in notebook ``09_reproduce_llama3_8b``.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,7 +29,8 @@ import torch
 
 from crispedit_lite.editing import EditConfig
 
-__all__ = ["DTYPES", "check_output_dir", "load_for_experiment", "load_requests", "run_experiment"]
+__all__ = ["DTYPES", "RunDiverged", "check_output_dir", "load_for_experiment", "load_requests",
+           "run_experiment", "unique_requests"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -49,7 +55,37 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return p
 
 
-def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0):
+class RunDiverged(ValueError):
+    """A run whose record held NaN or infinity: written as diverged (``path``), not a result.
+
+    Described on the book page ``running``.
+    """
+
+    def __init__(self, path: Path, where: Sequence[str]) -> None:
+        more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+        super().__init__(f"the run diverged: {where[0]}{more} not finite (NaN or infinity); recorded as "
+                         f"diverged in {path}, which does not count as a result (lower the learning rate?)")
+        self.path, self.where = path, list(where)
+
+
+def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int = 0
+                    ) -> tuple[list[Any], list[tuple[int, int]]]:
+    """``(requests, dropped)``: :func:`load_requests` with repeated edits dropped before the subset.
+
+    A record that repeats an earlier one (same prompt and target) is dropped; ``dropped`` lists
+    ``(its position in the file, the position of the first copy)``. Without repeats the requests are
+    exactly those of :func:`load_requests`. Described on the book page ``running``.
+    """
+    import random
+
+    from crispedit_lite.data.edits import drop_duplicates
+
+    kept, dropped = drop_duplicates(load_requests(data, data_format, None, None))
+    random.Random(seed).shuffle(kept)
+    return (kept if n_edits is None else kept[:n_edits]), dropped
+
+
+def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int | None = 0):
     """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s.
 
     Derived in notebook ``09_reproduce_llama3_8b``.
@@ -177,11 +213,26 @@ def run_experiment(
     from crispedit_lite.data.capability import capability_texts
     from crispedit_lite.editing import edit, get_editor, needs_capability, save_edited
     from crispedit_lite.evaluation.runner import evaluate_run
-    from crispedit_lite.reproduction.results import environment_info, peak_memory, write_result
+    from crispedit_lite.reproduction.preflight import check_data_source, preflight
+    from crispedit_lite.reproduction.results import (
+        environment_info,
+        nonfinite_paths,
+        peak_memory,
+        write_result,
+    )
 
     evals = _check(config, evals, dtype, results_dir, run_id, save_model, n_edits)
     editor = get_editor(config.method)
-    requests = load_requests(data, data_format, n_edits, config.seed)
+    check_data_source(data)
+    requests, dropped = unique_requests(data, data_format, n_edits, config.seed)
+    repeats = (f"edit data {data!r}: {len(dropped):,} record(s) repeat an earlier edit (record "
+               f"{dropped[0][0]} repeats record {dropped[0][1]}) and were dropped before choosing "
+               f"{len(requests)} edit(s)") if dropped else None
+    preflight(config, model=model, tokenizer=tokenizer, requests=requests, device=device, dtype=dtype,
+              device_map=device_map, evals=evals, results_dir=results_dir, run_id=run_id,
+              save_model=save_model, cache_dir=cache_dir, capability=needs_capability(config.method))
+    if repeats:
+        print(f"warning: {repeats}", file=sys.stderr, flush=True)
     texts, corpus_meta = None, None
     if needs_capability(config.method):
         corpus = capability_texts(config.capability_source, n=config.n_capability, seed=config.seed)
@@ -215,6 +266,8 @@ def run_experiment(
         notes.append(f"capability corpus: offline stand-in ({corpus_meta.get('dataset')}), not Wikipedia")
     if "wild" in evals and not judge:
         notes.append("WILD scored by exact match, not the paper's LLM judge")
+    if repeats:
+        notes.append(repeats)
     if len(requests) < n_edits:
         notes.append(f"asked for {n_edits} edits; the data holds {len(requests)}")
     settings = {"model": model, "dataset": name, "data": str(data), "n_edits": len(requests),
@@ -222,6 +275,8 @@ def run_experiment(
                 "dtype": dtype, "device": str(dev), "evals": list(evals), "judge": bool(judge),
                 "config": config.to_dict(), "capability_corpus": corpus_meta,
                 "wild_decoding": (before["metrics"].get("wild") or {}).get("decoding")}
+    if repeats:
+        settings["duplicates_dropped"] = len(dropped)
     if device_map is not None:
         settings["device_map"] = device_map
     if preset is not None:
@@ -240,6 +295,9 @@ def run_experiment(
     }
     path = write_result(record, results_dir)
     record["_path"] = str(path)
+    bad = nonfinite_paths(record)
+    if bad:
+        raise RunDiverged(path, bad)
     if save_model:
         save_edited(net, tok, save_model, info={"run_id": run_id, "results": str(path)})
     return record

@@ -132,7 +132,8 @@ if FAIL:
     raise RuntimeError("this cell fails on purpose")
 if os.environ.get("SLOW_CELL") == CELL:
     time.sleep(600)
-write_result({"run_id": CELL, "command": "papermill", "metrics": {"after": {}}, "timings": {},
+write_result({"run_id": CELL, "command": "papermill", "timings": {},
+              "metrics": {"after": {"teacher_forced": {"scores": {"rel": 100.0}}}},
               "settings": {"model": "m", "dataset": "d", "n_edits": 1, "method": "ft", "seed": 0},
               "environment": {"python": "3", "torch": "2", "device": "cpu", "packages": {}}}, RESULTS_DIR)
 '''

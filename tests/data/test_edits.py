@@ -370,3 +370,17 @@ def test_builtin_edit_set_measurements_reproduce():
         p = (tok_logp * (labels != -100)).sum(1).exp()
         recorded = torch.tensor([r.extra["base_model"][field] for r in requests])
         assert torch.allclose(p, recorded, atol=2e-3), (field, (p - recorded).abs().max())
+
+
+def test_repeated_edits_are_found_by_prompt_and_target():
+    from crispedit_lite.data.edits import drop_duplicates
+
+    a, b = EditRequest("p", "x", case_id=0), EditRequest("q", "x", case_id=1)
+    kept, dropped = drop_duplicates([a, b, EditRequest(" p ", "x", case_id=2), b, EditRequest("p", "y")])
+    assert [r.case_id for r in kept] == [0, 1, None] and dropped == [(2, 0), (3, 1)]
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="deep.json: JSON nested too deeply to be edit records"):
+        load_edits(str(tmp_path / "deep.json"))

@@ -309,3 +309,94 @@ def test_build_projectors_refuses_offloaded_weights(model, tok, tmp_path):
     assert all(p.U_in.device == w.device for w, p in projectors.items())
     with pytest.raises(ValueError, match=r"module 'model.layers.1.mlp.down_proj' is offloaded"):
         build_projectors(random_init_model("tiny-llama", device="meta"), f, 0.9)
+
+
+# --- a tampered header, a read-only cache, a key by content ------------------------------------------------
+
+
+def test_a_tampered_header_is_detected_and_healed(model, tok, tmp_path):
+    first, info = _cap(model, tok, tmp_path)
+    path = tmp_path / info["cache"].rsplit("/", 1)[1]
+    n = first[MODULES[0]].n_tokens
+    raw = path.read_bytes()
+    old = f'\\"n_tokens\\": {n}'.encode()
+    changed = ("9" if str(n)[0] != "9" else "8") + str(n)[1:]  # one digit, as 508 -> 908
+    new = f'\\"n_tokens\\": {changed}'.encode()
+    assert old in raw and len(old) == len(new) and old != new
+    path.write_bytes(raw.replace(old, new, 1))  # one changed count in the metadata, tensors intact
+    with pytest.warns(UserWarning, match=r"is unusable \(checksum mismatch \(tensors or metadata changed\)"):
+        again, info2 = _cap(model, tok, tmp_path)
+    assert not info2["hit"] and len(list(tmp_path.glob("*.corrupt-*"))) == 1
+    _equal(first, again)
+    assert _cap(model, tok, tmp_path)[1]["hit"]
+
+
+def test_a_read_only_cache_with_the_entry_is_used(model, tok, tmp_path, monkeypatch):
+    import crispedit_lite.editing.kfac_cache as kc
+
+    first, _ = _cap(model, tok, tmp_path)
+
+    def no_writes(*args, **kwargs):
+        raise AssertionError("a cache hit wrote to the cache")
+
+    monkeypatch.setattr(kc, "_writable", lambda folder: False)
+    monkeypatch.setattr(kc, "file_lock", no_writes)
+    monkeypatch.setattr(kc, "save_kfac", no_writes)
+    again, info = _cap(model, tok, tmp_path)
+    assert info["hit"]
+    _equal(first, again)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(PermissionError, match=r"the K-FAC cache .* is read-only and holds no entry for these "
+                                              r"factors \(\w+.safetensors\); pass a writable cache folder"):
+        _cap(model, tok, tmp_path, seed=5)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_cache_folder_with_the_entry_is_used(model, tok, tmp_path):
+    _cap(model, tok, tmp_path)
+    tmp_path.chmod(0o555)
+    try:
+        assert _cap(model, tok, tmp_path)[1]["hit"]
+        with pytest.raises(PermissionError, match="is read-only and holds no entry"):
+            _cap(model, tok, tmp_path, seed=5)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_the_key_follows_the_weights_not_the_path(tok, tmp_path):
+    from crispedit_lite.models import load_model
+
+    random_init_model("tiny-llama", seed=0).save_pretrained(tmp_path / "a")
+    tok.save_pretrained(tmp_path / "a")
+    net, _ = load_model(str(tmp_path / "a"))
+    _, info = _cap(net, tok, tmp_path / "cache")
+    (tmp_path / "a").rename(tmp_path / "moved")  # a moved model (or a moved $CRISPEDIT_CACHE) still hits
+    net, _ = load_model(str(tmp_path / "moved"))
+    moved = _cap(net, tok, tmp_path / "cache")[1]
+    assert moved["hit"] and moved["cache"] == info["cache"]
+    random_init_model("tiny-llama", seed=1).save_pretrained(tmp_path / "moved")  # other weights, same path
+    net, _ = load_model(str(tmp_path / "moved"))
+    other = _cap(net, tok, tmp_path / "cache")[1]
+    assert not other["hit"] and other["cache"] != info["cache"]
+    with torch.no_grad():  # an edit in memory changes what the model is ...
+        net.model.layers[1].mlp.down_proj.weight.mul_(2)
+    assert not _cap(net, tok, tmp_path / "cache")[1]["hit"]
+    with torch.no_grad():  # ... and undoing it (bit for bit) makes it the loaded model again
+        net.model.layers[1].mlp.down_proj.weight.div_(2)
+    undone = _cap(net, tok, tmp_path / "cache")[1]
+    assert undone["hit"] and undone["cache"] == other["cache"]
+
+
+def test_entries_of_the_older_format_are_reported_once_not_used(model, tok, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    t = {"m::A": torch.eye(2), "m::S": torch.eye(2)}
+    save_file(t, str(tmp_path / "0123456789abcdef0123.safetensors"),
+              metadata={"crispedit_lite": json.dumps({"format_version": 1, "sha256": "0", "modules": {}})})
+    older = r"holds 1 K-FAC entry written by an older version \(keyed by the model's path, checksum"
+    with pytest.warns(UserWarning, match=older + r" without the metadata\); they are never used"):
+        _, info = _cap(model, tok, tmp_path)
+    assert not info["hit"]

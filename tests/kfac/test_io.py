@@ -129,8 +129,8 @@ def test_malformed_headers_are_value_errors(tmp_path):
         save_file(t, str(p), metadata={"crispedit_lite": raw})
         with pytest.raises(ValueError, match=match):
             load_kfac(p)
-    header = {"format_version": 1, "sha256": kio._checksum(t), "modules": {"m": {"n_tokens": 0,
-                                                                                "meta": {}}}}
+    header = {"format_version": kio.FORMAT_VERSION, "modules": {"m": {"n_tokens": 0, "meta": {}}}}
+    header["sha256"] = kio._checksum(t, header)
     save_file(t, str(p), metadata={"crispedit_lite": json.dumps(header)})
     with pytest.raises(ValueError, match=r"bad.safetensors: module 'm': .*n_tokens must be positive"):
         load_kfac(p)
@@ -145,7 +145,7 @@ def test_move_aside_renames_and_warns(tmp_path):
     assert not p.exists() and aside.read_text() == "junk"
 
 
-def test_file_lock_excludes_a_second_holder(tmp_path):
+def test_file_lock_excludes_a_second_holder_and_leaves_no_file(tmp_path):
     import fcntl
 
     with kio.file_lock(tmp_path / "x.lock"):
@@ -155,6 +155,86 @@ def test_file_lock_excludes_a_second_holder(tmp_path):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
-    fd = os.open(tmp_path / "x.lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
-    os.close(fd)
+        holder = json.loads((tmp_path / "x.lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["since"]
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with the lock
+
+
+def test_a_waiter_says_who_holds_the_lock_and_gives_up_after_the_stated_time(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRISPEDIT_LOCK_TIMEOUT", "0.6")
+    with kio.file_lock(tmp_path / "x.lock"):
+        with pytest.raises(TimeoutError, match=rf"x.lock is still held by process {os.getpid()} on .* after "
+                                               r"0.6 s; if that process is gone, delete the lock file"):
+            with kio.file_lock(tmp_path / "x.lock"):
+                pass
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"waiting for {tmp_path / 'x.lock'}, held by process "
+                                               f"{os.getpid()} on ")
+    assert err[0].endswith("giving up after 0.6 s (CRISPEDIT_LOCK_TIMEOUT)")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("CRISPEDIT_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="CRISPEDIT_LOCK_TIMEOUT must be a number of seconds"):
+        kio.lock_timeout()
+
+
+def test_a_waiter_gets_the_lock_when_the_holder_lets_go(tmp_path):
+    import threading
+
+    order = []
+
+    def second():
+        with kio.file_lock(tmp_path / "x.lock", timeout=30, poll=0.01):
+            order.append("second")
+
+    with kio.file_lock(tmp_path / "x.lock"):
+        worker = threading.Thread(target=second)
+        worker.start()
+        worker.join(0.3)
+        order.append("first")
+    worker.join(30)
+    assert order == ["first", "second"] and list(tmp_path.iterdir()) == []
+
+
+def _rewrite_header(path, old: bytes, new: bytes) -> None:
+    """Change bytes of the safetensors header in place (same length), as a flipped byte on disk would."""
+    raw = path.read_bytes()
+    assert len(old) == len(new) and raw.count(old) >= 1
+    path.write_bytes(raw.replace(old, new, 1))
+
+
+def test_the_checksum_covers_the_metadata(tmp_path):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    _rewrite_header(path, b'\\"n_tokens\\": 123', b'\\"n_tokens\\": 923')  # the JSON header, one module
+    with pytest.raises(ValueError, match=r"checksum mismatch \(tensors or metadata changed\)"):
+        load_kfac(path)
+    path = save_kfac(factors(), tmp_path / "k2.safetensors")
+    _rewrite_header(path, b'"n_tokens":"123"', b'"n_tokens":"923"')  # the plain-string summary
+    with pytest.raises(ValueError, match=r"plain metadata n_tokens='923' disagrees with the checksummed"):
+        load_kfac(path)
+
+
+def test_an_entry_of_the_older_format_is_refused_with_its_reason(tmp_path):
+    from safetensors.torch import save_file
+
+    t = {"m::A": torch.eye(2), "m::S": torch.eye(2)}
+    header = {"format_version": 1, "sha256": kio._checksum(t), "modules": {"m": {"n_tokens": 5, "meta": {}}}}
+    save_file(t, str(tmp_path / "old.safetensors"), metadata={"crispedit_lite": json.dumps(header)})
+    with pytest.raises(ValueError, match="format_version 1, written by an older version whose checksum did "
+                                         "not cover the metadata"):
+        load_kfac(tmp_path / "old.safetensors")
+
+
+def test_an_unreadable_entry_names_the_permission_not_corruption(tmp_path, monkeypatch):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    monkeypatch.setattr(kio.os, "access", lambda p, mode: False)  # as for chmod 000 under another user
+    with pytest.raises(ValueError, match=r"cannot be read: permission denied \(file mode 0o6\d4\); it is not "
+                                         "corrupt"):
+        load_kfac(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_a_mode_000_entry_names_the_permission(tmp_path):
+    path = save_kfac(factors(), tmp_path / "k.safetensors")
+    path.chmod(0)
+    with pytest.raises(ValueError, match=r"permission denied \(file mode 0o0\)"):
+        load_kfac(path)

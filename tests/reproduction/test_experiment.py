@@ -98,13 +98,19 @@ def test_cli_reproduce_unknown_cell_lists_cells(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_reproduce_skips_a_finished_cell(first_run, tmp_path, capsys):
-    root = ROOT
-    (tmp_path / "table1_zsre_crispedit").mkdir()
-    (tmp_path / "table1_zsre_crispedit" / "half.json").write_text("{")  # never finished
-    (tmp_path / "table1_zsre_crispedit" / "done.json").write_text(open(first_run["_path"]).read())
-    assert main(["reproduce", "table1_zsre_crispedit", "--root", str(root),
-                 "--results-root", str(tmp_path)]) == 0
+def test_cli_reproduce_skips_a_cell_whose_marker_holds(first_run, tmp_path, capsys):
+    import nbformat
+
+    from crispedit_lite.reproduction.finished import write_marker
+
+    root, cell = ROOT, "table1_zsre_crispedit"
+    (tmp_path / cell).mkdir()
+    (tmp_path / cell / "half.json").write_text("{")  # never finished
+    done = tmp_path / cell / "done.json"
+    done.write_text(open(first_run["_path"]).read())
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / f"{cell}.ipynb")
+    write_marker(tmp_path, cell, done, tmp_path / f"{cell}.ipynb", root / "reproduce" / f"{cell}.yaml")
+    assert main(["reproduce", cell, "--root", str(root), "--results-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "table1_zsre_crispedit: finished (" in out and "done.json); skipped" in out
     assert "1 cell(s): 0 done, 1 skipped (finished), 0 failed" in out

@@ -515,7 +515,12 @@ def _grade_one(
         sub = nbformat.reads(data.decode("utf-8"), as_version=4)
         sub_cells = exercise_cells(sub)
     except Exception as err:  # noqa: BLE001  a broken submission is a score, not a crash
-        return [ExerciseScore(name, "-", 0.0, 0.0, "failed", f"cannot read the notebook: {_error_text(err)}")]
+        why = f"cannot read the notebook: {_error_text(err)}"
+        if src is None:  # nothing says what it should have held
+            return [ExerciseScore(name, "-", 0.0, 0.0, "failed", why)]
+        held = written_exercises(src)  # every exercise of the chapter scores zero of its points
+        return [ExerciseScore(name, lab, 0.0, float(points.get(lab, 0.0 if lab in held else 1.0)), "failed",
+                              why) for lab in exercise_cells(src)]
     labels = list(exercise_cells(src)) if src is not None else list(sub_cells)
     if not labels:
         return [ExerciseScore(name, "-", 0.0, 0.0, "missing", "no {exercise} directives found")]

@@ -1,19 +1,21 @@
 """crispedit-lite: a thin, tested library behind the CrispEdit tutorial book.
 
 CrispEdit (Ikram et al., 2026, arXiv:2602.15823) edits an LLM by fine-tuning a few MLP matrices while
-projecting every gradient onto the low-curvature subspace of a capability loss. Modules, in reading
-order:
+projecting every gradient onto the low-curvature subspace of a capability loss. One line per folder,
+lowest layer first (each imports only from its own layer and those below):
 
-* the method: :mod:`~crispedit_lite.curvature` (exact Hessian / Gauss-Newton / Bregman),
-  :mod:`~crispedit_lite.kfac` (Kronecker factors, merge, cache), :mod:`~crispedit_lite.ekfac`,
-  :mod:`~crispedit_lite.projector` (energy rule, matrix-free projector),
-  :mod:`~crispedit_lite.optim` (projected optimisers), :mod:`~crispedit_lite.fastproject` (faster
-  equivalent projections), :mod:`~crispedit_lite.costs`, :mod:`~crispedit_lite.teaching.toy`;
-* real models: :mod:`~crispedit_lite.models`, :mod:`~crispedit_lite.data`,
-  :mod:`~crispedit_lite.data.capability`, :mod:`~crispedit_lite.data.batches`, :mod:`~crispedit_lite.editing`,
-  :mod:`~crispedit_lite.evaluation`;
-* reproduction: :mod:`~crispedit_lite.reproduction.experiment`, :mod:`~crispedit_lite.reproduction.results`,
-  :mod:`~crispedit_lite.reproduction.paper_tables`, :mod:`~crispedit_lite.cli` (``python -m crispedit_lite``).
+* the method (``curvature``, ``energy``, ``projector``, ``optim``, ``ekfac``, ``costs``, ``atomic``):
+  model-agnostic math;
+* :mod:`~crispedit_lite.kfac`: Kronecker factors by hooks, merge, cache, checkpoints, all-reduce;
+* :mod:`~crispedit_lite.fastproject`: faster projections with the same result;
+* :mod:`~crispedit_lite.models`: loading real LMs, embedded models, presets;
+* :mod:`~crispedit_lite.data`: edit records, capability text, batches;
+* :mod:`~crispedit_lite.editing`: the registry of editors, settings, ``edit()``, the statistics cache;
+* :mod:`~crispedit_lite.evaluation`: edit metrics and capability proxies;
+* :mod:`~crispedit_lite.reproduction`: run, results JSON, the paper's tables beside runs;
+* :mod:`~crispedit_lite.teaching`: what the book's pages draw and print;
+* :mod:`~crispedit_lite.exercises`: graders, student versions, grading;
+* :mod:`~crispedit_lite.cli`: ``python -m crispedit_lite``.
 """
 
 from crispedit_lite.kfac import KFACFactors, collect_kfac, load_kfac, merge_kfac, save_kfac

@@ -283,10 +283,23 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert load["table1_wikibigedit_ultraedit"]["CHUNK_SIZE"] == 32
     ls = load["table1_zsre_lora_seq"]
     assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
-    assert ls["CONFIG"] == {"lr": 5e-3}
+    assert ls["CONFIG"] == {"lr": 5e-3, "lora_seq_adapters": "per_chunk"}  # EasyEdit: fresh adapters per chunk
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
+    # the Table 1 MEMIT cells run MEMIT as the paper did: the batch edit chunk after chunk, no cache
+    from crispedit_lite.reproduction.cells import config_from_parameters
+
+    assert config_from_parameters(m)[0].method == "memit_chunked"
+    # each cell runs in the precision of the official run of its row (EasyEdit: float32 unless fp16;
+    # run_crispedit.py: bfloat16 unless --no_crisp; locft-bf.py, alphaedit_ft.py: float32)
+    official = {"crispedit": "bfloat16", "crispedit_seq": "bfloat16", "ft": "float32", "ft_seq": "float32",
+                "locbf_ft": "float32", "lora": "float32", "lora_seq": "float32", "adam_nscl": "float32",
+                "memit": "float32", "alphaedit": "float32", "ultraedit": "float16"}
+    for name, cfg in load.items():
+        assert cfg["DTYPE"] == official[cfg["METHOD"]], name
+        assert f"# Precision: {cfg['DTYPE']}" in (ROOT / "reproduce" / f"{name}.yaml").read_text()
+    assert "2 of every 32 edits are never applied" in (ROOT / "reproduce" / "table1_zsre_ultraedit.yaml").read_text()
     keys = set(c)
     for name, cfg in load.items():
         assert set(cfg) == keys, name

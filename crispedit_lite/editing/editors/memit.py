@@ -1,4 +1,4 @@
-r"""MEMIT and MEMIT-Seq (Meng et al., ICLR 2023): least-squares updates spread over the layers.
+r"""MEMIT, MEMIT-Chunked and MEMIT-Seq (Meng et al., ICLR 2023): least-squares updates over the layers.
 
 For a batch of edits, the target values :math:`z` at the last edited layer :math:`L` are optimised
 once (:func:`~crispedit_lite.editing.loops.keys_values.compute_targets`); then the edited layers are
@@ -12,9 +12,19 @@ model,
 
 (:func:`~crispedit_lite.editing.updates.closed_form.memit_delta`, float64), so the residual is spread over the
 remaining layers. :math:`C` is the count-normalised input second moment: the K-FAC factor
-:math:`A` of the same cache file that CrispEdit and Adam-NSCL read. MEMIT-Seq walks the chunks of
-:func:`~crispedit_lite.editing.loops.sequential.chunk_requests` and accumulates
-:math:`C^{\rm cache} \mathrel{+}= KK^\top` with the keys each solve used.
+:math:`A` of the same cache file that CrispEdit and Adam-NSCL read.
+
+Two chunked forms walk the chunks of :func:`~crispedit_lite.editing.loops.sequential.chunk_requests`:
+
+* **MEMIT-Chunked** (``memit_chunked``) applies the batch edit to each chunk in turn, on the model the
+  earlier chunks left, with :math:`C^{\rm cache}=0`: :math:`\Delta = RK^\top(\lambda C + KK^\top)^{-1}`
+  every time. This is how the paper's MEMIT row was run (EasyEdit's ``edit.py --num_edits 32``: its
+  ``batch_edit`` calls MEMIT's ``apply_memit_to_model`` on one chunk of 32 after another, and that
+  solve has no term for earlier chunks), and what the Table 1 MEMIT cells run.
+* **MEMIT-Seq** (``memit_seq``) accumulates :math:`C^{\rm cache} \mathrel{+}= KK^\top` with the keys
+  each solve used, so a later chunk's update is penalised for moving an earlier chunk's keys
+  (the cached form of sequential MEMIT; AlphaEdit's update carries the same :math:`K_pK_p^\top` term).
+  It is not the paper's MEMIT row.
 
 Derived in notebook ``08_one_framework``.
 """
@@ -133,8 +143,9 @@ def _describe(settings: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]
     return {"lambda": settings["lambda"], "l2": None, "nullspace": None}
 
 
-def _run(job: EditJob, sequential: bool) -> EditResult:
-    return run_closed_form(job, "memit", sequential, memit_solver, cache_keys="solve", describe=_describe)
+def _run(job: EditJob, sequential: bool, accumulate: bool | None = None) -> EditResult:
+    return run_closed_form(job, "memit", sequential, memit_solver, cache_keys="solve", describe=_describe,
+                           accumulate=accumulate)
 
 
 def run(job: EditJob) -> EditResult:
@@ -142,21 +153,34 @@ def run(job: EditJob) -> EditResult:
     return _run(job, sequential=False)
 
 
+def run_chunked(job: EditJob) -> EditResult:
+    """MEMIT-Chunked on ``job``: the batch edit on each chunk of ``chunk_requests`` in turn, no cache."""
+    return _run(job, sequential=True, accumulate=False)
+
+
 def run_seq(job: EditJob) -> EditResult:
     """MEMIT-Seq on ``job`` (the chunks of ``chunk_requests``, covariance cache accumulated)."""
     return _run(job, sequential=True)
 
 
-# The official MEMIT row ran in sequential batches of 32 edits (EasyEdit edit.py --num_edits 32).
+# The official MEMIT row ran in sequential batches of 32 edits (EasyEdit edit.py --num_edits 32), with
+# no cache of earlier batches (memit_chunked), the model loaded in float32 (EasyEdit's hparams set no
+# fp16).
+_CHANGES = "down_proj of the closed-form layers (CLOSED_FORM_PRESETS)"
 EDITORS = (
-    Editor(name="memit", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
+    Editor(name="memit", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run, label="MEMIT",
            color="#56b4e9", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, paper_row="MEMIT",
-           paper_run={"chunk_size": 32}, sequential_form="memit_seq",
+           paper_run={"chunk_size": 32, "dtype": "float32"}, sequential_form="memit_chunked",
            summary="least-squares update R K^T (lambda C + K K^T)^-1 spread over the layers"),
-    Editor(name="memit_seq", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
+    Editor(name="memit_chunked", changes=_CHANGES,
+           statistics=("input_covariance",), update="closed_form", run=run_chunked, label="MEMIT-Chunked",
+           color="#0f4d71", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
+           summary="the MEMIT batch edit on one chunk after another, no cache of earlier chunks (the "
+                   "paper's MEMIT row: chunks of 32)"),
+    Editor(name="memit_seq", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run_seq, label="MEMIT-Seq",
            color="#346c8c", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
-           summary="MEMIT chunk by chunk with the accumulated cache sum K_p K_p^T (the official "
-                   "Table 1 run used chunks of 32)"),
+           summary="MEMIT chunk by chunk with the accumulated cache sum K_p K_p^T of earlier chunks "
+                   "(not the paper's MEMIT row)"),
 )

@@ -30,6 +30,7 @@ from crispedit_lite.editing.loops.keys_values import (
     layer_outputs,
 )
 from crispedit_lite.editing.loops.sequential import chunk_requests
+from crispedit_lite.editing.precision import RoundingLog
 from crispedit_lite.editing.registry import EditJob
 from crispedit_lite.editing.result import EditResult
 
@@ -95,13 +96,15 @@ def _norms(z: Tensor, h: Tensor) -> dict[str, float]:
 def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modules: Sequence[str],
                 top: str, templates: Sequence[Sequence[str]], z: Tensor, solve: Solver, *,
                 cache: dict[str, Tensor] | None = None, cache_keys: str = "solve",
-                timings: dict[str, float] | None = None, bar: Any = None) -> None:
+                timings: dict[str, float] | None = None, bar: Any = None,
+                rounding: RoundingLog | None = None) -> None:
     r"""One batch through the layer loop: ascending layers, :math:`W_{l_i} \mathrel{+}= \Delta_i` in place.
 
     At layer :math:`i` the keys and :math:`h^L` are recomputed on the partially edited model and
     ``solve(module, R, K, cache)`` gets :math:`R=(z-h^L)/(n-i)`. ``cache`` (sequential editing) is
     updated with :math:`KK^\top` of the keys each solve used (``cache_keys="solve"``, MEMIT-Seq) or of
-    keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq).
+    keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq). ``rounding`` measures what
+    each update loses to the weights' precision before it is added.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -115,6 +118,8 @@ def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modul
         weight = model.get_submodule(m).weight
         delta = solve(m, ((z - cur).T / (len(modules) - i)).to(K.device), K,
                       None if cache is None else cache[m])
+        if rounding is not None:
+            rounding.measure(m, weight, delta)
         with torch.no_grad():
             weight.add_(delta.to(weight.device, weight.dtype))
         if cache is not None and cache_keys == "solve":
@@ -134,14 +139,18 @@ SolverFactory = Callable[[dict[str, Tensor], dict[str, Any]], tuple[Solver, dict
 
 
 def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: SolverFactory, *,
-                    cache_keys: str, describe: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
-                    ) -> EditResult:
-    """The closed-form layer loop of MEMIT and AlphaEdit, batch or chunk by chunk.
+                    cache_keys: str, describe: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+                    accumulate: bool | None = None) -> EditResult:
+    r"""The closed-form layer loop of MEMIT and AlphaEdit, batch or chunk by chunk.
 
     ``make_solver(C, settings)`` builds the editor's per-layer solve from the covariances ``C`` and
     returns ``(solve, projector_stats)``; ``cache_keys`` is :func:`edit_layers`'s; ``describe(settings,
     projector_stats)`` gives the editor's own entries of ``details``. ``method`` (``"memit"`` or
     ``"alphaedit"``) picks the preset's value optimisation (:func:`closed_form_settings`).
+    ``sequential`` walks the chunks of ``chunk_requests``; ``accumulate`` (default: ``sequential``)
+    carries the cache :math:`\sum_p K_pK_p^\top` of earlier chunks into every later solve. Without it
+    each chunk is a fresh batch edit of the model the earlier chunks left (MEMIT as EasyEdit's batch
+    editing applies it chunk after chunk).
 
     Derived in notebook ``08_one_framework``.
     """
@@ -167,8 +176,9 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     templates = context_templates(model, tok)
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed) if sequential \
         else [list(job.requests)]
-    cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential else None
-    per_chunk = []
+    accumulate = sequential if accumulate is None else accumulate
+    cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential and accumulate else None
+    per_chunk, rounding = [], RoundingLog(cfg.method)
     bar = tqdm(total=len(chunks) * len(modules), desc=cfg.method, disable=not job.progress)
     for k, chunk in enumerate(chunks):
         t = time.perf_counter()
@@ -176,7 +186,7 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         timings["targets_s"] += time.perf_counter() - t
         before = _norms(z, layer_outputs(model, tok, chunk, top))
         edit_layers(model, tok, chunk, modules, top, templates, z, solve, cache=cache,
-                    cache_keys=cache_keys, timings=timings, bar=bar)
+                    cache_keys=cache_keys, timings=timings, bar=bar, rounding=rounding)
         after = _norms(z, layer_outputs(model, tok, chunk, top))
         per_chunk.append({"chunk": k, "n_edits": len(chunk), "residual_before": before,
                           "residual_after": after, "value_optimisation": zinfo})
@@ -188,10 +198,12 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         "value": asdict(s["value"]), "context_templates": templates,
         "covariance": {"source": "K-FAC input factor A (count-normalised E[k k^T])",
                        "n_tokens": int(info["n_tokens"]), "cache_hit": bool(info["hit"])},
-        "chunks": per_chunk,
+        "chunks": per_chunk, "precision": rounding.summary(),
         "schedule": {"batch_size": cfg.chunk_size if sequential else len(job.requests),
                      "n_chunks": len(chunks), "order_seed": cfg.seed if sequential else None,
-                     "sequential": sequential, "evaluated": "once, after the last chunk"},
+                     "sequential": sequential, "evaluated": "once, after the last chunk",
+                     **({"cache": "sum of earlier chunks' K K^T" if cache is not None else None}
+                        if sequential else {})},
     }
     return EditResult(config=cfg, modules=list(modules), logs=[], timings=timings,
                       projector_stats=projector_stats, capability=info,

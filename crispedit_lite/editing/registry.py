@@ -41,9 +41,9 @@ from torch import Tensor, nn
 
 from crispedit_lite.editing.settings import EditorSettings
 
-__all__ = ["EDITOR_MODULES", "PAPER_RUN_KEYS", "STATISTICS", "EditJob", "Editor", "base_methods",
-           "editor_names", "get_editor", "needs_capability", "PAPER_DTYPE_DEFAULT", "paper_dtype", "paper_dtypes", "registry",
-           "sequential_form", "settings_owners"]
+__all__ = ["EDITOR_MODULES", "PAPER_DTYPE_DEFAULT", "PAPER_RUN_KEYS", "STATISTICS", "EditJob", "Editor",
+           "base_methods", "editor_names", "get_editor", "needs_capability", "paper_dtype", "paper_dtypes",
+           "registry", "sequential_form", "settings_owners"]
 
 # One line per editor module (crispedit_lite/editing/editors/<name>.py); a module may define the
 # batch and the sequential variant of one method.
@@ -197,7 +197,8 @@ class Editor:
         if bad:
             fail(f"paper_run keys {bad} unknown; expected some of {list(PAPER_RUN_KEYS)}")
         if self.paper_run.get("dtype", "bfloat16") not in ("float32", "bfloat16", "float16"):
-            fail(f"paper_run dtype must be 'float32', 'bfloat16' or 'float16', got {self.paper_run['dtype']!r}")
+            fail(f"paper_run dtype must be 'float32', 'bfloat16' or 'float16', got "
+                 f"{self.paper_run['dtype']!r}")
         no_shape = [k for k, v in self.presets.items() if not isinstance(v, Mapping) or "shape" not in v]
         if no_shape:
             fail(f"presets {no_shape} lack the 'shape' that identifies the model")

@@ -164,7 +164,7 @@ def _train(job: EditJob, chunks: list[list]) -> EditResult:
     fresh = len(chunks) > 1 and s.lora_seq_adapters == "per_chunk"
     groups = [[c] for c in chunks] if fresh else [chunks]  # one adapter set per group
     logs, ranks, orth = [], set(), []
-    for g, group in enumerate(groups):
+    for group in groups:
         steps = cfg.epochs * sum(math.ceil(len(c) / cfg.batch_size) for c in group)
         peft_model = adalora_model(model, s, layers, steps)
         trainable = [p for p in peft_model.parameters() if p.requires_grad]

@@ -100,7 +100,8 @@ def test_one_chunk_sequential_equals_batch(tok, tmp_path):
     # one chunk holds every edit, in chunk_requests' order: the zero cache changes nothing
     order = chunk_requests(REQS, len(REQS), 0)[0]
     assert [r.case_id for r in order] != [0, 1, 2]
-    for method, chunked in (("memit", "memit_seq"), ("memit", "memit_chunked"), ("alphaedit", "alphaedit_seq")):
+    pairs = (("memit", "memit_seq"), ("memit", "memit_chunked"), ("alphaedit", "alphaedit_seq"))
+    for method, chunked in pairs:
         batch, _ = _edit(method, tok, tmp_path, requests=order, chunk_size=len(REQS))
         seq, res = _edit(chunked, tok, tmp_path, chunk_size=len(REQS))
         assert res.details["schedule"]["n_chunks"] == 1

@@ -9,7 +9,12 @@ import torch
 from crispedit_lite.data import EditRequest
 from crispedit_lite.data.batches import tokenize_edits
 from crispedit_lite.editing import edit
-from crispedit_lite.editing.editors.lora import LoraSettings, _outputs_loss, adalora_model, orthogonal_regulariser
+from crispedit_lite.editing.editors.lora import (
+    LoraSettings,
+    _outputs_loss,
+    adalora_model,
+    orthogonal_regulariser,
+)
 from crispedit_lite.editing.loops.trainer import ft_m_loss
 from tests.helpers import LAYERS, REQUESTS, edit_config
 
@@ -69,10 +74,11 @@ def test_official_lora_records_the_regulariser_it_trained_with(model, tok):
 
 def test_lora_seq_per_chunk_adapters_merge_after_every_chunk(model, tok):
     one = edit(model, tok, REQS, edit_config("lora_seq", chunk_size=2, epochs=1), progress=False)
-    assert isinstance(one.details["orth_reg"], dict) and "one adapter set" in one.details["schedule"]["adapters"]
+    assert isinstance(one.details["orth_reg"], dict)
+    assert "one adapter set" in one.details["schedule"]["adapters"]
     one.restore(model)
-    per = edit(model, tok, REQS, edit_config("lora_seq", chunk_size=2, epochs=1, lora_seq_adapters="per_chunk"),
-               progress=False)
+    cfg = edit_config("lora_seq", chunk_size=2, epochs=1, lora_seq_adapters="per_chunk")
+    per = edit(model, tok, REQS, cfg, progress=False)
     assert len(per.logs) == 2 and "fresh adapters" in per.details["schedule"]["adapters"]
     assert [r["start"] for r in per.details["orth_reg"]] and len(per.details["orth_reg"]) == 2
     assert not any("lora" in n for n, _ in model.named_modules())  # merged, no adapter left

@@ -98,6 +98,14 @@ class ClosedFormSettings(EditorSettings):
         cf_v_lr, cf_v_steps, cf_v_weight_decay, cf_clamp_norm, cf_kl_factor: the target-value
             optimisation (``compute_z``: Adam lr, steps, weight decay, clamp factor, KL weight;
             ``None``: the preset's).
+        cf_templates: how the context-template prefixes are generated: ``"greedy"`` or ``"sampled"``
+            (top-5 sampling, as the official ``generate_fast``; the reproduction cells of the MEMIT
+            and AlphaEdit rows set it).
+        cf_template_seed: the seed of the sampled templates (``None``: the config's ``seed``).
+        cf_covariance: which tokens the covariance :math:`C` counts: ``"kfac"`` (the K-FAC factor
+            :math:`A` of the shared statistics file, every position but each text's last) or
+            ``"every_token"`` (every non-padding position of the same texts, as MEMIT's
+            ``layer_stats``; a forward pass of its own, not cached).
 
     Described on the book page ``running``.
     """
@@ -112,8 +120,12 @@ class ClosedFormSettings(EditorSettings):
     cf_v_weight_decay: float | None = None
     cf_clamp_norm: float | None = None
     cf_kl_factor: float | None = None
+    cf_templates: Literal["greedy", "sampled"] = "greedy"
+    cf_template_seed: int | None = None
+    cf_covariance: Literal["kfac", "every_token"] = "kfac"
     paper: ClassVar[dict[str, Any]] = {  # AlphaEdit paper / EasyEdit; the model-specific rest: presets
-        "cf_l2": 1.0, "cf_nullspace_rule": "absolute", "cf_nullspace_threshold": 2e-2}
+        "cf_l2": 1.0, "cf_nullspace_rule": "absolute", "cf_nullspace_threshold": 2e-2,
+        "cf_templates": "sampled", "cf_covariance": "every_token"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -171,16 +183,19 @@ EDITORS = (
     Editor(name="memit", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run, label="MEMIT",
            color="#56b4e9", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, paper_row="MEMIT",
-           paper_run={"chunk_size": 32, "dtype": "float32"}, sequential_form="memit_chunked",
+           paper_run={"chunk_size": 32, "dtype": "float32", "config": {"cf_templates": "sampled"}},
+           sequential_form="memit_chunked",
            summary="least-squares update R K^T (lambda C + K K^T)^-1 spread over the layers"),
     Editor(name="memit_chunked", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run_chunked, label="MEMIT-Chunked",
            color="#0f4d71", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
+           chunk_hook=True,
            summary="the MEMIT batch edit on one chunk after another, no cache of earlier chunks (the "
                    "paper's MEMIT row: chunks of 32)"),
     Editor(name="memit_seq", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run_seq, label="MEMIT-Seq",
            color="#346c8c", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
+           chunk_hook=True,
            summary="MEMIT chunk by chunk with the accumulated cache sum K_p K_p^T of earlier chunks "
                    "(not the paper's MEMIT row)"),
 )

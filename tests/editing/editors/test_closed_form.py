@@ -165,6 +165,27 @@ def test_the_chunked_update_ignores_earlier_chunks_and_the_cached_one_does_not(t
                                   runs["memit_seq"][len(MODULES) + i]["delta"], rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize("method", ["memit_chunked", "memit_seq"])
+def test_chunk_callback_sees_each_chunk_and_only_observes(tok, tmp_path, method):
+    seen = []
+
+    def after_chunk(k, chunk, state):
+        seen.append((k, [r.case_id for r in chunk], state.n_chunks, state.log["n_edits"],
+                     state.model.get_submodule(MODULES[0]).weight.detach().clone()))
+
+    plain, _ = _edit(method, tok, tmp_path, chunk_size=2)
+    model = _model()
+    res = edit(model, tok, REQS, _config(method, chunk_size=2), capability_texts=CAP_TEXTS,
+               cache_dir=str(tmp_path / "cache"), progress=False, after_chunk=after_chunk)
+    chunks = chunk_requests(REQS, 2, 0)
+    assert [s[:4] for s in seen] == [(k, [r.case_id for r in c], 2, len(c)) for k, c in enumerate(chunks)]
+    assert torch.equal(seen[-1][4], model.get_submodule(MODULES[0]).weight)
+    assert not torch.equal(seen[0][4], seen[1][4])  # the first call saw the model after chunk 1 only
+    for m in MODULES:  # observe-only: the same edit as without the callback
+        assert torch.equal(model.get_submodule(m).weight, plain.get_submodule(m).weight)
+    assert "after_chunk_s" in res.timings
+
+
 def test_alphaedit_update_lies_in_the_null_space_of_the_covariance(tok, tmp_path):
     model, res = _edit("alphaedit", tok, tmp_path)
     cache = next((tmp_path / "cache").glob("*.safetensors"))

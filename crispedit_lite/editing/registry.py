@@ -13,8 +13,14 @@ An editor declares
   adapters);
 * ``statistics``: which statistics it reads, from :data:`STATISTICS`. The capability K-FAC factors
   :math:`(A, S)` and the input covariance :math:`C=\mathbb E[k k^\top]` are the same cache entry: the
-  count-normalised input factor :math:`A` of K-FAC *is* MEMIT's and AlphaEdit's covariance, so one
-  statistics file serves CrispEdit, Adam-NSCL, MEMIT and AlphaEdit;
+  count-normalised input factor :math:`A` of K-FAC is MEMIT's and AlphaEdit's estimator (the
+  uncentred second moment of the layer's inputs divided by the token count), so one statistics file
+  serves CrispEdit, Adam-NSCL, MEMIT and AlphaEdit. The sample is not MEMIT's: :math:`n` capability
+  texts cut to ``capability_max_length`` tokens, each text's last token left out (K-FAC counts only
+  positions with a next-token label), where MEMIT counts every token of 100,000 full-length Wikipedia
+  texts. On the same texts the two differ by a few percent, more for short texts (2-3 % at 128 tokens,
+  6-8 % at 32 on SmolLM2; ``benchmarks/closed_form_deviations.py``); ``cf_covariance="every_token"``
+  counts every position (:mod:`~crispedit_lite.editing.loops.covariance`);
 * ``update``: ``"projected_gradient"`` (the FT-M loop with a projected or plain optimiser) or
   ``"closed_form"`` (a least-squares solve, MEMIT-style);
 * ``settings``: the :class:`~crispedit_lite.editing.settings.EditorSettings` subclass of what only its
@@ -57,7 +63,8 @@ STATISTICS: dict[str, str] = {
     "capability_kfac": "K-FAC factors A (input second moment) and S (output-gradient second moment) "
                        "of the capability loss",
     "input_covariance": "the input second moment C = E[k k^T] per token on capability text (the K-FAC "
-                        "factor A of the same module, from the same cache)",
+                        "factor A of the same module, from the same cache: every position but each "
+                        "text's last; or every position with cf_covariance='every_token')",
     "edit_kfac": "K-FAC factors of the edit data, merged chunk by chunk (sequential editing)",
 }
 

@@ -24,7 +24,8 @@ def test_rounding_loss_is_exact_on_representable_cases():
     # half the entries lost: ||lost|| / ||delta|| = sqrt(1/2)
     d = torch.full((4, 3), 2.0 ** -7)
     d[:2] = 2.0 ** -10
-    assert rounding_loss(w.bfloat16(), d) == pytest.approx(2.0 ** -10 * 6 ** 0.5 / torch.linalg.norm(d).item())
+    lost = 2.0 ** -10 * 6 ** 0.5  # six entries of 2^-10 rounded away
+    assert rounding_loss(w.bfloat16(), d) == pytest.approx(lost / torch.linalg.norm(d).item())
     assert rounding_loss(w.bfloat16(), torch.zeros(4, 3)) == 0.0
     assert rounding_loss(w, torch.full((4, 3), 1e-3)) <= 2.0 ** -24 / 1e-3  # float32: half a spacing
     with pytest.raises(ValueError, match="differ in shape"):

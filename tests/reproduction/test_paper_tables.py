@@ -222,6 +222,22 @@ def test_compare_joins_runs_and_flags_scale():
         assert reason in notes
 
 
+def test_a_cell_run_of_a_chunked_row_fills_that_row():
+    """The MEMIT cells run memit_chunked, the AlphaEdit cells alphaedit_seq: their runs fill those rows."""
+    paper = load_paper_tables()
+    sel = paper[(paper.dataset == "zsre") & (paper.table == "table1")]
+    runs = []
+    for method in ("memit_chunked", "memit_seq", "alphaedit_seq", "crispedit_seq"):
+        rec = paper_run_record(method, LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
+        rec["settings"]["method"] = rec["settings"]["config"]["method"] = method
+        runs.append(rec)
+    out = compare(sel, runs, include_missing=False)
+    filled = {m: set(g) for m, g in out[out.method != "base"].groupby("method")["run id"]}
+    # the cached MEMIT is not the paper's MEMIT row; CrispEdit-Seq fills its own row, not CrispEdit's
+    assert filled == {"memit": {"memit_chunked"}, "alphaedit": {"alphaedit_seq"},
+                      "crispedit_seq": {"crispedit_seq"}}
+
+
 def test_scale_issues_and_run_metric_details():
     rec = paper_run_record("gpu", LLAMA, 3000, 0.9, 10_000, "wikipedia", "2026-01-02")
     assert scale_issues(rec, 8, {"gamma": 0.9, "n_capability": 10_000}) == []

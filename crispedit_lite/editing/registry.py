@@ -321,10 +321,7 @@ def paper_dtype(name: str) -> str:
 
 
 def paper_dtypes() -> dict[str, str]:
-    """``{method: precision of its official run}`` for every editor with a paper row: the one table.
-
-    Described on the book page ``reproducing``.
-    """
+    """``{method: precision of its official run}`` for every editor with a paper row: the one table."""
     return {n: paper_dtype(n) for n, e in registry().items() if e.paper_row}
 
 

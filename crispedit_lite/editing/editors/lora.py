@@ -119,7 +119,7 @@ def adalora_model(model: torch.nn.Module, s: LoraSettings, layers: list[int], to
 
     ``task_type="CAUSAL_LM"`` makes peft return the causal-LM wrapper, whose forward goes through
     ``AdaLoraModel.forward`` and adds :func:`orthogonal_regulariser` to ``outputs.loss`` when labels
-    are given. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    are given.
     """
     from peft import AdaLoraConfig, get_peft_model
 
@@ -135,7 +135,7 @@ def orthogonal_regulariser(peft_model: Any) -> float:
 
     :math:`P` runs over every trainable ``lora_A`` (:math:`AA^\top`) and ``lora_B``
     (:math:`B^\top B`), :math:`w` is the adapter's ``orth_reg_weight``. This is the term that
-    ``outputs.loss`` adds to the cross-entropy. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    ``outputs.loss`` adds to the cross-entropy.
     """
     name = peft_model.active_adapter
     weight = float(peft_model.peft_config[name].orth_reg_weight)

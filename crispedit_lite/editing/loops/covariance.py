@@ -8,9 +8,8 @@ statistics file that CrispEdit shares: the same estimator on a different sample,
 counts only the positions that have a next-token label, so each text's last token is left out (and
 the texts are the capability corpus, cut to ``capability_max_length`` tokens).
 :func:`input_second_moment` computes the every-token moment of the same texts instead
-(``cf_covariance="every_token"``): one forward pass, nothing cached.
-
-Derived in notebook ``08_one_framework``.
+(``cf_covariance="every_token"``): one forward pass, nothing cached. Chapter 8 (``08_one_framework``)
+states the difference; the book page ``reproducing`` says what the reproduction cells use.
 """
 
 from __future__ import annotations
@@ -35,8 +34,6 @@ def input_second_moment(model: nn.Module, tokenizer: Any, modules: Sequence[str]
     (:func:`~crispedit_lite.data.batches.tokenize_capability`, truncated to ``max_length``); sums in
     float64, returned in float32 (the precision of the statistics file). Returns ``(C, info)`` with
     ``info = {"n_tokens", "seconds", "hit": False, "cache": None, "tokens": "every position"}``.
-
-    Derived in notebook ``08_one_framework``.
     """
     from crispedit_lite.data.batches import tokenize_capability
 

@@ -45,8 +45,9 @@ def edit(
             (:func:`~crispedit_lite.editing.registry.needs_capability`); its factors are cached
             under ``cache_dir``.
         progress: tqdm bars.
-        after_chunk: for CrispEdit-Seq and FT-Seq, ``after_chunk(chunk_index, chunk, state)`` is
-            called after every chunk with the model as that chunk left it and a
+        after_chunk: for the editors with ``chunk_hook`` (CrispEdit-Seq, FT-Seq, MEMIT-Chunked,
+            MEMIT-Seq), ``after_chunk(chunk_index, chunk, state)`` is called after every chunk with
+            the model as that chunk left it and a
             :class:`~crispedit_lite.editing.loops.sequential.ChunkState` (training log, projectors,
             K-FAC factors); it only observes: the edit is the same with or without it (chapter 7
             records retention with it).

@@ -21,7 +21,7 @@ REQS = REQUESTS + [EditRequest("the small cat is", "red")]
 def test_registry_declares_every_editor_of_table1_but_mend():
     names = set(editor_names())
     assert {"crispedit", "crispedit_seq", "ft", "ft_seq", "locbf_ft", "lora", "lora_seq", "adam_nscl",
-            "memit", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit"} <= names
+            "memit", "memit_chunked", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit"} <= names
     for e in registry().values():
         assert isinstance(e, Editor) and e.update in ("projected_gradient", "closed_form")
         assert e.describe()["name"] == e.name

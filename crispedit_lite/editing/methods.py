@@ -33,6 +33,7 @@ def edit(
     capability_texts: Sequence[str] | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    carry: dict[str, Any] | None = None,
 ) -> EditResult:
     """Apply ``config.method`` to ``model`` (in memory) on the edit ``requests``.
 
@@ -44,6 +45,8 @@ def edit(
             (:func:`~crispedit_lite.editing.registry.needs_capability`); its factors are cached
             under ``cache_dir``.
         progress: tqdm bars.
+        carry: continue a stream of chunks across calls (a sequential editor reads its state from
+            this dict and writes it back; see :class:`~crispedit_lite.editing.registry.EditJob`).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -58,7 +61,8 @@ def edit(
     layers = list(config.layers) if config.layers is not None else None
     modules = resolve_edit_modules(model, config.module_pattern, layers)
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
-                  capability_texts=capability_texts, cache_dir=cache_dir, progress=progress)
+                  capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
+                  carry=carry)
     start = time.perf_counter()
     result = editor.run(job)
     result.timings.setdefault("total_s", time.perf_counter() - start)

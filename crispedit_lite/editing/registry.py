@@ -83,6 +83,12 @@ class EditJob:
         capability_texts: capability corpus for the editors that read statistics.
         cache_dir: where capability statistics are cached.
         progress: show tqdm bars.
+        carry: the state a sequential editor hands from one call to the next, so that a stream of
+            chunks can be edited over many calls (one chunk per call, evaluated in between, resumed
+            after an interruption) exactly as one call over all chunks: the chunks done, and the
+            editor's own state (CrispEdit-Seq's running K-FAC factors and Adam's moments, MEMIT-Seq's
+            and AlphaEdit-Seq's key cache, UltraEdit's normalisers). ``None``: a fresh run that
+            hands nothing on. An empty dict starts a stream; the editor fills it in place.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -95,6 +101,7 @@ class EditJob:
     capability_texts: Sequence[str] | None = None
     cache_dir: str | None = None
     progress: bool = True
+    carry: dict[str, Any] | None = None
     _factors: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:

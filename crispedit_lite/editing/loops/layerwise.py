@@ -141,7 +141,9 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     ``make_solver(C, settings)`` builds the editor's per-layer solve from the covariances ``C`` and
     returns ``(solve, projector_stats)``; ``cache_keys`` is :func:`edit_layers`'s; ``describe(settings,
     projector_stats)`` gives the editor's own entries of ``details``. ``method`` (``"memit"`` or
-    ``"alphaedit"``) picks the preset's value optimisation (:func:`closed_form_settings`).
+    ``"alphaedit"``) picks the preset's value optimisation (:func:`closed_form_settings`). A
+    sequential run with ``job.carry`` starts from the key cache and the context templates (drawn from
+    the unedited model) of earlier calls and hands its own on.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -168,6 +170,11 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed) if sequential \
         else [list(job.requests)]
     cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential else None
+    carry, done = job.carry, 0
+    if sequential and carry is not None:  # the keys of earlier calls, the templates of the first
+        done = int(carry.get("chunks_done", 0))
+        cache = carry.get("cache", cache)
+        templates = carry.get("templates", templates)
     per_chunk = []
     bar = tqdm(total=len(chunks) * len(modules), desc=cfg.method, disable=not job.progress)
     for k, chunk in enumerate(chunks):
@@ -178,9 +185,11 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         edit_layers(model, tok, chunk, modules, top, templates, z, solve, cache=cache,
                     cache_keys=cache_keys, timings=timings, bar=bar)
         after = _norms(z, layer_outputs(model, tok, chunk, top))
-        per_chunk.append({"chunk": k, "n_edits": len(chunk), "residual_before": before,
+        per_chunk.append({"chunk": done + k, "n_edits": len(chunk), "residual_before": before,
                           "residual_after": after, "value_optimisation": zinfo})
     bar.close()
+    if sequential and carry is not None:
+        carry.update(chunks_done=done + len(chunks), cache=cache, templates=templates)
     timings["total_s"] = time.perf_counter() - start
     details = {
         "method": method, "layers": s["layers"], "top_block": top, "preset": s["preset"],
@@ -191,6 +200,7 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         "chunks": per_chunk,
         "schedule": {"batch_size": cfg.chunk_size if sequential else len(job.requests),
                      "n_chunks": len(chunks), "order_seed": cfg.seed if sequential else None,
+                     "chunks_before": done,
                      "sequential": sequential, "evaluated": "once, after the last chunk"},
     }
     return EditResult(config=cfg, modules=list(modules), logs=[], timings=timings,

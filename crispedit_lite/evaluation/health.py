@@ -1,4 +1,4 @@
-r"""The health of edited weights: norm growth, conditioning, spectral drift, and leakage into protected directions.
+r"""The health of edited weights: norm growth, conditioning, spectral drift, leaks into protected directions.
 
 Long sequential edit streams break models in ways that show in the edited matrices before they show in
 the outputs, and recent lifelong-editing studies read them chunk by chunk (norm growth: Gupta et al.
@@ -59,7 +59,7 @@ def _f64(W: Tensor, name: str) -> Tensor:
 
 
 def condition_number(W: Tensor) -> float:
-    r""":math:`\kappa(\mathbf W)=\sigma_{\max}/\sigma_{\min}` over the :math:`\min(d_{out}, d_{in})` singular values.
+    r"""The condition number :math:`\kappa(\mathbf W)=\sigma_{\max}/\sigma_{\min}` (all singular values).
 
     ``inf`` when the smallest singular value is 0. Derived in notebook ``07_sequential_editing``.
     """
@@ -68,7 +68,7 @@ def condition_number(W: Tensor) -> float:
 
 
 def top_singular_vectors(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The top-:math:`k` singular triplets of ``W``: ``(U_k (d_out, k), s_k (k,), V_k (d_in, k))``, float64.
+    r"""The top-:math:`k` singular triplets of ``W``: ``(U_k (d_out, k), s_k, V_k (d_in, k))``, float64.
 
     Derived in notebook ``07_sequential_editing``.
     """
@@ -80,7 +80,7 @@ def top_singular_vectors(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def subspace_overlap(Q: Tensor, Q0: Tensor) -> float:
-    r""":math:`\tfrac1k\lVert\mathbf Q^\top\mathbf Q_0\rVert_F^2`: mean squared cosine of the principal angles.
+    r"""Overlap :math:`\tfrac1k\lVert\mathbf Q^\top\mathbf Q_0\rVert_F^2` (mean squared cosine of the angles).
 
     ``Q`` and ``Q0`` are ``(d, k)`` with orthonormal columns (e.g. from :func:`top_singular_vectors`).
     Derived in notebook ``07_sequential_editing``.
@@ -91,7 +91,7 @@ def subspace_overlap(Q: Tensor, Q0: Tensor) -> float:
 
 
 def protected_share(delta: Tensor, projector: Any) -> float | None:
-    r""":math:`\lVert\Delta-\mathbf P\Delta\rVert_F^2/\lVert\Delta\rVert_F^2` for ``projector.project`` = :math:`\mathbf P`.
+    r"""The protected share :math:`\lVert\Delta-\mathbf P\Delta\rVert_F^2/\lVert\Delta\rVert_F^2`.
 
     ``None`` for a zero update. Derived in notebook ``07_sequential_editing``.
     """
@@ -140,7 +140,7 @@ def layer_health(W: Tensor, W0: Tensor, *, k: int = TOP_K, projector: Any = None
 
 
 def base_spectrum(W0: Tensor, k: int = TOP_K) -> dict[str, Any]:
-    """What :func:`layer_health` needs of the base matrix, computed once: top-``k`` bases, norm, condition number.
+    """What :func:`layer_health` needs of the base matrix, once: top-``k`` bases, norm, condition number.
 
     Derived in notebook ``07_sequential_editing``.
     """

@@ -90,7 +90,8 @@ def test_layer_health_sees_a_rotated_top_subspace():
     W0 = U[:, :4] @ torch.diag(torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=F64)) @ V.T
     W = U[:, :4] @ torch.diag(torch.tensor([1.0, 4.0, 2.0, 8.0], dtype=F64)) @ V.T  # swap top and bottom
     h = layer_health(W, W0, k=1)
-    assert h["overlap_out"] == pytest.approx(0.0, abs=1e-12) and h["overlap_in"] == pytest.approx(0.0, abs=1e-12)
+    assert h["overlap_out"] == pytest.approx(0.0, abs=1e-12)
+    assert h["overlap_in"] == pytest.approx(0.0, abs=1e-12)
     assert layer_health(W, W0, k=2)["overlap_out"] == pytest.approx(0.5)  # {u4, u2} vs {u1, u2}
     with pytest.raises(ValueError, match="differ in shape"):
         layer_health(W, W0.T)

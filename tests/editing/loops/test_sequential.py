@@ -22,11 +22,11 @@ from tests.helpers import CAP_TEXT, EDIT_WORDS, REQUESTS
 
 REQS = [*REQUESTS, EditRequest("the small cat is", "red"), EditRequest("the dog runs in the", "river"),
         EditRequest("a blue house is", "big")]
-for i, r in enumerate(REQS):  # closed-form editors need subjects
+for r in REQS:  # closed-form editors need subjects
     object.__setattr__(r, "subject", r.prompt.split()[1])
 _gen = torch.Generator().manual_seed(0)
-CAP_TEXTS = [" ".join(EDIT_WORDS[3 + int(i)] for i in torch.randint(0, len(EDIT_WORDS) - 3, (60,), generator=_gen))
-             for _ in range(4)] + [CAP_TEXT]
+_IDS = torch.randint(0, len(EDIT_WORDS) - 3, (4, 60), generator=_gen)
+CAP_TEXTS = [" ".join(EDIT_WORDS[3 + int(i)] for i in row) for row in _IDS] + [CAP_TEXT]
 COMMON = dict(layers=(1, 2), chunk_size=2, n_capability=5, capability_max_length=64,
               capability_source="offline", seed=3)
 CONFIGS = {
@@ -92,5 +92,6 @@ def test_carry_holds_each_editors_state(tok, tmp_path):
             "ultraedit": {"chunks_done", "normalizers"}}
     for method, want in keys.items():
         carry: dict = {}
-        edit(_model(), tok, REQS[:2], EditConfig(method=method, **COMMON, **CONFIGS[method]), carry=carry, **kw)
+        cfg = EditConfig(method=method, **COMMON, **CONFIGS[method])
+        edit(_model(), tok, REQS[:2], cfg, carry=carry, **kw)
         assert set(carry) == want, method

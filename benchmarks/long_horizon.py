@@ -1,0 +1,291 @@
+r"""Long-horizon sequential editing on a CPU: thousands of edits in chunks, measured after every chunk.
+
+Every editor of :data:`TRACKS` edits the embedded SmolLM2 with the shipped stream
+(``load_edits("smollm2-stream")``, cities -> country / US state, every fact known to the base model)
+chunk after chunk, from the same base weights and in the same order, handing its state from chunk to
+chunk (``edit(..., carry=)``: exactly one sequential run, split into calls). After every chunk it
+records
+
+* reliability on the chunk just edited (teacher-forced token accuracy and the ROME/MEMIT probability
+  test :math:`P(\text{new})>P(\text{true})`; Rel on the prompt, Gen on the paraphrase, Loc on the
+  neighbourhood prompt), and the retained reliability (TF and PROB on the prompts) of a fixed random
+  sample of the edits of all earlier chunks (``--retained`` edits: the first ones of one seeded order
+  of the stream that lie in earlier chunks);
+* the damage: mean per-token KL to the base model and perplexity on held-out capability text;
+* the health of every edited matrix (:mod:`crispedit_lite.evaluation.health`): norms, ``||dW||``,
+  condition number, overlap of the top-``k`` singular subspaces with the base weights, and the share of
+  the update in the protected subspace of the CrispEdit projector built from the capability factors of
+  that matrix at ``--gamma`` (one ruler for every editor).
+
+The run is resumable per (editor, chunk): after every chunk the edited weights, the editor's carried
+state and the rows so far are saved atomically under ``--checkpoint-dir``; a rerun with the same
+settings goes on from there (a larger ``--n-edits`` extends a finished run). Each editor writes its own
+JSON (``--out`` with ``{editor}``), so editors can run in separate processes.
+
+Usage (one CPU thread each; the editors' costs per chunk are in the JSON, ``rows[*].edit_s``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/long_horizon.py --editors crispedit_seq --n-edits 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from crispedit_lite.data import load_edits, read_records
+from crispedit_lite.data.capability import capability_texts
+from crispedit_lite.data.edits import records_digest
+from crispedit_lite.editing import capability_factors, cpu_config, edit, needs_capability
+from crispedit_lite.editing.kfac_cache import build_projectors
+from crispedit_lite.editing.registry import get_editor
+from crispedit_lite.evaluation import (
+    default_proxy_texts,
+    kl_to_base,
+    perplexity,
+    probability_evaluate,
+    teacher_forced_evaluate,
+    token_logprobs,
+)
+from crispedit_lite.evaluation.health import TOP_K, base_spectrum, layer_health, pooled_health
+from crispedit_lite.models import cache_root, load_model
+from crispedit_lite.reproduction.results import write_json_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One editor of the comparison: its registry method, config changes, and edits one at a time."""
+
+    method: str
+    changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    one_at_a_time: bool = False  # each chunk as single edits in a row (MEND)
+
+
+# One line per editor. UltraEdit's official step size (1e-6) barely moves SmolLM2; 1e-4 is the value
+# its sweep on this model picked (book/ultraedit.md), as in benchmarks/cpu_table1.py.
+TRACKS: dict[str, Track] = {
+    "crispedit_seq": Track("crispedit_seq"),
+    "alphaedit_seq": Track("alphaedit_seq"),
+    "memit_seq": Track("memit_seq"),
+    "ft_seq": Track("ft_seq"),
+    "ultraedit": Track("ultraedit", {"ultra_lr": 1e-4}),
+    # "memit_chunked": Track("memit_chunked"),
+    # "mend": Track("mend", one_at_a_time=True),
+}
+STREAM = "smollm2-stream"
+MODEL = "smollm2-135m-instruct"
+OUT = str(Path(__file__).parent / "results" / "long-horizon-smollm2-{editor}.json")
+PROXY_MAX_LENGTH = 128
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def prompts_only(records: list[Any]) -> list[Any]:
+    """The records without paraphrase and neighbourhood prompt (retained reliability reads the prompt)."""
+    return [dataclasses.replace(r, rephrase_prompt=None, locality_prompt=None, locality_answer=None)
+            for r in records]
+
+
+def reliability(model, tok, records: list[Any], full: bool) -> dict[str, float | int | None]:
+    """TF and PROB Rel (and, ``full``, Gen and Loc) over ``records``, x100."""
+    recs = records if full else prompts_only(records)
+    tf = teacher_forced_evaluate(model, tok, recs, batch_size=32)["scores"]
+    pr = probability_evaluate(model, tok, recs, batch_size=32)["scores"]
+    out = {"n": len(records), "tf_rel": tf["rel"], "prob_rel": pr["rel"]}
+    if full:
+        out.update(tf_gen=tf["gen"], tf_loc=tf["spec"], prob_gen=pr["gen"], prob_loc=pr["loc"])
+    return out
+
+
+class Stream:
+    """The edit stream in chunks, the retained sample, and the held-out text with its base log-probs."""
+
+    def __init__(self, model, tok, args) -> None:
+        self.records = load_edits(args.stream, limit=args.n_edits)
+        if len(self.records) < args.n_edits:
+            raise SystemExit(f"--n-edits {args.n_edits}: the stream has {len(self.records)} records")
+        c = args.chunk_size
+        self.chunks = [self.records[i:i + c] for i in range(0, args.n_edits, c)]
+        self.order = random.Random(args.seed).sample(range(args.n_edits), args.n_edits)
+        self.retained, self.size = args.retained, c
+        self.digest = records_digest(read_records(args.stream))
+        self.proxy = default_proxy_texts(args.n_proxy, seed=0)
+        self.base_lp = token_logprobs(model, tok, self.proxy, max_length=PROXY_MAX_LENGTH)
+
+    def earlier(self, k: int) -> list[Any]:
+        """The retained sample after chunk ``k``: up to ``retained`` edits of chunks ``0..k-1``."""
+        return [self.records[i] for i in self.order if i < k * self.size][:self.retained]
+
+    def damage(self, model, tok) -> dict[str, float]:
+        """KL to the base model and perplexity on the held-out text."""
+        kw = {"max_length": PROXY_MAX_LENGTH, "batch_size": 4}
+        return {"kl": kl_to_base(model, tok, self.proxy, base=self.base_lp, **kw),
+                "ppl": perplexity(model, tok, self.proxy, **kw)}
+
+
+class Health:
+    """Base spectra and protected-subspace projectors of an editor's matrices, built at the base weights."""
+
+    def __init__(self, model, tok, modules: list[str], caps: list[str], cfg, gamma: float) -> None:
+        self.modules = modules
+        self.W0 = {m: model.get_submodule(m).weight.detach().to("cpu", copy=True) for m in modules}
+        self.spectra = {m: base_spectrum(w, TOP_K) for m, w in self.W0.items()}
+        factors, _ = capability_factors(model, tok, modules, caps, max_length=cfg.capability_max_length,
+                                        labels=cfg.kfac_labels, seed=cfg.seed, progress=False)
+        projectors, self.stats = build_projectors(model, factors, gamma, rule=cfg.rule)
+        by_weight = {id(model.get_submodule(m).weight): m for m in modules}
+        self.projectors = {by_weight[id(w)]: p for w, p in projectors.items()}
+
+    def measure(self, model) -> dict[str, Any]:
+        """Per matrix :func:`layer_health`, and :func:`pooled_health` over them."""
+        per = {m: layer_health(model.get_submodule(m).weight, self.W0[m], k=TOP_K,
+                               projector=self.projectors[m], base=self.spectra[m]) for m in self.modules}
+        return {"pooled": pooled_health(per),
+                "per_layer": {m: {k: v for k, v in h.items() if k not in ("delta_sq", "leak_sq", "k")}
+                              for m, h in per.items()}}
+
+
+def run_track(name: str, model, tok, stream: Stream, caps: list[str], args, base_row: dict) -> None:
+    """Edit and measure chunk after chunk for one editor, resuming from its checkpoint."""
+    track = TRACKS[name]
+    editor = get_editor(track.method)
+    cfg = cpu_config(track.method, chunk_size=1 if track.one_at_a_time else args.chunk_size,
+                     seed=args.seed, gamma=args.gamma, **track.changes)
+    ckpt_path = Path(args.checkpoint_dir) / f"{name}-{stream.digest[:12]}-c{args.chunk_size}.pt"
+    out = Path(args.out.format(editor=name))
+    settings = {"config": cfg.to_dict(), "stream_sha256": stream.digest, "chunk_size": args.chunk_size,
+                "one_at_a_time": track.one_at_a_time, "retained": args.retained, "seed": args.seed}
+    state = {"rows": [], "carry": {}, "modules": None, "weights": {}, "settings": settings}
+    if ckpt_path.exists() and not args.restart:
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["settings"] != settings:
+            raise SystemExit(f"{ckpt_path}: saved with other settings; pass --restart to start over")
+    health = None
+    if state["modules"] is not None:  # the model is still at its base weights here
+        health = Health(model, tok, state["modules"], caps, cfg, args.gamma)
+        with torch.no_grad():
+            for m, w in state["weights"].items():
+                model.get_submodule(m).weight.copy_(w)
+    rows, carry = state["rows"], state["carry"]
+    texts = caps if needs_capability(track.method) else None
+    bar = tqdm(range(len(rows), len(stream.chunks)), desc=editor.label, initial=len(rows),
+               total=len(stream.chunks))
+    for k in bar:
+        chunk = stream.chunks[k]
+        t = time.perf_counter()
+        results = [edit(model, tok, [r], cfg, capability_texts=texts, carry=carry, progress=False)
+                   for r in chunk] if track.one_at_a_time else \
+            [edit(model, tok, chunk, cfg, capability_texts=texts, carry=carry, progress=False)]
+        edit_s = time.perf_counter() - t
+        if health is None:  # first chunk: the base weights are the result's originals
+            state["modules"] = list(results[0].modules)
+            edited = {m: model.get_submodule(m).weight.detach().clone() for m in state["modules"]}
+            results[0].restore(model)
+            health = Health(model, tok, state["modules"], caps, cfg, args.gamma)
+            with torch.no_grad():
+                for m, w in edited.items():
+                    model.get_submodule(m).weight.copy_(w)
+        t = time.perf_counter()
+        logs = [log for res in results for log in res.logs]
+        row = {"chunk": k, "edits_applied": (k + 1) * args.chunk_size,
+               "current": reliability(model, tok, chunk, full=True),
+               "retained": reliability(model, tok, stream.earlier(k), full=False) if k else None,
+               **stream.damage(model, tok), "health": health.measure(model),
+               "steps": sum(log.steps for log in logs) if logs else None,
+               "final_loss": logs[-1].epoch_losses[-1] if logs and logs[-1].epoch_losses else None,
+               "edit_s": round(edit_s, 1)}
+        row["eval_s"] = round(time.perf_counter() - t, 1)
+        rows.append(row)
+        state["weights"] = {m: model.get_submodule(m).weight.detach().to("cpu", copy=True)
+                            for m in state["modules"]}
+        save_atomic(state, ckpt_path)
+        write_record(out, name, track, cfg, editor, stream, args, base_row, rows, health)
+        p = row["health"]["pooled"]
+        bar.write(f"{name} chunk {k + 1}: TF Rel {row['current']['tf_rel']:.1f} retained "
+                  f"{row['retained']['tf_rel'] if row['retained'] else float('nan'):.1f} KL {row['kl']:.4f} "
+                  f"PPL {row['ppl']:.2f} |W|/|W0| {p['norm_ratio']:.4f} cond {p['cond']:.1f} "
+                  f"edit {edit_s:.0f} s eval {row['eval_s']:.0f} s")
+    restore_base(model, health)
+
+
+def restore_base(model, health: Health | None) -> None:
+    """Put the base weights back (the next editor starts from them)."""
+    if health is not None:
+        with torch.no_grad():
+            for m, w in health.W0.items():
+                model.get_submodule(m).weight.copy_(w)
+
+
+def write_record(out: Path, name, track, cfg, editor, stream, args, base_row, rows, health) -> None:
+    """The editor's JSON: settings, the base model's row and one row per chunk (atomic)."""
+    write_json_atomic(out, {
+        "command": "python benchmarks/long_horizon.py " + " ".join(args.argv),
+        "model": MODEL, "editor": name, "method": track.method, "label": editor.label,
+        "one_at_a_time": track.one_at_a_time, "config": cfg.to_dict(), "modules": health.modules,
+        "stream": {"name": args.stream, "records_sha256": stream.digest, "n_edits": args.n_edits,
+                   "chunk_size": args.chunk_size, "n_chunks": len(stream.chunks)},
+        "evaluation": {"retained_sample": args.retained, "proxy_texts": args.n_proxy,
+                       "proxy_max_length": PROXY_MAX_LENGTH, "top_k": TOP_K, "protected_gamma": args.gamma,
+                       "protected_rule": cfg.rule, "editable_fraction": {m: s["editable_fraction"]
+                                                                          for m, s in health.stats.items()}},
+        "base": base_row, "rows": rows, "done": len(rows) == len(stream.chunks),
+        "edit_s": round(sum(r["edit_s"] for r in rows), 1),
+        "eval_s": round(sum(r["eval_s"] for r in rows), 1),
+        "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen editors over the stream, one after the other, resuming each where it stopped."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--editors", default=",".join(TRACKS), help=f"comma-separated, of {list(TRACKS)}")
+    ap.add_argument("--n-edits", type=int, default=2000)
+    ap.add_argument("--chunk-size", type=int, default=100)
+    ap.add_argument("--gamma", type=float, default=0.999,
+                    help="CrispEdit-Seq's energy threshold, also the protected-share ruler's (paper: 0.999)")
+    ap.add_argument("--retained", type=int, default=200, help="earlier edits re-measured after each chunk")
+    ap.add_argument("--n-proxy", type=int, default=8, help="held-out capability texts for KL and PPL")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stream", default=STREAM, help="the edit stream (a built-in set or a file)")
+    ap.add_argument("--out", default=OUT, help="JSON path per editor, with {editor}")
+    ap.add_argument("--checkpoint-dir", default=str(cache_root() / "long_horizon"))
+    ap.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    names = [n for n in args.editors.split(",") if n]
+    unknown = [n for n in names if n not in TRACKS]
+    if unknown or args.n_edits < args.chunk_size or args.chunk_size < 1 or "{editor}" not in args.out:
+        ap.error(f"--editors: unknown {unknown}, known {list(TRACKS)}" if unknown else
+                 "--n-edits must be at least --chunk-size >= 1, and --out must contain {editor}")
+    torch.manual_seed(0)
+    model, tok = load_model(MODEL)
+    stream = Stream(model, tok, args)
+    caps = list(capability_texts("offline", n=32, seed=0))
+    base_row = {"edits_applied": 0, "current": reliability(model, tok, stream.chunks[0], full=True),
+                **stream.damage(model, tok)}
+    for name in names:
+        run_track(name, model, tok, stream, caps, args, base_row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

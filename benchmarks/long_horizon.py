@@ -19,12 +19,14 @@ records
 
 The run is resumable per (editor, chunk): after every chunk the edited weights, the editor's carried
 state and the rows so far are saved atomically under ``--checkpoint-dir``; a rerun with the same
-settings goes on from there (a larger ``--n-edits`` extends a finished run). Each editor writes its own
-JSON (``--out`` with ``{editor}``), so editors can run in separate processes.
+settings goes on from there (a larger ``--n-edits`` extends a finished run). The editors of one
+process share one model and take turns, one chunk each, so all of them advance together; each writes
+its own JSON (``--out`` with ``{editor}``), so editors can also run in separate processes.
 
-Usage (one CPU thread each; the editors' costs per chunk are in the JSON, ``rows[*].edit_s``)::
+Usage (one CPU thread; the cost of every chunk is in the JSON, ``rows[*].edit_s`` and ``eval_s``)::
 
-    OMP_NUM_THREADS=1 python benchmarks/long_horizon.py --editors crispedit_seq --n-edits 2000
+    OMP_NUM_THREADS=1 python benchmarks/long_horizon.py --editors crispedit_seq,ft_seq,ultraedit
+    OMP_NUM_THREADS=1 python benchmarks/long_horizon.py --editors alphaedit_seq,memit_seq
 """
 
 from __future__ import annotations
@@ -169,90 +171,96 @@ class Health:
                               for m, h in per.items()}}
 
 
-def run_track(name: str, model, tok, stream: Stream, caps: list[str], args, base_row: dict) -> None:
-    """Edit and measure chunk after chunk for one editor, resuming from its checkpoint."""
-    track = TRACKS[name]
-    editor = get_editor(track.method)
-    cfg = cpu_config(track.method, chunk_size=1 if track.one_at_a_time else args.chunk_size,
-                     seed=args.seed, gamma=args.gamma, **track.changes)
-    ckpt_path = Path(args.checkpoint_dir) / f"{name}-{stream.digest[:12]}-c{args.chunk_size}.pt"
-    out = Path(args.out.format(editor=name))
-    settings = {"config": cfg.to_dict(), "stream_sha256": stream.digest, "chunk_size": args.chunk_size,
-                "one_at_a_time": track.one_at_a_time, "retained": args.retained, "seed": args.seed}
-    state = {"rows": [], "carry": {}, "modules": None, "weights": {}, "settings": settings}
-    if ckpt_path.exists() and not args.restart:
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["settings"] != settings:
-            raise SystemExit(f"{ckpt_path}: saved with other settings; pass --restart to start over")
-    health = None
-    if state["modules"] is not None:  # the model is still at its base weights here
-        health = Health(model, tok, state["modules"], caps, cfg, args.gamma)
+class TrackRun:
+    """One editor's run over the stream, one chunk per :meth:`step`, resumable from its checkpoint.
+
+    Several runs share one model: :meth:`step` puts this run's weights in, edits one chunk, measures,
+    saves, and puts the base weights back, so the editors of one process take turns chunk by chunk.
+    """
+
+    def __init__(self, name: str, model, tok, stream: Stream, caps: list[str], args, base_row: dict) -> None:
+        self.name, self.model, self.tok, self.stream = name, model, tok, stream
+        self.caps, self.args = caps, args
+        self.track, self.base_row = TRACKS[name], base_row
+        self.editor = get_editor(self.track.method)
+        size = 1 if self.track.one_at_a_time else args.chunk_size
+        self.cfg = cpu_config(self.track.method, chunk_size=size, seed=args.seed, gamma=args.gamma,
+                              **self.track.changes)
+        self.ckpt = Path(args.checkpoint_dir) / f"{name}-{stream.digest[:12]}-c{args.chunk_size}.pt"
+        self.out = Path(args.out.format(editor=name))
+        settings = {"config": self.cfg.to_dict(), "stream_sha256": stream.digest,
+                    "chunk_size": args.chunk_size, "one_at_a_time": self.track.one_at_a_time,
+                    "retained": args.retained, "seed": args.seed}
+        self.state = {"rows": [], "carry": {}, "modules": None, "weights": {}, "settings": settings}
+        if self.ckpt.exists() and not args.restart:
+            self.state = torch.load(self.ckpt, weights_only=False)
+            if self.state["settings"] != settings:
+                raise SystemExit(f"{self.ckpt}: saved with other settings; pass --restart to start over")
+        # built while the model holds the base weights (every run is parked between steps)
+        self.health = None if self.state["modules"] is None else \
+            Health(model, tok, self.state["modules"], caps, self.cfg, args.gamma)
+
+    @property
+    def done(self) -> bool:
+        """Whether every chunk of the stream is edited and measured."""
+        return len(self.state["rows"]) >= len(self.stream.chunks)
+
+    def _put(self, weights: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            for m, w in state["weights"].items():
-                model.get_submodule(m).weight.copy_(w)
-    rows, carry = state["rows"], state["carry"]
-    texts = caps if needs_capability(track.method) else None
-    bar = tqdm(range(len(rows), len(stream.chunks)), desc=editor.label, initial=len(rows),
-               total=len(stream.chunks))
-    for k in bar:
+            for m, w in weights.items():
+                self.model.get_submodule(m).weight.copy_(w)
+
+    def step(self) -> dict[str, Any]:
+        """Edit the next chunk from this run's weights, measure, checkpoint, write; leave the base weights."""
+        model, tok, stream, state, args = self.model, self.tok, self.stream, self.state, self.args
+        k = len(state["rows"])
         chunk = stream.chunks[k]
+        self._put(state["weights"])
+        texts = self.caps if needs_capability(self.track.method) else None
+        kw = dict(capability_texts=texts, carry=state["carry"], progress=False)
         t = time.perf_counter()
-        results = [edit(model, tok, [r], cfg, capability_texts=texts, carry=carry, progress=False)
-                   for r in chunk] if track.one_at_a_time else \
-            [edit(model, tok, chunk, cfg, capability_texts=texts, carry=carry, progress=False)]
+        results = [edit(model, tok, [r], self.cfg, **kw) for r in chunk] if self.track.one_at_a_time \
+            else [edit(model, tok, chunk, self.cfg, **kw)]
         edit_s = time.perf_counter() - t
-        if health is None:  # first chunk: the base weights are the result's originals
+        if self.health is None:  # first chunk: the base weights are the result's originals
             state["modules"] = list(results[0].modules)
             edited = {m: model.get_submodule(m).weight.detach().clone() for m in state["modules"]}
             results[0].restore(model)
-            health = Health(model, tok, state["modules"], caps, cfg, args.gamma)
-            with torch.no_grad():
-                for m, w in edited.items():
-                    model.get_submodule(m).weight.copy_(w)
+            self.health = Health(model, tok, state["modules"], self.caps, self.cfg, args.gamma)
+            self._put(edited)
         t = time.perf_counter()
         logs = [log for res in results for log in res.logs]
         row = {"chunk": k, "edits_applied": sum(len(c) for c in stream.chunks[:k + 1]),
                "current": reliability(model, tok, chunk, full=True),
                "retained": reliability(model, tok, stream.earlier(k), full=False) if k else None,
-               **stream.damage(model, tok), "health": health.measure(model),
+               **stream.damage(model, tok), "health": self.health.measure(model),
                "steps": sum(log.steps for log in logs) if logs else None,
                "final_loss": logs[-1].epoch_losses[-1] if logs and logs[-1].epoch_losses else None,
                "edit_s": round(edit_s, 1)}
         row["eval_s"] = round(time.perf_counter() - t, 1)
-        rows.append(row)
+        state["rows"].append(row)
         state["weights"] = {m: model.get_submodule(m).weight.detach().to("cpu", copy=True)
                             for m in state["modules"]}
-        save_atomic(state, ckpt_path)
-        write_record(out, name, track, cfg, editor, stream, args, base_row, rows, health)
-        p = row["health"]["pooled"]
-        bar.write(f"{name} chunk {k + 1}: TF Rel {row['current']['tf_rel']:.1f} retained "
-                  f"{row['retained']['tf_rel'] if row['retained'] else float('nan'):.1f} KL {row['kl']:.4f} "
-                  f"PPL {row['ppl']:.2f} |W|/|W0| {p['norm_ratio']:.4f} cond {p['cond']:.1f} "
-                  f"edit {edit_s:.0f} s eval {row['eval_s']:.0f} s")
-    restore_base(model, health)
+        save_atomic(state, self.ckpt)
+        write_record(self, args)
+        self._put(self.health.W0)  # park: the next run starts from the base weights
+        return row
 
 
-def restore_base(model, health: Health | None) -> None:
-    """Put the base weights back (the next editor starts from them)."""
-    if health is not None:
-        with torch.no_grad():
-            for m, w in health.W0.items():
-                model.get_submodule(m).weight.copy_(w)
-
-
-def write_record(out: Path, name, track, cfg, editor, stream, args, base_row, rows, health) -> None:
+def write_record(run: TrackRun, args) -> None:
     """The editor's JSON: settings, the base model's row and one row per chunk (atomic)."""
-    write_json_atomic(out, {
+    rows, stream = run.state["rows"], run.stream
+    write_json_atomic(run.out, {
         "command": "python benchmarks/long_horizon.py " + " ".join(args.argv),
-        "model": MODEL, "editor": name, "method": track.method, "label": editor.label,
-        "one_at_a_time": track.one_at_a_time, "config": cfg.to_dict(), "modules": health.modules,
+        "model": MODEL, "editor": run.name, "method": run.track.method, "label": run.editor.label,
+        "one_at_a_time": run.track.one_at_a_time, "config": run.cfg.to_dict(), "modules": run.health.modules,
         "stream": {"name": args.stream, "records_sha256": stream.digest, "n_edits": args.n_edits,
                    "chunk_size": args.chunk_size, "n_chunks": len(stream.chunks)},
         "evaluation": {"retained_sample": args.retained, "proxy_texts": args.n_proxy,
                        "proxy_max_length": PROXY_MAX_LENGTH, "top_k": TOP_K, "protected_gamma": args.gamma,
-                       "protected_rule": cfg.rule, "editable_fraction": {m: s["editable_fraction"]
-                                                                          for m, s in health.stats.items()}},
-        "base": base_row, "rows": rows, "done": len(rows) == len(stream.chunks),
+                       "protected_rule": run.cfg.rule,
+                       "editable_fraction": {m: s["editable_fraction"] for m, s in run.health.stats.items()}},
+        "base": run.base_row, "rows": rows, "done": run.done,
         "edit_s": round(sum(r["edit_s"] for r in rows), 1),
         "eval_s": round(sum(r["eval_s"] for r in rows), 1),
         "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M")})
@@ -286,8 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     caps = list(capability_texts("offline", n=32, seed=0))
     base_row = {"edits_applied": 0, "current": reliability(model, tok, stream.chunks[0], full=True),
                 **stream.damage(model, tok)}
-    for name in names:
-        run_track(name, model, tok, stream, caps, args, base_row)
+    runs = [TrackRun(name, model, tok, stream, caps, args, base_row) for name in names]
+    total = len(runs) * len(stream.chunks)
+    bar = tqdm(total=total, initial=sum(len(r.state["rows"]) for r in runs), desc="chunks")
+    while not all(r.done for r in runs):  # the editors take turns, one chunk each
+        for run in (r for r in runs if not r.done):
+            row = run.step()
+            bar.update(1)
+            p = row["health"]["pooled"]
+            ret = row["retained"]["tf_rel"] if row["retained"] else float("nan")
+            bar.write(f"{run.name} chunk {row['chunk'] + 1}: TF Rel {row['current']['tf_rel']:.1f} retained "
+                      f"{ret:.1f} KL {row['kl']:.4f} PPL {row['ppl']:.2f} |W|/|W0| {p['norm_ratio']:.4f} "
+                      f"cond {p['cond']:.1f} edit {row['edit_s']:.0f} s eval {row['eval_s']:.0f} s")
+    bar.close()
     return 0
 
 

@@ -59,10 +59,10 @@ OUT = ROOT / "crispedit_lite" / "resources" / "smollm2_stream.json"
 
 #: Cloze templates per relation (tried in order) and the question form.
 TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {
-    "city country": (("{} is a city in", "{} is located in the country of", "{} is a city in the country of",
-                      "The city of {} is in"), "In which country is the city of {}?"),
-    "US city state": (("{} is a city in the state of", "{} is located in the US state of",
-                       "{} is a city in"), "In which US state is {}?"),
+    "city country": (("{} is a city in the country of", "{} is located in the country of"),
+                     "In which country is the city of {}?"),
+    "US city state": (("{}, a city in the US state of", "{} is a city in the state of"),
+                      "In which US state is {}?"),
 }
 # Accepted spellings of a country beyond its GeoNames name (a leading "the" is always accepted).
 ALIASES: dict[str, list[str]] = {
@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     """Screen, build, write the stream atomically, print its size and digest."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-population", type=int, default=100_000, help="cities outside the US")
+    ap.add_argument("--min-population", type=int, default=150_000, help="cities outside the US")
     ap.add_argument("--min-population-us", type=int, default=50_000, help="cities of the US")
     ap.add_argument("--neighbours", type=int, default=40, help="known facts held out per relation")
-    ap.add_argument("--templates", type=int, default=2,
+    ap.add_argument("--templates", type=int, default=1,
                     help="cloze templates tried per fact (the first that works is the prompt)")
     ap.add_argument("--screen-cache", type=Path, default=None,
                     help="JSON file that keeps the screening after every round (a rerun goes on)")

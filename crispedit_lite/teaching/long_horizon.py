@@ -129,27 +129,27 @@ def collapse_points(df: Any, *, threshold: float = 50.0, ppl_factor: float = 2.0
 
 
 def _draw(df: Any, panels: Sequence[tuple[str, str, bool]], title: str, ncols: int) -> Any:
-    """One panel per ``(column, y label, log scale)``, one line per editor in its registry colour."""
+    """One panel per ``(column, panel title, log scale)``, one line per editor in its registry colour."""
     import matplotlib.pyplot as plt
 
     from crispedit_lite.teaching.plotting import method_color
 
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows), squeeze=False)
-    for ax, (col, ylabel, log) in zip(axes.flat, panels):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax, (col, what, log) in zip(axes.flat, panels):
         for name, g in df.groupby("editor", sort=False):
             g = g.sort_values("edits_applied").dropna(subset=[col])
             ax.plot(g["edits_applied"], g[col], marker="o", ms=2.5, lw=1.4, color=method_color(name),
                     label=g["label"].iloc[0])
         ax.set_xlabel("edits applied")
-        ax.set_ylabel(ylabel)
+        ax.set_title(what, fontsize=10, fontweight="normal")
         if log:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), frameon=False)
     fig.suptitle(title)
     return fig
 

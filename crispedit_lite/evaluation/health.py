@@ -34,7 +34,7 @@ matrix :math:`\mathbf W = \mathbf W_0 + \Delta\mathbf W` (shape ``(d_out, d_in)`
   the fraction of the update's squared norm in the directions the capability curvature protects. Built
   from one set of capability factors at one :math:`\gamma`, it is the same ruler for every editor.
 
-Everything is computed in float64. Derived in notebook ``07_sequential_editing``.
+Everything is computed in float64. Described in notebook ``07_sequential_editing``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _f64(W: Tensor, name: str) -> Tensor:
 def condition_number(W: Tensor) -> float:
     r"""The condition number :math:`\kappa(\mathbf W)=\sigma_{\max}/\sigma_{\min}` (all singular values).
 
-    ``inf`` when the smallest singular value is 0. Derived in notebook ``07_sequential_editing``.
+    ``inf`` when the smallest singular value is 0. Described in notebook ``07_sequential_editing``.
     """
     s = torch.linalg.svdvals(_f64(W, "W"))
     return math.inf if float(s[-1]) == 0.0 else float(s[0] / s[-1])
@@ -70,7 +70,7 @@ def condition_number(W: Tensor) -> float:
 def top_singular_vectors(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     r"""The top-:math:`k` singular triplets of ``W``: ``(U_k (d_out, k), s_k, V_k (d_in, k))``, float64.
 
-    Derived in notebook ``07_sequential_editing``.
+    Described in notebook ``07_sequential_editing``.
     """
     W = _f64(W, "W")
     if not 1 <= k <= min(W.shape):
@@ -83,7 +83,7 @@ def subspace_overlap(Q: Tensor, Q0: Tensor) -> float:
     r"""Overlap :math:`\tfrac1k\lVert\mathbf Q^\top\mathbf Q_0\rVert_F^2` (mean squared cosine of the angles).
 
     ``Q`` and ``Q0`` are ``(d, k)`` with orthonormal columns (e.g. from :func:`top_singular_vectors`).
-    Derived in notebook ``07_sequential_editing``.
+    Described in notebook ``07_sequential_editing``.
     """
     if Q.shape != Q0.shape:
         raise ValueError(f"subspace_overlap: bases of shapes {tuple(Q.shape)} and {tuple(Q0.shape)}")
@@ -93,7 +93,7 @@ def subspace_overlap(Q: Tensor, Q0: Tensor) -> float:
 def protected_share(delta: Tensor, projector: Any) -> float | None:
     r"""The protected share :math:`\lVert\Delta-\mathbf P\Delta\rVert_F^2/\lVert\Delta\rVert_F^2`.
 
-    ``None`` for a zero update. Derived in notebook ``07_sequential_editing``.
+    ``None`` for a zero update. Described in notebook ``07_sequential_editing``.
     """
     d = _f64(delta, "delta")
     total = float(d.pow(2).sum())
@@ -120,7 +120,7 @@ def layer_health(W: Tensor, W0: Tensor, *, k: int = TOP_K, projector: Any = None
         (``delta_sq`` and ``leak_sq`` are :math:`\lVert\Delta\rVert_F^2` and its protected part, for
         pooling over matrices).
 
-    Derived in notebook ``07_sequential_editing``.
+    Described in notebook ``07_sequential_editing``.
     """
     W, W0 = _f64(W, "W"), _f64(W0, "W0")
     if W.shape != W0.shape:
@@ -142,7 +142,7 @@ def layer_health(W: Tensor, W0: Tensor, *, k: int = TOP_K, projector: Any = None
 def base_spectrum(W0: Tensor, k: int = TOP_K) -> dict[str, Any]:
     """What :func:`layer_health` needs of the base matrix, once: top-``k`` bases, norm, condition number.
 
-    Derived in notebook ``07_sequential_editing``.
+    Described in notebook ``07_sequential_editing``.
     """
     W0 = _f64(W0, "W0")
     U, s, V = top_singular_vectors(W0, k)
@@ -157,7 +157,7 @@ def pooled_health(per_layer: dict[str, dict[str, Any]]) -> dict[str, float | Non
     :math:`\sum_l\lVert\Delta_l-\mathbf P_l\Delta_l\rVert_F^2/\sum_l\lVert\Delta_l\rVert_F^2`
     (``None`` without projectors or updates).
 
-    Derived in notebook ``07_sequential_editing``.
+    Described in notebook ``07_sequential_editing``.
     """
     rows = list(per_layer.values())
     if not rows:

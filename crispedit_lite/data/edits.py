@@ -47,7 +47,8 @@ BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",
                      "smollm2-stream": "smollm2_stream.json"}  # the long-horizon stream (chapter 7)
 #: SHA-256 of the records of a built-in set (canonical JSON: sorted keys, UTF-8, no spaces), checked at
 #: every load: ``smollm2-stream`` is written by ``tools/make_edit_stream.py``, which prints the digest.
-BUILTIN_DIGESTS = {"smollm2-stream": "PENDING"}
+BUILTIN_DIGESTS = {"smollm2-stream":
+                   "f986cc9cf221694ccb96ee73c1b21ea6cc3def7ea8e1fbcbd75d30badde12463"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -383,13 +383,13 @@ def test_stream_is_large_complete_and_counterfactual():
     requests = load_edits("smollm2-stream")
     assert len(requests) >= 2000
     assert [r.case_id for r in requests] == list(range(len(requests)))
-    for r in requests:
+    for r, raw in zip(requests, _stream_records(), strict=True):
         assert r.rephrase_prompt and r.locality_prompt and r.locality_answer and r.ground_truth
         assert r.extra["relation"] in ("city country", "US city state")
         assert r.extra["known"] in (True, False)  # the base model's greedy answer starts with ground_truth
         if not r.extra["known"]:
-            assert r.ground_truth == r.extra["answers"][0]
-        answers = {a.lower().removeprefix("the ") for a in r.extra["answers"]}
+            assert r.ground_truth == raw["answers"][0]
+        answers = {a.lower().removeprefix("the ") for a in raw["answers"]}
         assert r.target_new.lower().removeprefix("the ") not in answers
         assert r.locality_answer != r.target_new
         assert r.extra["base_model"]["p_target_new"] < r.extra["base_model"]["p_ground_truth"]

@@ -392,7 +392,7 @@ def test_stream_is_large_complete_and_counterfactual():
         answers = {a.lower().removeprefix("the ") for a in raw["answers"]}
         assert r.target_new.lower().removeprefix("the ") not in answers
         assert r.locality_answer != r.target_new
-        assert r.extra["base_model"]["p_target_new"] < r.extra["base_model"]["p_ground_truth"]
+        assert r.extra["base_model"]["p_target_new"] <= r.extra["base_model"]["p_ground_truth"]  # 4 digits
     assert sum(r.extra["known"] for r in requests) > len(requests) / 2
     prompts = {r.prompt for r in requests}
     assert not prompts & {r.locality_prompt for r in requests}  # neighbours are never edited

@@ -8,7 +8,7 @@ training split draws from. This stream takes its subjects from GeoNames instead 
 split built from those candidates):
 
 * ``city country``: cities of at least ``--min-population`` inhabitants outside the United States
-  whose name is unique among the GeoNames cities of 15,000+ inhabitants (``Valencia`` is not),
+  whose name no other GeoNames city of 15,000+ inhabitants has (``Valencia`` and ``Jinzhou`` do),
   answer: the country (accepted spellings: ``the Netherlands``, ``the UK`` / ``England`` for an
   English city, ...);
 * ``US city state``: cities of the United States (same rules), answer: the state.
@@ -103,15 +103,13 @@ def candidate_facts(min_population: int, min_population_us: int) -> list[dict[st
     countries = gc.get_countries()
     states = {k: v["name"] for k, v in gc.get_us_states().items()}
     cities = list(gc.get_cities().values())
-    where = defaultdict(set)
-    for c in cities:
-        where[c["name"].lower()].add((c["countrycode"], c["admin1code"]))
+    where = Counter(c["name"].lower() for c in cities)
     country_names = {v["name"].lower() for v in countries.values()} | {n.lower() for n in states.values()}
     taken = taken_subjects() | country_names
     facts = []
     for c in sorted(cities, key=lambda c: (-c["population"], c["name"])):
         name, cc = c["name"], c["countrycode"]
-        if len(where[name.lower()]) > 1 or name.lower().removeprefix("the ") in taken or cc not in countries:
+        if where[name.lower()] > 1 or name.lower().removeprefix("the ") in taken or cc not in countries:
             continue
         if not name.isascii() and not all(ch.isalpha() or ch in " -'." for ch in name):
             continue
@@ -149,9 +147,10 @@ def screen(model: Any, tok: Any, facts: list[dict], rounds: int, cache: Path | N
     start = 0
     if cache is not None and cache.exists():
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if [(f["relation"], f["subject"]) for f in saved["facts"]] == [(f["relation"], f["subject"])
-                                                                       for f in facts]:
-            facts[:], start = saved["facts"], saved["rounds_done"]
+        done = {(f["relation"], f["subject"], tuple(f["answers"])): f for f in saved["facts"]}
+        keys = [(f["relation"], f["subject"], tuple(f["answers"])) for f in facts]
+        if all(k in done for k in keys):  # the same facts (or a subset) were screened already
+            facts[:], start = [done[k] for k in keys], saved["rounds_done"]
     for t in range(start, rounds):
         todo = [f for f in facts if not f["known"] and t < len(TEMPLATES[f["relation"]][0])]
         prompts = [cap(TEMPLATES[f["relation"]][0][t].format(f["subject"])) for f in todo]

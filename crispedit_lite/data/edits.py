@@ -48,7 +48,7 @@ BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",
 #: SHA-256 of the records of a built-in set (canonical JSON: sorted keys, UTF-8, no spaces), checked at
 #: every load: ``smollm2-stream`` is written by ``tools/make_edit_stream.py``, which prints the digest.
 BUILTIN_DIGESTS = {"smollm2-stream":
-                   "f986cc9cf221694ccb96ee73c1b21ea6cc3def7ea8e1fbcbd75d30badde12463"}
+                   "10b1ad353c8975c55e56049c2288e5507c6c56a7b6e695035907f083d8464c38"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ def edit(
     cache_dir: str | None = None,
     progress: bool = True,
     after_chunk: Callable[[int, list[Any], Any], None] | None = None,
+    carry: dict[str, Any] | None = None,
 ) -> EditResult:
     """Apply ``config.method`` to ``model`` (in memory) on the edit ``requests``.
 
@@ -51,6 +52,8 @@ def edit(
             :class:`~crispedit_lite.editing.loops.sequential.ChunkState` (training log, projectors,
             K-FAC factors); it only observes: the edit is the same with or without it (chapter 7
             records retention with it).
+        carry: continue a stream of chunks across calls (a sequential editor reads its state from
+            this dict and writes it back; see :class:`~crispedit_lite.editing.registry.EditJob`).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -73,7 +76,7 @@ def edit(
     modules = resolve_edit_modules(model, config.module_pattern, layers)
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
                   capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
-                  after_chunk=after_chunk)
+                  after_chunk=after_chunk, carry=carry)
     start = time.perf_counter()
     result = editor.run(job)
     result.timings.setdefault("total_s", time.perf_counter() - start)

@@ -95,6 +95,12 @@ class EditJob:
         progress: show tqdm bars.
         after_chunk: ``after_chunk(chunk_index, chunk, state)``, called after every chunk by the
             editors with ``chunk_hook`` (see :mod:`crispedit_lite.editing.loops.sequential`).
+        carry: the state a sequential editor hands from one call to the next, so that a stream of
+            chunks can be edited over many calls (one chunk per call, evaluated in between, resumed
+            after an interruption) exactly as one call over all chunks: the chunks done, and the
+            editor's own state (CrispEdit-Seq's running K-FAC factors and Adam's moments, MEMIT-Seq's
+            and AlphaEdit-Seq's key cache, UltraEdit's normalisers). ``None``: a fresh run that
+            hands nothing on. An empty dict starts a stream; the editor fills it in place.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -108,6 +114,7 @@ class EditJob:
     cache_dir: str | None = None
     progress: bool = True
     after_chunk: Callable[[int, list[Any], Any], None] | None = None
+    carry: dict[str, Any] | None = None
     _factors: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:

@@ -195,6 +195,8 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
 def run(job: EditJob) -> EditResult:
     """UltraEdit on ``job``, turn by turn over the chunks of ``chunk_requests`` (see module docstring).
 
+    With ``job.carry`` the lifelong normalisers of earlier calls are continued and handed on.
+
     Described on the book page ``ultraedit``.
     """
     from tqdm.auto import tqdm
@@ -207,7 +209,10 @@ def run(job: EditJob) -> EditResult:
     weights = {name: model.get_submodule(name).weight for name in modules}
     original = {f"{name}.weight": w.detach().to("cpu", copy=True) for name, w in weights.items()}
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed)
-    normalizers: dict[str, LifelongNormalizer] = {}
+    carry = job.carry
+    done = 0 if carry is None else int(carry.get("chunks_done", 0))
+    # the lifelong statistics of earlier calls (a stream edited one chunk per call)
+    normalizers: dict[str, LifelongNormalizer] = {} if carry is None else carry.get("normalizers", {})
 
     def normalizer(name: str) -> LifelongNormalizer:
         d_out, d_in = weights[name].shape
@@ -246,8 +251,10 @@ def run(job: EditJob) -> EditResult:
             with torch.no_grad():
                 w.add_(delta.to(w.device, w.dtype))
         timings["solve_s"] += time.perf_counter() - t
-        per_chunk.append({"chunk": k, "n_edits": len(chunk), "n_rows": int(K.shape[0]),
+        per_chunk.append({"chunk": done + k, "n_edits": len(chunk), "n_rows": int(K.shape[0]),
                           "delta_norm": norms, "relative_fit_residual": fit})
+    if carry is not None:
+        carry.update(chunks_done=done + len(chunks), normalizers=normalizers)
     timings["total_s"] = time.perf_counter() - start
     details = {
         "modules_source": source, "lr": s.ultra_lr, "lambda": s.ultra_lambda,

@@ -155,7 +155,9 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     each chunk is a fresh batch edit of the model the earlier chunks left (MEMIT as EasyEdit's batch
     editing applies it chunk after chunk). ``job.after_chunk`` (editors with ``chunk_hook``) is called
     after every chunk with a :class:`~crispedit_lite.editing.loops.sequential.ChunkState` whose ``log``
-    is the chunk's entry of ``details["chunks"]``.
+    is the chunk's entry of ``details["chunks"]``. A sequential run with ``job.carry`` starts from the
+    key cache and the context templates (drawn from the unedited model) of earlier calls and hands its
+    own on.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -195,6 +197,11 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         else [list(job.requests)]
     accumulate = sequential if accumulate is None else accumulate
     cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential and accumulate else None
+    carry, done = job.carry, 0
+    if sequential and carry is not None:  # the keys of earlier calls, the templates of the first
+        done = int(carry.get("chunks_done", 0))
+        cache = carry.get("cache", cache)
+        templates = carry.get("templates", templates)
     per_chunk, rounding = [], RoundingLog(cfg.method)
     bar = tqdm(total=len(chunks) * len(modules), desc=cfg.method, disable=not job.progress)
     for k, chunk in enumerate(chunks):
@@ -205,7 +212,7 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         edit_layers(model, tok, chunk, modules, top, templates, z, solve, cache=cache,
                     cache_keys=cache_keys, timings=timings, bar=bar, rounding=rounding)
         after = _norms(z, layer_outputs(model, tok, chunk, top))
-        per_chunk.append({"chunk": k, "n_edits": len(chunk), "residual_before": before,
+        per_chunk.append({"chunk": done + k, "n_edits": len(chunk), "residual_before": before,
                           "residual_after": after, "value_optimisation": zinfo})
         if job.after_chunk is not None:  # observe only: the model as this chunk left it
             t = time.perf_counter()
@@ -213,6 +220,8 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
                                                  log=per_chunk[-1]))
             timings["after_chunk_s"] = timings.get("after_chunk_s", 0.0) + time.perf_counter() - t
     bar.close()
+    if sequential and carry is not None:
+        carry.update(chunks_done=done + len(chunks), cache=cache, templates=templates)
     timings["total_s"] = time.perf_counter() - start
     details = {
         "method": method, "layers": s["layers"], "top_block": top, "preset": s["preset"],
@@ -225,6 +234,7 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         "chunks": per_chunk, "precision": rounding.summary(),
         "schedule": {"batch_size": cfg.chunk_size if sequential else len(job.requests),
                      "n_chunks": len(chunks), "order_seed": cfg.seed if sequential else None,
+                     "chunks_before": done,
                      "sequential": sequential, "evaluated": "once, after the last chunk",
                      **({"cache": "sum of earlier chunks' K K^T" if cache is not None else None}
                         if sequential else {})},

@@ -111,7 +111,7 @@ def test_one_chunk_sequential_equals_batch(tok, tmp_path):
                                        dict(batch.named_parameters())[name], rtol=1e-12, atol=1e-14)
     # with two chunks the sequential edit is a different one
     seq2, res2 = _edit("memit_seq", tok, tmp_path, chunk_size=2)
-    assert res2.details["schedule"] == {"batch_size": 2, "n_chunks": 2, "order_seed": 0,
+    assert res2.details["schedule"] == {"batch_size": 2, "n_chunks": 2, "order_seed": 0, "chunks_before": 0,
                                         "sequential": True, "evaluated": "once, after the last chunk",
                                         "cache": "sum of earlier chunks' K K^T"}
     assert [c["n_edits"] for c in res2.details["chunks"]] == [2, 1]

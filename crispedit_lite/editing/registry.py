@@ -99,7 +99,8 @@ class EditJob:
             chunks can be edited over many calls (one chunk per call, evaluated in between, resumed
             after an interruption) exactly as one call over all chunks: the chunks done, and the
             editor's own state (CrispEdit-Seq's running K-FAC factors and Adam's moments, MEMIT-Seq's
-            and AlphaEdit-Seq's key cache, UltraEdit's normalisers). ``None``: a fresh run that
+            and AlphaEdit-Seq's key cache and covariance, UltraEdit's normalisers): statistics of the
+            model the stream started from, never recomputed on the edited model. ``None``: a fresh run that
             hands nothing on. An empty dict starts a stream; the editor fills it in place.
 
     Derived in notebook ``08_one_framework``.

@@ -169,20 +169,27 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         p.requires_grad_(False)
     weights = {m: model.get_submodule(m).weight for m in modules}
     original = {f"{m}.weight": w.detach().to("cpu", copy=True) for m, w in weights.items()}
-    if s["covariance"] == "every_token":  # MEMIT's layer_stats: every position of the same texts
-        if not job.capability_texts:
-            raise ValueError(f"method {cfg.method!r} needs capability_texts for its covariance")
-        moments, info = input_second_moment(model, tok, modules, job.capability_texts,
-                                            max_length=cfg.capability_max_length, progress=job.progress)
-        source = "every non-padding position of the capability texts (MEMIT's layer_stats)"
+    # a stream continued over calls (job.carry) keeps the statistics of the model it started from
+    carried = job.carry.get("covariance") if sequential and job.carry is not None else None
+    if carried is not None:
+        C, info, source = ({m: c.to(weights[m].device) for m, c in carried["C"].items()}, carried["info"],
+                           carried["source"])
     else:
-        factors, info = job.capability_factors(modules)
-        moments = {m: factors[m].A for m in modules}
-        source = ("K-FAC input factor A (count-normalised E[k k^T] over the positions with a next-token "
-                  "label: each text's last token is not counted)")
-    timings = {"kfac_s": float(info["seconds"]), "targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
-    # C at the cache's float32 precision, so that a first run and a cache hit give the same edit
-    C = {m: moments[m].to(weights[m].device, torch.float32).double() for m in modules}
+        if s["covariance"] == "every_token":  # MEMIT's layer_stats: every position of the same texts
+            if not job.capability_texts:
+                raise ValueError(f"method {cfg.method!r} needs capability_texts for its covariance")
+            moments, info = input_second_moment(model, tok, modules, job.capability_texts,
+                                                max_length=cfg.capability_max_length, progress=job.progress)
+            source = "every non-padding position of the capability texts (MEMIT's layer_stats)"
+        else:
+            factors, info = job.capability_factors(modules)
+            moments = {m: factors[m].A for m in modules}
+            source = ("K-FAC input factor A (count-normalised E[k k^T] over the positions with a next-token "
+                      "label: each text's last token is not counted)")
+        # C at the cache's float32 precision, so that a first run and a cache hit give the same edit
+        C = {m: moments[m].to(weights[m].device, torch.float32).double() for m in modules}
+    timings = {"kfac_s": 0.0 if carried is not None else float(info["seconds"]), "targets_s": 0.0,
+               "keys_s": 0.0, "solve_s": 0.0}
     d_in = next(iter(C.values())).shape[0]
     if int(info["n_tokens"]) < d_in:
         warnings.warn(f"{cfg.method}: the covariance has {info['n_tokens']} tokens for d_in = {d_in}; it is "
@@ -221,7 +228,8 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
             timings["after_chunk_s"] = timings.get("after_chunk_s", 0.0) + time.perf_counter() - t
     bar.close()
     if sequential and carry is not None:
-        carry.update(chunks_done=done + len(chunks), cache=cache, templates=templates)
+        carry.update(chunks_done=done + len(chunks), cache=cache, templates=templates,
+                     covariance={"C": C, "info": info, "source": source})
     timings["total_s"] = time.perf_counter() - start
     details = {
         "method": method, "layers": s["layers"], "top_block": top, "preset": s["preset"],

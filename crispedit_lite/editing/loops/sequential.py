@@ -101,10 +101,11 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
     running, info, stats, per_chunk, projectors = None, {}, {}, [], None
     after_chunk = getattr(job, "after_chunk", None)
     if project:
-        running, info = job.capability_factors()
-        timings.update(kfac_s=info["seconds"], edit_kfac_s=0.0, eigh_s=0.0)
         if carry is not None and "running" in carry:  # the factors merged by earlier calls
-            running = carry["running"]
+            running, info = carry["running"], dict(carry.get("capability", {}))
+        else:
+            running, info = job.capability_factors()
+        timings.update(kfac_s=float(info.get("seconds", 0.0)), edit_kfac_s=0.0, eigh_s=0.0)
     opt = make_optimizer(cfg, params, {})
     if carry is not None and "optimizer" in carry:
         opt.load_state_dict(carry["optimizer"])
@@ -157,7 +158,7 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
         p.requires_grad_(False)
     if carry is not None:
         carry.update(chunks_done=done + len(chunks), optimizer=opt.state_dict(),
-                     **({"running": running} if project else {}))
+                     **({"running": running, "capability": info} if project else {}))
     timings["total_s"] = time.perf_counter() - start
     schedule = {"chunk_size": cfg.chunk_size, "n_chunks": len(chunks), "order_seed": cfg.seed,
                 "chunks_before": done,

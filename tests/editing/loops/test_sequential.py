@@ -86,9 +86,10 @@ def test_one_chunk_per_call_with_carry_equals_one_call(method, tok, tmp_path):
 
 def test_carry_holds_each_editors_state(tok, tmp_path):
     kw = dict(capability_texts=CAP_TEXTS, cache_dir=str(tmp_path), progress=False)
-    keys = {"crispedit_seq": {"chunks_done", "running", "optimizer"}, "ft_seq": {"chunks_done", "optimizer"},
-            "memit_seq": {"chunks_done", "cache", "templates"},
-            "alphaedit_seq": {"chunks_done", "cache", "templates"},
+    keys = {"crispedit_seq": {"chunks_done", "running", "capability", "optimizer"},
+            "ft_seq": {"chunks_done", "optimizer"},
+            "memit_seq": {"chunks_done", "cache", "templates", "covariance"},
+            "alphaedit_seq": {"chunks_done", "cache", "templates", "covariance"},
             "ultraedit": {"chunks_done", "normalizers"}}
     for method, want in keys.items():
         carry: dict = {}

@@ -1,0 +1,257 @@
+r"""Train MEND's editor network on a frozen model (Mitchell et al. 2022, §3.2; official ``trainer.py``).
+
+One training step takes one edit request and
+
+1. records the factors :math:`(\mathbf u_t,\boldsymbol\delta_t)` of the base model on the edit
+   (prompt + target, prompt masked) and forms every :math:`\Delta W_\ell` with the network
+   (:mod:`crispedit_lite.editing.updates.mend`), keeping the graph to the network's parameters;
+2. runs the edited model :math:`W+\Delta W` (``torch.func.functional_call``; the base weights never
+   change) on the *outer* texts and the locality texts;
+3. backpropagates
+
+.. math::
+
+    \mathcal L = c_{\rm edit}\,\mathcal L_{\rm edit} + c_{\rm loc}\,
+    \mathrm{KL}\big(p_{\rm base}\,\|\,p_{\rm edited}\big),
+
+with :math:`\mathcal L_{\rm edit}` the mean target NLL after the edit on the outer texts (the
+official ZsRE run uses the paraphrase, ``outer="paraphrase"``; ``"prompt+paraphrase"`` adds the edit
+prompt) and the KL averaged over the tokens of the locality batch (``losses.py:kl_loc_loss``).
+
+Gradients of ``accumulate`` (10) edits are summed (each divided by 10) before one step of Adam on the
+network and the step sizes (``lr``, official 1e-6) and one of a second Adam on the step sizes alone
+(``lr_lr``, 1e-4), after clipping the gradient norm at ``grad_clip`` (100), as ``EditTrainer`` does.
+The normalisation statistics are updated by every training edit. Every ``val_every`` edits the held-out
+requests are edited in eval mode, and the network with the lowest validation ``c_edit * L_edit +
+c_loc * KL`` is kept (official ``early_stop_key: loss/total_edit_val``). A checkpoint after every
+validation lets an interrupted run resume.
+
+The command ``python -m crispedit_lite.editing.mend_train`` drives it. Derived in notebook ``08_one_framework``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crispedit_lite.data.batches import pad_batch, tokenize_edits
+from crispedit_lite.editing.editors.mend import MendSettings, collect_factors, save_editor
+from crispedit_lite.editing.updates.mend import MendNetwork
+
+__all__ = ["MendTrainer", "kl_on_mask", "locality_windows", "target_nll", "write_json"]
+
+
+def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean NLL over target tokens, share of sequences whose every target token is the argmax)``.
+
+    The official ``multiclass_log_probs`` (``shift=True``): position ``t`` predicts label ``t+1``.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != -100
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.clamp_min(0).reshape(-1),
+                          reduction="none").view_as(labels)
+    hit = ((logits.argmax(-1) == labels) | ~mask).all(-1)
+    return (nll * mask).sum() / mask.sum(), hit.float().mean()
+
+
+def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
+    r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions (``kl_loc_loss``)."""
+    base = base_logits.float().log_softmax(-1)
+    kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
+    mask = mask.to(kl.dtype)
+    return (kl * mask).sum() / mask.sum()
+
+
+def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens)."""
+    out = []
+    for text in texts:
+        ids = list(tokenizer(text)["input_ids"])
+        out += [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids[i:i + max_length]) >= 8]
+    if not out:
+        raise ValueError("no locality window of at least 8 tokens in the capability texts")
+    return out
+
+
+class MendTrainer:
+    """The training loop of the module docstring; :meth:`train` runs it, resuming from ``out_dir``.
+
+    Args:
+        model, tokenizer: the frozen base model and its tokenizer (right padding).
+        modules: the edited ``nn.Linear`` matrices.
+        settings: :class:`~crispedit_lite.editing.editors.mend.MendSettings`.
+        train, val: edit requests (with ``rephrase_prompt``; ``locality_prompt`` and
+            ``locality_answer`` join the locality batch as a sentence when present).
+        loc_texts: capability texts cut into locality windows (``None``: the facts alone).
+        out_dir: checkpoint, editor files and the training curve.
+
+    Derived in notebook ``08_one_framework``.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, modules: Sequence[str], settings: MendSettings,
+                 train: Sequence[Any], val: Sequence[Any], loc_texts: Sequence[str] | None,
+                 out_dir: str | Path, seed: int = 0) -> None:
+        self.model, self.tok, self.modules, self.s = model, tokenizer, list(modules), settings
+        self.train_set, self.val_set = list(train), list(val)[:settings.val_size]
+        if not self.train_set or not self.val_set:
+            raise ValueError("MEND training needs training and validation requests")
+        self.windows = locality_windows(tokenizer, loc_texts, settings.loc_max_length) if loc_texts else []
+        self.out, self.seed = Path(out_dir), seed
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.device = model.get_submodule(self.modules[0]).weight.device
+        shapes = {m: tuple(model.get_submodule(m).weight.shape) for m in self.modules}
+        torch.manual_seed(seed)
+        self.net = MendNetwork(shapes, edit_lr=settings.edit_lr, **settings.network()).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        self.lr_opt = torch.optim.Adam([self.net.edit_lrs], lr=settings.lr_lr)
+        self.step, self.curve, self.best = 0, {"train": [], "val": []}, None
+        self.wall = 0.0
+
+    # --- one edit -------------------------------------------------------------------------------
+    def _batches(self, r: Any, k: int) -> tuple[dict, dict, dict]:
+        inner = tokenize_edits([r], self.tok)
+        outer_prompts = ([r.prompt] if self.s.outer == "prompt+paraphrase" else []) + [r.rephrase_prompt or r.prompt]
+        outer = tokenize_edits([(p, r.target_new) for p in outer_prompts], self.tok)
+        seqs = []
+        if self.windows:
+            seqs.append(random.Random(self.seed * 1_000_003 + k).choice(self.windows))
+        if getattr(r, "locality_prompt", None) and getattr(r, "locality_answer", None):
+            seqs.append(list(self.tok(f"{r.locality_prompt} {r.locality_answer}")["input_ids"]))
+        if not seqs:
+            raise ValueError(f"request {r.case_id!r}: no locality text (no capability texts, no locality fact)")
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        loc = pad_batch(seqs, seqs, pad)
+        move = lambda b: {key: v.to(self.device) for key, v in b.items()}  # noqa: E731
+        return move(inner), move(outer), move(loc)
+
+    def edit_step(self, r: Any, k: int, training: bool) -> dict[str, float]:
+        """One edit of request ``r`` (step ``k``); backpropagates ``loss / accumulate`` when training."""
+        from torch.func import functional_call
+
+        inner, outer, loc = self._batches(r, k)
+        with torch.no_grad():
+            base_loc = self.model(input_ids=loc["input_ids"], attention_mask=loc["attention_mask"]).logits
+        nll_pre, factors = collect_factors(self.model, inner, self.modules)
+        self.net.train(training)
+        with torch.set_grad_enabled(training):
+            deltas = self.net.deltas(factors)
+            params = {f"{m}.weight": self.model.get_submodule(m).weight + d.to(self.model.get_submodule(m).weight.dtype)
+                      for m, d in deltas.items()}
+            post = functional_call(self.model, params, args=(),
+                                   kwargs={"input_ids": outer["input_ids"], "attention_mask": outer["attention_mask"]})
+            l_edit, acc = target_nll(post.logits, outer["labels"])
+            post_loc = functional_call(self.model, params, args=(),
+                                       kwargs={"input_ids": loc["input_ids"], "attention_mask": loc["attention_mask"]})
+            l_loc = kl_on_mask(base_loc, post_loc.logits, loc["attention_mask"])
+            total = self.s.c_edit * l_edit + self.s.c_loc * l_loc
+        if training:
+            grads = torch.autograd.grad(total / self.s.accumulate, list(self.net.parameters()), allow_unused=True)
+            if all(g is None or torch.isfinite(g).all() for g in grads):  # official safe_backward
+                for p, g in zip(self.net.parameters(), grads, strict=True):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad + g
+        total, l_edit, l_loc = total.detach(), l_edit.detach(), l_loc.detach()
+        return {"loss": float(total), "l_edit": float(l_edit), "kl": float(l_loc), "edit_acc": float(acc),
+                "nll_pre": float(nll_pre)}
+
+    # --- loop -----------------------------------------------------------------------------------
+    def _request(self, k: int) -> Any:
+        epoch, i = divmod(k, len(self.train_set))
+        order = list(range(len(self.train_set)))
+        random.Random(self.seed + epoch).shuffle(order)
+        return self.train_set[order[i]]
+
+    def validate(self) -> dict[str, float]:
+        """Mean edit loss, KL, edit success and total over the validation requests (eval mode)."""
+        rows = [self.edit_step(r, -1 - i, training=False) for i, r in enumerate(self.val_set)]
+        out = {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
+        out["total_edit"] = self.s.c_edit * out["l_edit"] + self.s.c_loc * out["kl"]
+        return out
+
+    def _optimise(self) -> float:
+        grad = float(torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), self.s.grad_clip))
+        self.opt.step()
+        self.lr_opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.lr_opt.zero_grad(set_to_none=True)
+        return grad
+
+    def _save(self, name: str, obj: Any) -> None:
+        tmp = self.out / (name + ".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, self.out / name)
+
+    def checkpoint(self) -> None:
+        """Write everything needed to resume (atomically)."""
+        self._save("checkpoint.pt", {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                                     "lr_opt": self.lr_opt.state_dict(), "step": self.step, "curve": self.curve,
+                                     "best": self.best, "wall": self.wall,
+                                     "settings": dataclasses.asdict(self.s)})
+
+    def resume(self) -> bool:
+        """Load ``out_dir/checkpoint.pt`` if there is one; whether it did."""
+        path = self.out / "checkpoint.pt"
+        if not path.is_file():
+            return False
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        if ck["settings"] != dataclasses.asdict(self.s):
+            raise ValueError(f"{path}: the checkpoint was written with other MEND settings; use a new --out")
+        self.net.load_state_dict(ck["net"])
+        self.opt.load_state_dict(ck["opt"])
+        self.lr_opt.load_state_dict(ck["lr_opt"])
+        self.step, self.curve, self.best, self.wall = ck["step"], ck["curve"], ck["best"], ck["wall"]
+        return True
+
+    def train(self, progress: bool = True, log_every: int = 25, metadata: dict[str, str] | None = None) -> dict:
+        """Train up to ``settings.steps`` edits (resuming); returns the curve. Writes ``best.safetensors``."""
+        from tqdm.auto import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        window: list[dict[str, float]] = []
+        bar = tqdm(total=self.s.steps, initial=self.step, desc="MEND training", disable=not progress)
+        start = time.perf_counter() - self.wall
+        while self.step < self.s.steps:
+            row = self.edit_step(self._request(self.step), self.step, training=True)
+            self.step += 1
+            if self.step % self.s.accumulate == 0:
+                row["grad_norm"] = self._optimise()
+            window.append(row)
+            if self.step % log_every == 0:
+                mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in row if k != "grad_norm"}
+                lrs = [round(float(x), 7) for x in self.net.edit_lrs]
+                self.curve["train"].append({"step": self.step, **mean, "edit_lrs": lrs})
+                bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['edit_acc']:.2f}", kl=f"{mean['kl']:.3f}")
+                window = []
+            if self.step % self.s.val_every == 0 or self.step == self.s.steps or self.step == 1:
+                val = self.validate()
+                self.wall = time.perf_counter() - start
+                self.curve["val"].append({"step": self.step, **val, "wall_s": round(self.wall, 1)})
+                if self.step > 1 and (self.best is None or val["total_edit"] < self.best["total_edit"]):
+                    self.best = {"step": self.step, **val}
+                    save_editor(self.net, self.out / "best.safetensors", metadata=metadata)
+                self.checkpoint()
+            bar.update(1)
+        bar.close()
+        self.wall = time.perf_counter() - start
+        return self.curve
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

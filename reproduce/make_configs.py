@@ -36,7 +36,7 @@ DATASETS = ("zsre", "counterfact", "wikibigedit")
 LABEL = {"zsre": "ZsRE", "counterfact": "CounterFact", "wikibigedit": "WikiBigEdit",
          "crispedit": "CrispEdit", "crispedit_seq": "CrispEdit-Seq", "ft": "FT", "locbf_ft": "LocBF-FT",
          "lora": "LoRA", "adam_nscl": "Adam-NSCL", "memit": "MEMIT", "alphaedit": "AlphaEdit",
-         "ultraedit": "UltraEdit", "ft_seq": "FT-Sequential", "lora_seq": "LoRA-Sequential"}
+         "ultraedit": "UltraEdit", "ft_seq": "FT-Sequential", "lora_seq": "LoRA-Sequential", "mend": "MEND"}
 QWEN_LABEL = {"crispedit": "CrispEdit (Batch)", "crispedit_seq": "CrispEdit (Seq)"}
 BASELINES = ("ft", "locbf_ft", "lora", "adam_nscl")
 # Table 1 rows run in chunks, as the paper's runs did (dossier: MEMIT and UltraEdit in sequential
@@ -47,7 +47,12 @@ SEQ_BASELINES: dict[str, dict[str, Any]] = {
     "ft_seq": {"CHUNK_SIZE": 100}, "lora_seq": {"CHUNK_SIZE": 100, "EPOCHS": 70, "CONFIG": {"lr": 5e-3}},
 }
 CLOSED_FORM = ("memit", "alphaedit", "ultraedit")  # their own layers: the editor's model preset
-FP32 = ("ft", "locbf_ft")  # the official code trains these in fp32 (dossier §8.5)
+# MEND (Table 1): one edit at a time, 3,000 in sequence (EasyEdit edit.py --num_edits 1), gate/up/down_proj
+# of layers 29-31 (the editor's preset), with an editor network trained on ZsRE by
+# tools/train_mend_gpu.py llama3-8b; CONFIG names where that file lives (relative to the checkout).
+MEND_EDITOR = "runs/mend-llama3-8b-zsre/best.safetensors"
+MEND = {"LAYERS": None, "CHUNK_SIZE": 1, "CONFIG": {"extra": {"mend": {"editor": MEND_EDITOR}}}}
+FP32 = ("ft", "locbf_ft", "mend")  # the official code trains these in fp32 (dossier §8.5; MEND: half False)
 CAPABILITY = ("crispedit", "crispedit_seq", "adam_nscl", "memit", "alphaedit")
 BEGIN, END = "<!-- cells:begin (written by reproduce/make_configs.py) -->", "<!-- cells:end -->"
 
@@ -171,6 +176,12 @@ def cells() -> list[tuple[str, str]]:
                             f"Table 1, {LABEL[ds]}, {LABEL[method]} row ({chunks}); Table 3, same row",
                             model=LLAMA, dataset=ds, method=method, gamma=g, n_capability=n,
                             sequential=True, extra=extra))
+        n, g = _paper_nd(LLAMA, "mend", ds)
+        what = (f"Table 1, {LABEL[ds]}, MEND row (one edit at a time, 3,000 in sequence, editor network "
+                "trained on ZsRE: CONFIG.extra.mend.editor); Table 3, same row")
+        out.append(cell(f"table1_{ds}_mend", what,
+                        model=LLAMA, dataset=ds, method="mend", gamma=g, n_capability=n, sequential=True,
+                        extra=MEND))
     for method in ("crispedit", "locbf_ft", "adam_nscl", "alphaedit", "ultraedit"):
         n, g = (1000, 0.7) if method != "adam_nscl" else (10_000, 0.7)
         extra = SEQ_BASELINES.get(method)

@@ -108,7 +108,13 @@ def _load(model: str, tokenizer: str | None, device: str, dtype: str, seed: int)
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, train (resuming), write the editor files and the curve."""
-    from crispedit_lite.editing.editors.mend import MendSettings, file_sha256, load_editor, mend_modules, save_editor
+    from crispedit_lite.editing.editors.mend import (
+        MendSettings,
+        file_sha256,
+        load_editor,
+        mend_modules,
+        save_editor,
+    )
     from crispedit_lite.editing.loops.mend_trainer import MendTrainer, write_json
 
     ap = argparse.ArgumentParser(prog="python -m crispedit_lite.editing.mend_train",
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--data", default="smollm2-mend-train")
-    ap.add_argument("--format", default="auto", choices=["auto", "zsre", "counterfact", "rome", "wikibigedit"])
+    ap.add_argument("--format", default="auto",
+                    choices=["auto", "zsre", "counterfact", "rome", "wikibigedit"])
     ap.add_argument("--capability", default="offline", choices=["offline", "wikipedia", "none"],
                     help="locality text beside each record's locality fact ('none': the facts alone)")
     ap.add_argument("--n-capability", type=int, default=64)

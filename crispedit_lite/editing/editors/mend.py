@@ -25,7 +25,6 @@ the package ships one for the embedded SmolLM2, pinned by SHA-256. Derived in no
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -33,14 +32,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from crispedit_lite.editing.loops.mend import (
+    collect_factors,
+    file_sha256,
+    load_editor,
+    save_editor,
+    target_nll,
+)
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
 from crispedit_lite.editing.updates.mend import MendNetwork
 
 __all__ = ["EDITORS", "MEND_PROJECTIONS", "SHIPPED_EDITORS", "MendSettings", "collect_factors", "file_sha256",
-           "load_editor", "mend_modules", "mend_settings", "run", "run_seq", "save_editor"]
+           "load_editor", "mend_modules", "mend_settings", "run", "run_seq", "save_editor", "target_nll"]
 
 MEND_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
@@ -162,110 +168,23 @@ def mend_modules(model: nn.Module, settings: MendSettings, job: EditJob | None =
             for m in resolve_edit_modules(model, f"model.layers.{{i}}.mlp.{p}", [i])]
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _editor_file(settings: MendSettings, model: nn.Module) -> tuple[Path, str | None]:
     if settings.editor != "shipped":
         path = Path(settings.editor).expanduser()
-        if not path.is_file():
-            raise ValueError(f"MEND setting editor: no file {str(path)!r}; train one with "
-                             "python -m crispedit_lite.editing.mend_train")
-        return path, settings.editor_sha256
-    for name, entry in SHIPPED_EDITORS.items():
+        # a relative path is looked up from the working directory and then its parents, so that a path
+        # relative to a checkout's root also works from notebooks/
+        found = [d / path for d in (Path.cwd(), *Path.cwd().parents) if (d / path).is_file()]
+        if not found:
+            raise ValueError(f"MEND setting editor: no file {str(path)!r} (from {str(Path.cwd())!r} or a "
+                             "parent); train one with python -m crispedit_lite.editing.mend_train")
+        return (path if path.is_absolute() else found[0]), settings.editor_sha256
+    for entry in SHIPPED_EDITORS.values():
         if entry["shape"] == _shape(model):
             ref = resources.files("crispedit_lite") / "resources" / entry["file"]
             return Path(str(ref)), entry["sha256"]
-    raise ValueError(f"MEND: no shipped editor for a model of shape {_shape(model)} (model_type, layers, hidden, "
-                     f"intermediate); shipped: {sorted(SHIPPED_EDITORS)}. Train one with python -m "
+    raise ValueError(f"MEND: no shipped editor for a model of shape {_shape(model)} (model_type, layers, "
+                     f"hidden, intermediate); shipped: {sorted(SHIPPED_EDITORS)}. Train one with python -m "
                      "crispedit_lite.editing.mend_train and set config.extra['mend']['editor']")
-
-
-def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu",
-                dtype: torch.dtype = torch.float32) -> MendNetwork:
-    """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
-
-    ``dtype``: the network's computation dtype (float32; float64 for a float64 model).
-
-    Derived in notebook ``08_one_framework``.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if sha256 is not None and (got := file_sha256(path)) != sha256:
-        raise ValueError(f"MEND editor {str(path)!r}: SHA-256 {got} differs from the pinned {sha256}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    net = MendNetwork.from_metadata(meta)
-    state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
-    net.load_state_dict(state, strict=True)
-    return net.to(device=device, dtype=dtype).eval()
-
-
-def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
-                metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``net`` as safetensors (atomically); ``half``: the low-rank factors U, V in float16.
-
-    Small tensors (step sizes, normalisation statistics, scales, shifts, biases) stay float32.
-    Derived in notebook ``08_one_framework``.
-    """
-    import os
-
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    if half:
-        state = {k: v.half() if k.endswith((".u", ".v")) else v.float() for k, v in state.items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={**net.metadata(), **dict(metadata or {})})
-    os.replace(tmp, path)
-    return path
-
-
-def collect_factors(model: nn.Module, batch: Mapping[str, Tensor],
-                    modules: Sequence[str]) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
-    r"""``(loss, {module: (u, delta)})``: inputs and output gradients of the mean target NLL, detached.
-
-    One forward and one backward pass that stops at the lowest edited module (only the edited
-    outputs are differentiated, with ``torch.autograd.grad``; no ``.grad`` is left behind). ``u`` has
-    shape ``(batch, length, d_in)``, ``delta`` ``(batch, length, d_out)``, as the official hooks
-    record them (``hooks.py``). Derived in notebook ``08_one_framework``.
-    """
-    from crispedit_lite.editing.loops.trainer import ft_m_loss
-
-    mods = {name: model.get_submodule(name) for name in modules}
-    for name, mod in mods.items():
-        if not isinstance(mod, nn.Linear):
-            raise ValueError(f"module {name!r} is a {type(mod).__name__}; MEND edits nn.Linear")
-    inputs: dict[str, Tensor] = {}
-    outputs: dict[str, Tensor] = {}
-
-    def hook(name: str):
-        def fn(_mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-            inputs[name], outputs[name] = args[0].detach(), out
-        return fn
-
-    flags = {name: mod.weight.requires_grad for name, mod in mods.items()}
-    handles = [mod.register_forward_hook(hook(name)) for name, mod in mods.items()]
-    try:
-        for mod in mods.values():  # puts the edited outputs on the autograd graph
-            mod.weight.requires_grad_(True)
-        with torch.enable_grad():
-            loss = ft_m_loss(model, batch)
-            grads = torch.autograd.grad(loss, [outputs[n] for n in modules])
-    finally:
-        for h in handles:
-            h.remove()
-        for name, mod in mods.items():
-            mod.weight.requires_grad_(flags[name])
-    return loss.detach(), {n: (inputs[n], g.detach()) for n, g in zip(modules, grads, strict=True)}
 
 
 def _prepare(job: EditJob) -> tuple[MendSettings, list[str], MendNetwork, dict[str, Any]]:
@@ -277,8 +196,8 @@ def _prepare(job: EditJob) -> tuple[MendSettings, list[str], MendNetwork, dict[s
     net = load_editor(path, digest, weight.device, dtype)
     shapes = {m: tuple(job.model.get_submodule(m).weight.shape) for m in modules}
     if net.shapes != shapes:
-        raise ValueError(f"MEND editor {str(path)!r} was trained for {net.shapes}, the model's edited matrices "
-                         f"are {shapes}")
+        raise ValueError(f"MEND editor {str(path)!r} was trained for {net.shapes}, the model's edited "
+                         f"matrices are {shapes}")
     info = {"editor": str(path) if settings.editor != "shipped" else f"shipped:{path.name}",
             "editor_sha256": digest or file_sha256(path), "network": net.describe(),
             "learned_edit_lrs": [round(float(x), 8) for x in net.edit_lrs.detach()],
@@ -291,18 +210,18 @@ def _step(job: EditJob, net: MendNetwork, modules: list[str], requests: Sequence
           lr_scale: float) -> dict[str, Any]:
     """One MEND step on ``requests`` from the model's current weights; returns its record."""
     batch = job.collate(list(requests))
-    loss, factors = collect_factors(job.model, batch, modules)
+    loss, factors, _ = collect_factors(job.model, batch, modules)
     deltas = net.deltas(factors)
     norms = {}
     for name, delta in deltas.items():
         w = job.model.get_submodule(name).weight
         w.add_((lr_scale * delta).to(w.device, w.dtype))
         norms[name] = float(delta.norm()) * lr_scale
-    from crispedit_lite.editing.loops.trainer import ft_m_loss
-
-    after = float(ft_m_loss(job.model, batch))
-    n_rows = {n: int(((u.reshape(-1, u.shape[-1]) != 0).any(-1) & (d.reshape(-1, d.shape[-1]) != 0).any(-1)).sum())
-              for n, (u, d) in factors.items()}
+    device = next(job.model.parameters()).device
+    after = float(target_nll(job.model(input_ids=batch["input_ids"].to(device),
+                                       attention_mask=batch["attention_mask"].to(device)).logits,
+                             batch["labels"])[0])
+    n_rows = {n: int(((u != 0).any(-1) & (d != 0).any(-1)).sum()) for n, (u, d) in factors.items()}
     return {"n_edits": len(requests), "nll_before": round(float(loss), 5), "nll_after": round(after, 5),
             "delta_norm": {k: round(v, 6) for k, v in norms.items()}, "token_rows": n_rows}
 
@@ -314,7 +233,8 @@ def _run(job: EditJob, sequential: bool) -> EditResult:
 
     start = time.perf_counter()
     settings, modules, net, info = _prepare(job)
-    original = {f"{m}.weight": job.model.get_submodule(m).weight.detach().to("cpu", copy=True) for m in modules}
+    original = {f"{m}.weight": job.model.get_submodule(m).weight.detach().to("cpu", copy=True)
+                for m in modules}
     if sequential:
         steps = chunk_requests(list(job.requests), settings.edits_per_step, job.config.seed)
     else:

@@ -26,7 +26,8 @@ requests are edited in eval mode, and the network with the lowest validation ``c
 c_loc * KL`` is kept (official ``early_stop_key: loss/total_edit_val``). A checkpoint after every
 validation lets an interrupted run resume.
 
-The command ``python -m crispedit_lite.editing.mend_train`` drives it. Derived in notebook ``08_one_framework``.
+The command ``python -m crispedit_lite.editing.mend_train`` drives it. Derived in notebook
+``08_one_framework``.
 """
 
 from __future__ import annotations
@@ -38,34 +39,28 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crispedit_lite.data.batches import pad_batch, tokenize_edits
-from crispedit_lite.editing.editors.mend import MendSettings, collect_factors, save_editor
+from crispedit_lite.editing.loops.mend import collect_factors, save_editor, target_nll
 from crispedit_lite.editing.updates.mend import MendNetwork
 
-__all__ = ["MendTrainer", "kl_on_mask", "locality_windows", "target_nll", "write_json"]
+if TYPE_CHECKING:
+    from crispedit_lite.editing.editors.mend import MendSettings
 
-
-def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """``(mean NLL over target tokens, share of sequences whose every target token is the argmax)``.
-
-    The official ``multiclass_log_probs`` (``shift=True``): position ``t`` predicts label ``t+1``.
-    """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != -100
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.clamp_min(0).reshape(-1),
-                          reduction="none").view_as(labels)
-    hit = ((logits.argmax(-1) == labels) | ~mask).all(-1)
-    return (nll * mask).sum() / mask.sum(), hit.float().mean()
+__all__ = ["MendTrainer", "kl_on_mask", "locality_windows", "write_json"]
 
 
 def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
-    r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions (``kl_loc_loss``)."""
+    r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions.
+
+    The official ``losses.py:kl_loc_loss``.
+
+    Derived in notebook ``08_one_framework``.
+    """
     base = base_logits.float().log_softmax(-1)
     kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
     mask = mask.to(kl.dtype)
@@ -77,7 +72,7 @@ def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> l
     out = []
     for text in texts:
         ids = list(tokenizer(text)["input_ids"])
-        out += [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids[i:i + max_length]) >= 8]
+        out += [w for i in range(0, len(ids), max_length) if len(w := ids[i:i + max_length]) >= 8]
     if not out:
         raise ValueError("no locality window of at least 8 tokens in the capability texts")
     return out
@@ -102,7 +97,9 @@ class MendTrainer:
                  train: Sequence[Any], val: Sequence[Any], loc_texts: Sequence[str] | None,
                  out_dir: str | Path, seed: int = 0) -> None:
         self.model, self.tok, self.modules, self.s = model, tokenizer, list(modules), settings
-        self.train_set, self.val_set = list(train), list(val)[:settings.val_size]
+        self.train_set = list(train)
+        # a seeded sample spreads the validation edits over the held-out subjects
+        self.val_set = random.Random(seed).sample(list(val), min(settings.val_size, len(val)))
         if not self.train_set or not self.val_set:
             raise ValueError("MEND training needs training and validation requests")
         self.windows = locality_windows(tokenizer, loc_texts, settings.loc_max_length) if loc_texts else []
@@ -119,46 +116,59 @@ class MendTrainer:
         self.wall = 0.0
 
     # --- one edit -------------------------------------------------------------------------------
-    def _batches(self, r: Any, k: int) -> tuple[dict, dict, dict]:
-        inner = tokenize_edits([r], self.tok)
-        outer_prompts = ([r.prompt] if self.s.outer == "prompt+paraphrase" else []) + [r.rephrase_prompt or r.prompt]
-        outer = tokenize_edits([(p, r.target_new) for p in outer_prompts], self.tok)
+    def _locality(self, r: Any, k: int) -> list[list[int]]:
         seqs = []
         if self.windows:
             seqs.append(random.Random(self.seed * 1_000_003 + k).choice(self.windows))
         if getattr(r, "locality_prompt", None) and getattr(r, "locality_answer", None):
             seqs.append(list(self.tok(f"{r.locality_prompt} {r.locality_answer}")["input_ids"]))
         if not seqs:
-            raise ValueError(f"request {r.case_id!r}: no locality text (no capability texts, no locality fact)")
+            raise ValueError(f"request {r.case_id!r}: no locality text (no capability text, no "
+                             "locality fact)")
+        return seqs
+
+    def _batches(self, r: Any, k: int) -> tuple[dict, dict, int]:
+        """The base pass (edit + locality rows) and the edited pass (outer + locality rows); ``n_loc``."""
+        inner = tokenize_edits([r], self.tok)
+        prompts = [r.rephrase_prompt or r.prompt]
+        if self.s.outer == "prompt+paraphrase":
+            prompts.insert(0, r.prompt)
+        outer = tokenize_edits([(p, r.target_new) for p in prompts], self.tok)
+        loc = self._locality(r, k)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        loc = pad_batch(seqs, seqs, pad)
-        move = lambda b: {key: v.to(self.device) for key, v in b.items()}  # noqa: E731
-        return move(inner), move(outer), move(loc)
+
+        def join(b: dict) -> dict:
+            n = b["attention_mask"].sum(1).tolist()
+            ids = [b["input_ids"][i, :m].tolist() for i, m in enumerate(n)] + loc
+            labels = [b["labels"][i, :m].tolist() for i, m in enumerate(n)] + [[-100] * len(x) for x in loc]
+            return {key: v.to(self.device) for key, v in pad_batch(ids, labels, pad).items()}
+
+        return join(inner), join(outer), len(loc)
 
     def edit_step(self, r: Any, k: int, training: bool) -> dict[str, float]:
         """One edit of request ``r`` (step ``k``); backpropagates ``loss / accumulate`` when training."""
         from torch.func import functional_call
 
-        inner, outer, loc = self._batches(r, k)
-        with torch.no_grad():
-            base_loc = self.model(input_ids=loc["input_ids"], attention_mask=loc["attention_mask"]).logits
-        nll_pre, factors = collect_factors(self.model, inner, self.modules)
+        base, edited, n_loc = self._batches(r, k)
+        nll_pre, factors, base_logits = collect_factors(self.model, base, self.modules)
         self.net.train(training)
         with torch.set_grad_enabled(training):
             deltas = self.net.deltas(factors)
-            params = {f"{m}.weight": self.model.get_submodule(m).weight + d.to(self.model.get_submodule(m).weight.dtype)
-                      for m, d in deltas.items()}
-            post = functional_call(self.model, params, args=(),
-                                   kwargs={"input_ids": outer["input_ids"], "attention_mask": outer["attention_mask"]})
-            l_edit, acc = target_nll(post.logits, outer["labels"])
-            post_loc = functional_call(self.model, params, args=(),
-                                       kwargs={"input_ids": loc["input_ids"], "attention_mask": loc["attention_mask"]})
-            l_loc = kl_on_mask(base_loc, post_loc.logits, loc["attention_mask"])
+            weights = {m: self.model.get_submodule(m).weight for m in deltas}
+            params = {f"{m}.weight": w + deltas[m].to(w.dtype) for m, w in weights.items()}
+            logits = functional_call(self.model, params, args=(), kwargs={
+                "input_ids": edited["input_ids"], "attention_mask": edited["attention_mask"]}).logits
+            n_out = logits.shape[0] - n_loc
+            l_edit, acc = target_nll(logits[:n_out], edited["labels"][:n_out])
+            width = min(base_logits.shape[1], logits.shape[1])  # the locality rows, padded in both passes
+            l_loc = kl_on_mask(base_logits[-n_loc:, :width], logits[-n_loc:, :width],
+                               base["attention_mask"][-n_loc:, :width])
             total = self.s.c_edit * l_edit + self.s.c_loc * l_loc
         if training:
-            grads = torch.autograd.grad(total / self.s.accumulate, list(self.net.parameters()), allow_unused=True)
+            params_net = list(self.net.parameters())
+            grads = torch.autograd.grad(total / self.s.accumulate, params_net, allow_unused=True)
             if all(g is None or torch.isfinite(g).all() for g in grads):  # official safe_backward
-                for p, g in zip(self.net.parameters(), grads, strict=True):
+                for p, g in zip(params_net, grads, strict=True):
                     if g is not None:
                         p.grad = g if p.grad is None else p.grad + g
         total, l_edit, l_loc = total.detach(), l_edit.detach(), l_loc.detach()
@@ -195,8 +205,8 @@ class MendTrainer:
     def checkpoint(self) -> None:
         """Write everything needed to resume (atomically)."""
         self._save("checkpoint.pt", {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
-                                     "lr_opt": self.lr_opt.state_dict(), "step": self.step, "curve": self.curve,
-                                     "best": self.best, "wall": self.wall,
+                                     "lr_opt": self.lr_opt.state_dict(), "step": self.step,
+                                     "curve": self.curve, "best": self.best, "wall": self.wall,
                                      "settings": dataclasses.asdict(self.s)})
 
     def resume(self) -> bool:
@@ -213,7 +223,8 @@ class MendTrainer:
         self.step, self.curve, self.best, self.wall = ck["step"], ck["curve"], ck["best"], ck["wall"]
         return True
 
-    def train(self, progress: bool = True, log_every: int = 25, metadata: dict[str, str] | None = None) -> dict:
+    def train(self, progress: bool = True, log_every: int = 25,
+              metadata: dict[str, str] | None = None) -> dict:
         """Train up to ``settings.steps`` edits (resuming); returns the curve. Writes ``best.safetensors``."""
         from tqdm.auto import tqdm
 
@@ -230,9 +241,10 @@ class MendTrainer:
             window.append(row)
             if self.step % log_every == 0:
                 mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in row if k != "grad_norm"}
-                lrs = [round(float(x), 7) for x in self.net.edit_lrs]
+                lrs = [round(float(x), 7) for x in self.net.edit_lrs.detach()]
                 self.curve["train"].append({"step": self.step, **mean, "edit_lrs": lrs})
-                bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['edit_acc']:.2f}", kl=f"{mean['kl']:.3f}")
+                bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['edit_acc']:.2f}",
+                                kl=f"{mean['kl']:.3f}")
                 window = []
             if self.step % self.s.val_every == 0 or self.step == self.s.steps or self.step == 1:
                 val = self.validate()

@@ -63,7 +63,9 @@ def shape_key(d_in: int, d_out: int) -> str:
 
 
 def pseudo_gradient(u: Tensor, delta: Tensor) -> Tensor:
-    r""":math:`\sum_t\boldsymbol\delta_t\mathbf u_t^\top` (``d_out x d_in``) from rows ``u`` ``(T, d_in)``, ``delta`` ``(T, d_out)``.
+    r""":math:`\sum_t\boldsymbol\delta_t\mathbf u_t^\top` (``d_out x d_in``) from rows ``u`` and ``delta``.
+
+    ``u`` has shape ``(T, d_in)``, ``delta`` ``(T, d_out)``.
 
     With the raw factors this is :math:`\nabla_W\mathcal L` of ``nn.Linear`` (the official
     ``einsum("bi,bj->ji", x, delta)``). Derived in notebook ``08_one_framework``.
@@ -102,7 +104,7 @@ class RunningNorm(nn.Module):
         self.count.fill_(total)
 
     def forward(self, x: Tensor) -> Tensor:
-        """:math:`(\\mathbf x-\\mu)/(\\sigma+10^{-7})`; at least two rows must have been seen."""
+        r""":math:`(\mathbf x-\mu)/(\sigma+10^{-7})`; at least two rows must have been seen."""
         if float(self.count) < 2:
             raise ValueError(f"MEND normalisation has seen {int(self.count)} rows; it needs at least 2 "
                              "(train the editor network, or build it with norm=False)")
@@ -111,7 +113,7 @@ class RunningNorm(nn.Module):
 
 
 class LowRankResidual(nn.Module):
-    r"""One residual layer :math:`\mathbf h+\mathrm{relu}(\mathbf a_m\odot(UV\mathbf h+\mathbf b)+\mathbf c_m)`.
+    r"""A residual layer :math:`\mathbf h+\mathrm{relu}(\mathbf a_m\odot(UV\mathbf h+\mathbf b)+\mathbf c_m)`.
 
     ``U`` ``(dim, r)``, ``V`` ``(r, dim)`` with :math:`r=\min(\text{rank},\text{dim})`; ``init="id"``:
     :math:`U=0`, :math:`V\sim\mathcal N(0,1)` (the identity map); ``"xavier"`` as the official
@@ -239,11 +241,13 @@ class MendNetwork(nn.Module):
         self.edit_lrs = nn.Parameter(torch.full((len(self.shapes),), float(edit_lr)))
 
     def factors(self, name: str, u: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`(\\tilde{\\mathbf u},\\tilde{\\boldsymbol\\delta})` rows of matrix ``name``."""
+        r""":math:`(\tilde{\mathbf u},\tilde{\boldsymbol\delta})` rows of matrix ``name``."""
         return self.transforms[self.key[name]](u, delta, self.mode[name])
 
     def deltas(self, factors: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-        r""":math:`\Delta W_\ell=\alpha_\ell\sum_t\tilde{\boldsymbol\delta}_t\tilde{\mathbf u}_t^\top` per matrix.
+        r"""The weight change of every matrix (see the module docstring).
+
+        :math:`\Delta W_\ell=\alpha_\ell\sum_t\tilde{\boldsymbol\delta}_t\tilde{\mathbf u}_t^\top`.
 
         ``factors``: ``{name: (u, delta)}`` of the raw layer inputs and output gradients.
         """

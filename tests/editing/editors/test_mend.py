@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, REQUESTS, tiny_tokenizer
+from test_editing import CAP_TEXT, tiny_tokenizer
 
 from crispedit_lite.data import EditRequest, load_edits
 from crispedit_lite.data.batches import tokenize_edits
@@ -105,7 +105,7 @@ def test_normalised_untrained_edit_is_the_product_of_standardised_factors(model,
     modules = mend_modules(model, MendSettings())
     net = MendNetwork({m: tuple(model.get_submodule(m).weight.shape) for m in modules}, rank=4).double()
     batch = tokenize_edits(REQS, tok)
-    _, factors = collect_factors(model, batch, modules)
+    _, factors, _ = collect_factors(model, batch, modules)
     net.train()
     net.deltas(factors)  # statistics of the three edits, shared by the matrices of one shape
     net.eval()
@@ -124,7 +124,7 @@ def test_every_edited_matrix_changes_by_rank_at_most_the_number_of_tokens(model,
     path = tmp_path / "e.safetensors"
     net = _untrained(model, path, rank=4)
     net.train()
-    _, factors = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
+    _, factors, _ = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
     net.deltas(factors)  # give the normalisation statistics
     torch.nn.init.normal_(net.transforms[next(iter(net.transforms))].nets["both"].layers[0].u, std=0.1)
     save_editor(net, path)
@@ -143,7 +143,7 @@ def test_mend_seq_is_single_edits_in_the_chunk_order_never_restored(model, tok, 
     path = tmp_path / "e.safetensors"
     net = _untrained(model, path, rank=4)
     net.train()
-    _, factors = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
+    _, factors, _ = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
     net.deltas(factors)
     save_editor(net, path)
     twin = copy.deepcopy(model)

@@ -45,7 +45,7 @@ from crispedit_lite.models import default_layers, load_model, resolve_edit_modul
 from crispedit_lite.reproduction.results import write_json_atomic
 
 METHODS = ("crispedit", "ft", "adam_nscl", "lora", "locbf_ft", "memit", "alphaedit", "ultraedit",
-           "crispedit+nbhd")
+           "mend_seq", "crispedit+nbhd")  # mend_seq: the shipped editor, one edit at a time in sequence
 # UltraEdit's official step size (1e-6) barely moves a model with SmolLM2's 576-wide inputs; 1e-4 is the
 # value its sweep on this model picked (book/ultraedit.md)
 CHANGES = {"ultraedit": {"ultra_lr": 1e-4}}

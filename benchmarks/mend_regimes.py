@@ -7,7 +7,8 @@ edits).
 
 * **single** (does MEND edit?): every record is edited on the *base* model alone (``edit`` with
   ``method="mend"`` and one request), evaluated (teacher-forced and probability families of that
-  record; KL to the base model and perplexity on the held-out capability texts), then undone
+  record; KL to the base model and perplexity on the first ``--single-proxy`` held-out capability
+  texts, 2 by default, to keep 120 evaluations affordable on a CPU), then undone
   (``EditResult.restore``). The row is the mean over the records.
 * **sequential** (the paper's protocol): the records are edited one at a time on the same model in
   ``mend_seq``'s order, nothing restored. After 1, 2, 5, 10, 20, ... edits the edits applied so far are
@@ -25,6 +26,7 @@ Writes ``benchmarks/results/mend-regimes-smollm2.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config, edit
 from crispedit_lite.editing.loops.sequential import chunk_requests
-from crispedit_lite.evaluation import default_proxy_texts, evaluate_run
+from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, token_logprobs
 from crispedit_lite.models import load_model
 from crispedit_lite.reproduction.results import write_json_atomic
 
@@ -44,11 +46,13 @@ OUT = Path(__file__).parent / "results" / "mend-regimes-smollm2.json"
 EVALS = ("teacher_forced", "proxies")
 
 
+FAMILIES, KEYS = (("tf", "teacher_forced"), ("prob", "probability")), ("rel", "gen", "loc")
+
+
 def scores(ev: dict) -> dict:
     """TF / PROB rel-gen-loc, KL and perplexity of one evaluation."""
     s, p = ev["metrics"]["side_by_side"], ev["metrics"]["proxies"]
-    out = {f"{fam}_{k}": s[name][k] for fam, name in (("tf", "teacher_forced"), ("prob", "probability"))
-           for k in ("rel", "gen", "loc")}
+    out = {f"{fam}_{k}": s[name][k] for fam, name in FAMILIES for k in KEYS}
     return {**out, "kl": p["kl_to_base"], "ppl": p["perplexity"]}
 
 
@@ -61,18 +65,42 @@ def mean(rows: list[dict], keys) -> dict:
     return out
 
 
-def single(model, tok, requests, base, proxy, seed) -> dict:
-    """Each record alone on the base model, evaluated, restored."""
+EDITOR = {"editor": "shipped"}
+
+
+def config(seed: int):
+    """MEND with the chosen editor file."""
+    return cpu_config("mend", seed=seed, extra={"mend": dict(EDITOR)})
+
+
+def proxies(model, tok, texts, base_lp) -> dict:
+    """KL to the base model and perplexity on ``texts`` from one forward pass (max 128 tokens per text)."""
+    lp = token_logprobs(model, tok, texts, max_length=128)
+    kl = sum(float((b.exp() * (b - x)).sum()) for b, x in zip(base_lp, lp)) / sum(len(x) for x in lp)
+    nll, n = 0.0, 0
+    for text, x in zip(texts, lp):
+        ids = torch.tensor(list(tok(text).input_ids)[:128])
+        nll -= float(x[:-1].gather(1, ids[1:, None]).sum())
+        n += len(ids) - 1
+    return {"kl": kl, "ppl": math.exp(nll / n)}
+
+
+def single(model, tok, requests, seed, texts) -> dict:
+    """Each record alone on the base model, evaluated (TF, PROB; KL and PPL on ``texts``), restored."""
+    base_lp = token_logprobs(model, tok, texts, max_length=128)
+    base = proxies(model, tok, texts, base_lp)
     rows = []
     for r in tqdm(requests, desc=f"single, subset {seed}", leave=False):
-        res = edit(model, tok, [r], cpu_config("mend", seed=seed), progress=False)
-        ev = evaluate_run(model, tok, [r], EVALS, base=base, proxy_texts=proxy, progress=False)
+        res = edit(model, tok, [r], config(seed), progress=False)
+        s = evaluate_run(model, tok, [r], ("teacher_forced",), progress=False)["metrics"]["side_by_side"]
         step = res.details["per_step"][0]
-        rows.append({"case_id": r.case_id, **scores(ev), "nll_before": step["nll_before"],
+        fams = {f"{fam}_{k}": s[name][k] for fam, name in FAMILIES for k in KEYS}
+        rows.append({"case_id": r.case_id, **fams,
+                     **proxies(model, tok, texts, base_lp), "nll_before": step["nll_before"],
                      "nll_after": step["nll_after"], "delta_norm": sum(step["delta_norm"].values())})
         res.restore(model)
     keys = [k for k in rows[0] if k != "case_id"]
-    return {"mean": mean(rows, keys), "records": rows}
+    return {"proxy_texts": len(texts), "base_proxies": base, "mean": mean(rows, keys), "records": rows}
 
 
 def sequential(model, tok, requests, base, proxy, seed, extra=(), marks=(1, 2, 5, 10, 20, 40)) -> dict:
@@ -82,7 +110,7 @@ def sequential(model, tok, requests, base, proxy, seed, extra=(), marks=(1, 2, 5
     first = order[:len(requests)]
     curve, steps, t = [], [], time.perf_counter()
     for k, r in enumerate(tqdm(order, desc=f"sequential, subset {seed}", leave=False), 1):
-        res = edit(model, tok, [r], cpu_config("mend", seed=seed), progress=False)
+        res = edit(model, tok, [r], config(seed), progress=False)
         steps.append({"k": k, "case_id": r.case_id, **{x: res.details["per_step"][0][x]
                                                          for x in ("nll_before", "nll_after")}})
         if k in marks:
@@ -100,11 +128,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-proxy", type=int, default=8)
     ap.add_argument("--regimes", default="single,sequential")
+    ap.add_argument("--single-proxy", type=int, default=2,
+                    help="held-out texts for the KL and perplexity of each single edit (the first ones)")
     ap.add_argument("--long", type=int, default=0, help="continue subset 0's sequence to this many edits")
+    ap.add_argument("--editor", default="shipped", help="a trained editor file (default: the shipped one)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     regimes = args.regimes.split(",")
+    EDITOR["editor"] = args.editor
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m-instruct")
     proxy = default_proxy_texts(args.n_proxy, seed=0)
@@ -112,7 +144,7 @@ def main(argv=None) -> int:
     train = [r for r in load_edits("smollm2-mend-train") if r.extra["split"] == "train"]
     record = {"command": "python benchmarks/mend_regimes.py " + " ".join(argv),
               "model": "smollm2-135m-instruct",
-              "editor": "shipped", "n_edits": args.n_edits, "seeds": args.seeds, "n_proxy": args.n_proxy,
+              "editor": args.editor, "n_edits": args.n_edits, "seeds": args.seeds, "n_proxy": args.n_proxy,
               "subsets": {}, "threads": torch.get_num_threads()}
     started = time.time()
     for seed in args.seeds:
@@ -122,7 +154,7 @@ def main(argv=None) -> int:
         base = evaluate_run(model, tok, requests, EVALS, proxy_texts=proxy, progress=False)
         sub = {"case_ids": [r.case_id for r in requests], "base": scores(base)}
         if "single" in regimes:
-            sub["single"] = single(model, tok, requests, base, proxy, seed)
+            sub["single"] = single(model, tok, requests, seed, proxy[:args.single_proxy])
         if "sequential" in regimes:
             pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
             extra = train[:max(0, args.long - len(requests))] if seed == args.seeds[0] else []
@@ -139,9 +171,10 @@ def main(argv=None) -> int:
                 continue
             m = sub["single"]["mean"] if regime == "single" else next(
                 c for c in sub["sequential"]["curve"] if c["edits_applied"] == len(requests))
+            ref = sub["single"]["base_proxies"]["ppl"] if regime == "single" else b["ppl"]
             print(f"  {regime:10s} TF Rel {m['tf_rel']:5.1f} Gen {m['tf_gen']:5.1f} Spec {m['tf_loc']:5.1f} "
                   f"PROB Rel {m['prob_rel']:5.1f} Gen {m['prob_gen']:5.1f} Loc {m['prob_loc']:5.1f} | "
-                  f"KL {m['kl']:.4f} dPPL {100 * (m['ppl'] / b['ppl'] - 1):+.2f}%", flush=True)
+                  f"KL {m['kl']:.4f} dPPL {100 * (m['ppl'] / ref - 1):+.2f}%", flush=True)
         if "sequential" in sub:
             for c in sub["sequential"]["curve"]:
                 print(f"    after {c['edits_applied']:4d} edits: TF Rel of the first {c['evaluated']:3d} "

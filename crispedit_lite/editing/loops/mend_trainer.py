@@ -210,13 +210,17 @@ class MendTrainer:
                                      "settings": dataclasses.asdict(self.s)})
 
     def resume(self) -> bool:
-        """Load ``out_dir/checkpoint.pt`` if there is one; whether it did."""
+        """Load ``out_dir/checkpoint.pt`` if there is one; whether it did (``steps`` may differ)."""
         path = self.out / "checkpoint.pt"
         if not path.is_file():
             return False
         ck = torch.load(path, map_location=self.device, weights_only=False)
-        if ck["settings"] != dataclasses.asdict(self.s):
-            raise ValueError(f"{path}: the checkpoint was written with other MEND settings; use a new --out")
+        mine = {k: v for k, v in dataclasses.asdict(self.s).items() if k != "steps"}  # steps: a budget
+        theirs = {k: v for k, v in ck["settings"].items() if k != "steps"}
+        if theirs != mine:
+            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+            raise ValueError(f"{path}: the checkpoint was written with other MEND settings ({changed}); "
+                             "use a new --out")
         self.net.load_state_dict(ck["net"])
         self.opt.load_state_dict(ck["opt"])
         self.lr_opt.load_state_dict(ck["lr_opt"])

@@ -19,8 +19,6 @@ validation step), ``editor_fp16.safetensors`` (the same, low-rank factors in flo
     python -m crispedit_lite.editing.mend_train --model meta-llama/Meta-Llama-3-8B-Instruct \
         --data data/zsre_mend_train.json --format zsre --capability none --device cuda \
         --out runs/mend-llama3-8b-zsre
-
-Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations

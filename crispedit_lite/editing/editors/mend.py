@@ -18,8 +18,7 @@ layers** (EasyEdit's ``hparams/MEND/llama3-8b.yaml``: layers 29-31 of LLaMA-3-8B
 ``qwen2.5-7b.yaml``: 25-27 of 28; SmolLM2-135M: 27-29 of 30). Every MEND setting lives in
 :class:`MendSettings`, read from ``config.extra["mend"]`` by :func:`mend_settings`. The editor
 network must have been trained for the model (``python -m crispedit_lite.editing.mend_train``);
-the package ships one for the embedded SmolLM2, pinned by SHA-256. Derived in notebook
-``08_one_framework``.
+the package ships one for the embedded SmolLM2, pinned by SHA-256.
 """
 
 from __future__ import annotations
@@ -62,7 +61,8 @@ SHIPPED_EDITORS: dict[str, dict[str, Any]] = {
 class MendSettings:
     """Every MEND setting, with the official values (``config/alg/mend.yaml``, ``config/config.yaml``).
 
-    Editing: ``editor`` (a trained editor file, or ``"shipped"``: the package's editor for the model),
+    Editing: ``editor`` (a trained editor file, looked up from the working directory and then its
+    parents when relative; or ``"shipped"``: the package's editor for the model),
     ``editor_sha256`` (pin a file's digest; checked at load), ``modules`` (``"preset"``: the last three
     layers' gate/up/down_proj; ``"pattern"``: ``module_pattern`` over ``layers``), ``edits_per_step``
     (MEND-Seq: requests per step, 1 as the paper ran it), ``lr_scale`` (EasyEdit's factor on the learned
@@ -75,8 +75,6 @@ class MendSettings:
     ``grad_clip`` 100, ``steps`` (edits seen), ``val_every`` / ``val_size``, ``loc_max_length`` (tokens
     of a locality text), ``outer`` (the post-edit loss texts: ``"paraphrase"`` as the official ZsRE
     runs, or ``"prompt+paraphrase"``).
-
-    Derived in notebook ``08_one_framework``.
     """
 
     editor: str = "shipped"
@@ -126,10 +124,7 @@ class MendSettings:
 
 
 def mend_settings(config: Any) -> MendSettings:
-    """The :class:`MendSettings` of a run: ``config.extra["mend"]`` (a mapping of fields), else defaults.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """The :class:`MendSettings` of a run: ``config.extra["mend"]`` (a mapping of fields), else defaults."""
     raw = (getattr(config, "extra", None) or {}).get("mend", {})
     if isinstance(raw, MendSettings):
         return raw
@@ -149,10 +144,7 @@ def _shape(model: nn.Module) -> tuple[Any, ...]:
 
 
 def mend_modules(model: nn.Module, settings: MendSettings, job: EditJob | None = None) -> list[str]:
-    """The matrices MEND edits: gate/up/down_proj of the last three decoder layers, or the job's modules.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """The matrices MEND edits: gate/up/down_proj of the last three decoder layers, or the job's modules."""
     from crispedit_lite.models import resolve_edit_modules
 
     if settings.modules == "pattern":

@@ -5,8 +5,6 @@ r"""MEND's passes over the model and its editor files.
 of the mean target NLL (:func:`target_nll`), which MEND's editor network maps to a weight change
 (:mod:`crispedit_lite.editing.updates.mend`). :func:`save_editor` / :func:`load_editor` write and read a
 trained network as safetensors (architecture in the header metadata, digest checked at load).
-
-Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
     Position ``t`` predicts label ``t + 1`` (the official ``multiclass_log_probs`` with ``shift=True``;
     the same mean as :func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`). Sequences without a target
-    token count as hits. Derived in notebook ``08_one_framework``.
+    token count as hits.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
     mask = labels != -100
@@ -52,7 +50,7 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
     shape ``(batch, length, d_in)``, ``delta`` ``(batch, length, d_out)``, as the official hooks
     record them (``hooks.py``); everything returned is detached. Sequences of the batch without labels
     get zero output gradients (MEND drops their rows), so the trainer runs its locality texts in the
-    same pass. Derived in notebook ``08_one_framework``.
+    same pass.
     """
     mods = {name: model.get_submodule(name) for name in modules}
     for name, mod in mods.items():
@@ -100,8 +98,6 @@ def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu"
     """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
 
     ``dtype``: the network's computation dtype (float32; float64 for a float64 model).
-
-    Derived in notebook ``08_one_framework``.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -121,7 +117,6 @@ def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
     """Write ``net`` as safetensors (atomically); ``half``: the low-rank factors U, V in float16.
 
     Small tensors (step sizes, normalisation statistics, scales, shifts, biases) stay float32.
-    Derived in notebook ``08_one_framework``.
     """
     from safetensors.torch import save_file
 

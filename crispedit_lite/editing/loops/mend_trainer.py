@@ -26,8 +26,13 @@ requests are edited in eval mode, and the network with the lowest validation ``c
 c_loc * KL`` is kept (official ``early_stop_key: loss/total_edit_val``). A checkpoint after every
 validation lets an interrupted run resume.
 
-The command ``python -m crispedit_lite.editing.mend_train`` drives it. Derived in notebook
-``08_one_framework``.
+Where this loop differs from the official one: the optimiser steps after every ``accumulate`` edits
+(the official loop skips the step at iteration 0, so its first step sees 11); validation keeps the best
+network but has no early-stopping patience; the locality batch is the request's own locality fact
+(ZsRE's NQ question and answer, as the official ZsRE runs; the SmolLM2 split's held-out fact) plus, with
+capability texts, one window of ``loc_max_length`` tokens; the base model and the locality rows share
+one forward pass with the edit (rows without labels get no gradient), and the edited model one pass
+with the outer texts. The command ``python -m crispedit_lite.editing.mend_train`` drives it.
 """
 
 from __future__ import annotations
@@ -58,8 +63,6 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
     r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions.
 
     The official ``losses.py:kl_loc_loss``.
-
-    Derived in notebook ``08_one_framework``.
     """
     base = base_logits.float().log_softmax(-1)
     kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
@@ -89,8 +92,6 @@ class MendTrainer:
             ``locality_answer`` join the locality batch as a sentence when present).
         loc_texts: capability texts cut into locality windows (``None``: the facts alone).
         out_dir: checkpoint, editor files and the training curve.
-
-    Derived in notebook ``08_one_framework``.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, modules: Sequence[str], settings: MendSettings,

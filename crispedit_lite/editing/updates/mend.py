@@ -39,7 +39,8 @@ matrix. The choices below follow the official code (``eric-mitchell/mend``, ``al
   statistics thus takes a gradient *ascent* step of size ``edit_lr``
   (``tests/editing/updates/test_mend.py`` checks exactly this).
 
-Derived in notebook ``08_one_framework``.
+Deviations: the statistics are merged a batch at a time (equal up to rounding), and a network can
+run in float64 (the official code casts the factors to float32); nothing else.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def pseudo_gradient(u: Tensor, delta: Tensor) -> Tensor:
     ``u`` has shape ``(T, d_in)``, ``delta`` ``(T, d_out)``.
 
     With the raw factors this is :math:`\nabla_W\mathcal L` of ``nn.Linear`` (the official
-    ``einsum("bi,bj->ji", x, delta)``). Derived in notebook ``08_one_framework``.
+    ``einsum("bi,bj->ji", x, delta)``).
     """
     return delta.transpose(0, 1) @ u
 
@@ -78,7 +79,7 @@ class RunningNorm(nn.Module):
 
     ``count`` rows seen, ``mean`` and ``m2`` :math:`=\sum_i(\mathbf x_i-\bar{\mathbf x})^2`;
     :math:`\sigma=\sqrt{m_2/(k-1)}`. A batch is merged at once (Chan et al.'s pairwise rule), which
-    equals the one-row-at-a-time update. Derived in notebook ``08_one_framework``.
+    equals the one-row-at-a-time update.
     """
 
     def __init__(self, dim: int) -> None:
@@ -118,7 +119,7 @@ class LowRankResidual(nn.Module):
     ``U`` ``(dim, r)``, ``V`` ``(r, dim)`` with :math:`r=\min(\text{rank},\text{dim})`; ``init="id"``:
     :math:`U=0`, :math:`V\sim\mathcal N(0,1)` (the identity map); ``"xavier"`` as the official
     alternative (then no residual). ``scale``/``shift`` ``(n_modes, dim)`` are the per-matrix
-    :math:`\mathbf a_m,\mathbf c_m`. Derived in notebook ``08_one_framework``.
+    :math:`\mathbf a_m,\mathbf c_m`.
     """
 
     def __init__(self, dim: int, rank: int, n_modes: int, init: str = "id") -> None:
@@ -145,10 +146,7 @@ class LowRankResidual(nn.Module):
 
 
 class IdentityMLP(nn.Module):
-    """``n_hidden + 1`` :class:`LowRankResidual` layers (the official ``IDMLP``).
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """``n_hidden + 1`` :class:`LowRankResidual` layers (the official ``IDMLP``)."""
 
     def __init__(self, dim: int, n_hidden: int, rank: int, n_modes: int, init: str = "id") -> None:
         super().__init__()
@@ -166,7 +164,7 @@ class GradientTransform(nn.Module):
 
     ``forward(u, delta, mode)`` takes the factors of any leading shape, keeps the token rows where
     both are non-zero, updates the normalisation in training mode, and returns the transformed rows
-    ``(T', d_in)``, ``(T', d_out)``. Derived in notebook ``08_one_framework``.
+    ``(T', d_in)``, ``(T', d_out)``.
     """
 
     def __init__(self, d_in: int, d_out: int, n_modes: int, *, n_hidden: int = 1, rank: int = 1920,
@@ -219,8 +217,7 @@ class MendNetwork(nn.Module):
         edit_lr: the initial :math:`\alpha_\ell` of every matrix (official ``edit_lr``: 1e-4).
         network: the :data:`NETWORK_FIELDS` of :class:`GradientTransform`.
 
-    :meth:`deltas` maps the factors of every matrix to its :math:`\Delta W`. Derived in notebook
-    ``08_one_framework``.
+    :meth:`deltas` maps the factors of every matrix to its :math:`\Delta W`.
     """
 
     def __init__(self, shapes: Mapping[str, Sequence[int]], edit_lr: float = 1e-4, **network: Any) -> None:

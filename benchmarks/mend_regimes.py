@@ -106,17 +106,24 @@ def single(model, tok, requests, seed, texts) -> dict:
 def sequential(model, tok, requests, base, proxy, seed, extra=(), marks=(1, 2, 5, 10, 20, 40)) -> dict:
     """The records one at a time in mend_seq's order, never restored; evaluated at the marks."""
     order = [c[0] for c in chunk_requests(list(requests), 1, seed)] + list(extra)
-    marks = sorted({m for m in marks if m <= len(order)} | {len(requests), len(order)})
+    marks = sorted({m for m in marks if m <= len(order)} | {len(requests), len(order)}
+                   | set(range(2 * len(requests), len(order), len(requests))))  # every subset length on
     first = order[:len(requests)]
     curve, steps, t = [], [], time.perf_counter()
+    w0 = {}
     for k, r in enumerate(tqdm(order, desc=f"sequential, subset {seed}", leave=False), 1):
         res = edit(model, tok, [r], config(seed), progress=False)
+        w0 = w0 or {k: v.clone() for k, v in res.original.items()}  # the base weights of the edited matrices
         steps.append({"k": k, "case_id": r.case_id, **{x: res.details["per_step"][0][x]
                                                          for x in ("nll_before", "nll_after")}})
         if k in marks:
             so_far = first[:min(k, len(first))]
             ev = evaluate_run(model, tok, so_far, EVALS, base=base, proxy_texts=proxy, progress=False)
+            change = {n: float((model.get_parameter(n).detach() - w).norm() / w.norm())
+                      for n, w in w0.items()}
             curve.append({"edits_applied": k, "evaluated": len(so_far), **scores(ev),
+                          "relative_weight_change": change,
+                          "max_relative_weight_change": max(change.values()),
                           "seconds": round(time.perf_counter() - t, 1)})
     return {"order": [r.case_id for r in order], "curve": curve, "steps": steps}
 
@@ -179,7 +186,8 @@ def main(argv=None) -> int:
             for c in sub["sequential"]["curve"]:
                 print(f"    after {c['edits_applied']:4d} edits: TF Rel of the first {c['evaluated']:3d} "
                       f"{c['tf_rel']:5.1f}, PROB Rel {c['prob_rel']:5.1f}, KL {c['kl']:.4f}, "
-                      f"dPPL {100 * (c['ppl'] / b['ppl'] - 1):+.2f}%", flush=True)
+                      f"dPPL {100 * (c['ppl'] / b['ppl'] - 1):+.2f}%, "
+                      f"max |W - W0| / |W0| {c['max_relative_weight_change']:.3f}", flush=True)
     print(f"wrote {args.out}")
     return 0
 

@@ -274,7 +274,7 @@ def test_reproduce_configs_are_generated():
 def test_reproduce_configs_hold_the_paper_settings():
     yaml = pytest.importorskip("yaml")
     load = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "reproduce").glob("*.yaml")}
-    assert len(load) == 88
+    assert len(load) == 91
     c = load["table1_zsre_crispedit"]
     assert (c["MODEL"], c["DATASET"], c["N_EDITS"], c["METHOD"], c["GAMMA"], c["N_CAPABILITY"], c["LAYERS"]) \
         == (LLAMA, "zsre", 3000, "crispedit", 0.7, 10_000, [19, 20, 21, 22, 23])
@@ -304,6 +304,9 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
     assert ls["CONFIG"] == {"lr": 5e-3}
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
+    md = load["table1_zsre_mend"]  # one edit at a time, in sequence, with a trained editor network
+    assert (md["METHOD"], md["SEQUENTIAL"], md["LAYERS"], md["DTYPE"]) == ("mend", True, None, "float32")
+    assert md["CONFIG"]["extra"]["mend"]["editor"].endswith(".safetensors")
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
     keys = set(c)

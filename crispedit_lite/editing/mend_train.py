@@ -40,13 +40,19 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def records_sha256(records: list[Any]) -> str:
-    """SHA-256 of raw records as canonical JSON (sorted keys, UTF-8): the split's digest."""
+    """SHA-256 of raw records as canonical JSON (sorted keys, UTF-8): the split's digest.
+
+    Described on the book page ``mend``.
+    """
     text = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_split(data: str, fmt: str, val_size: int, seed: int) -> tuple[list, list, dict[str, Any]]:
-    """``(train, val, info)``: requests by their ``split`` field, else a seeded hold-out of ``val_size``."""
+    """``(train, val, info)``: requests by their ``split`` field, else a seeded hold-out of ``val_size``.
+
+    Described on the book page ``mend``.
+    """
     from crispedit_lite.data import parse_records, read_records
 
     raw = read_records(data)
@@ -105,7 +111,10 @@ def _load(model: str, tokenizer: str | None, device: str, dtype: str, seed: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, train (resuming), write the editor files and the curve."""
+    """Parse the arguments, train (resuming), write the editor files and the curve.
+
+    Described on the book page ``mend``.
+    """
     from crispedit_lite.editing.editors.mend import (
         MendSettings,
         file_sha256,

@@ -75,6 +75,8 @@ class MendSettings:
     ``grad_clip`` 100, ``steps`` (edits seen), ``val_every`` / ``val_size``, ``loc_max_length`` (tokens
     of a locality text), ``outer`` (the post-edit loss texts: ``"paraphrase"`` as the official ZsRE
     runs, or ``"prompt+paraphrase"``).
+
+    Described on the book page ``mend``.
     """
 
     editor: str = "shipped"
@@ -124,7 +126,10 @@ class MendSettings:
 
 
 def mend_settings(config: Any) -> MendSettings:
-    """The :class:`MendSettings` of a run: ``config.extra["mend"]`` (a mapping of fields), else defaults."""
+    """The :class:`MendSettings` of a run: ``config.extra["mend"]`` (a mapping of fields), else defaults.
+
+    Described on the book page ``mend``.
+    """
     raw = (getattr(config, "extra", None) or {}).get("mend", {})
     if isinstance(raw, MendSettings):
         return raw
@@ -144,7 +149,10 @@ def _shape(model: nn.Module) -> tuple[Any, ...]:
 
 
 def mend_modules(model: nn.Module, settings: MendSettings, job: EditJob | None = None) -> list[str]:
-    """The matrices MEND edits: gate/up/down_proj of the last three decoder layers, or the job's modules."""
+    """The matrices MEND edits: gate/up/down_proj of the last three decoder layers, or the job's modules.
+
+    Described on the book page ``mend``.
+    """
     from crispedit_lite.models import resolve_edit_modules
 
     if settings.modules == "pattern":
@@ -246,12 +254,18 @@ def _run(job: EditJob, sequential: bool) -> EditResult:
 
 
 def run(job: EditJob) -> EditResult:
-    """MEND: every request of the job in one step (one request: the single-edit regime)."""
+    """MEND: every request of the job in one step (one request: the single-edit regime).
+
+    Described on the book page ``mend``.
+    """
     return _run(job, sequential=False)
 
 
 def run_seq(job: EditJob) -> EditResult:
-    """MEND-Seq: one step per ``edits_per_step`` requests, in sequence, never restored (the paper's run)."""
+    """MEND-Seq: one step per ``edits_per_step`` requests, in sequence, never restored (the paper's run).
+
+    Described on the book page ``mend``.
+    """
     return _run(job, sequential=True)
 
 

@@ -30,6 +30,8 @@ def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Position ``t`` predicts label ``t + 1`` (the official ``multiclass_log_probs`` with ``shift=True``;
     the same mean as :func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`). Sequences without a target
     token count as hits.
+
+    Described on the book page ``mend``.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
     mask = labels != -100
@@ -51,6 +53,8 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
     record them (``hooks.py``); everything returned is detached. Sequences of the batch without labels
     get zero output gradients (MEND drops their rows), so the trainer runs its locality texts in the
     same pass.
+
+    Described on the book page ``mend``.
     """
     mods = {name: model.get_submodule(name) for name in modules}
     for name, mod in mods.items():
@@ -85,7 +89,10 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file."""
+    """SHA-256 hex digest of a file.
+
+    Described on the book page ``mend``.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -98,6 +105,8 @@ def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu"
     """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
 
     ``dtype``: the network's computation dtype (float32; float64 for a float64 model).
+
+    Described on the book page ``mend``.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -117,6 +126,8 @@ def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
     """Write ``net`` as safetensors (atomically); ``half``: the low-rank factors U, V in float16.
 
     Small tensors (step sizes, normalisation statistics, scales, shifts, biases) stay float32.
+
+    Described on the book page ``mend``.
     """
     from safetensors.torch import save_file
 

@@ -63,6 +63,8 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
     r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions.
 
     The official ``losses.py:kl_loc_loss``.
+
+    Described on the book page ``mend``.
     """
     base = base_logits.float().log_softmax(-1)
     kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
@@ -71,7 +73,10 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
 
 
 def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens)."""
+    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens).
+
+    Described on the book page ``mend``.
+    """
     out = []
     for text in texts:
         ids = list(tokenizer(text)["input_ids"])
@@ -92,6 +97,8 @@ class MendTrainer:
             ``locality_answer`` join the locality batch as a sentence when present).
         loc_texts: capability texts cut into locality windows (``None``: the facts alone).
         out_dir: checkpoint, editor files and the training curve.
+
+    Described on the book page ``mend``.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, modules: Sequence[str], settings: MendSettings,
@@ -266,7 +273,10 @@ class MendTrainer:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically.
+
+    Described on the book page ``mend``.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")

@@ -97,7 +97,9 @@ def single(model, tok, requests, seed, texts) -> dict:
         fams = {f"{fam}_{k}": s[name][k] for fam, name in FAMILIES for k in KEYS}
         rows.append({"case_id": r.case_id, **fams,
                      **proxies(model, tok, texts, base_lp), "nll_before": step["nll_before"],
-                     "nll_after": step["nll_after"], "delta_norm": sum(step["delta_norm"].values())})
+                     "nll_after": step["nll_after"], "delta_norm": sum(step["delta_norm"].values()),
+                     "max_relative_weight_change": max(float((model.get_parameter(n).detach() - w).norm()
+                                                             / w.norm()) for n, w in res.original.items())})
         res.restore(model)
     keys = [k for k in rows[0] if k != "case_id"]
     return {"proxy_texts": len(texts), "base_proxies": base, "mean": mean(rows, keys), "records": rows}

@@ -242,3 +242,28 @@ def test_shipped_file_is_package_data_with_its_pinned_digest():
         net = load_editor(path, entry["sha256"])
     assert set(net.shapes) == {f"model.layers.{i}.mlp.{p}" for i in (27, 28, 29)
                                for p in ("gate_proj", "up_proj", "down_proj")}
+
+
+def test_training_split_is_held_out_from_the_evaluation_set_and_pinned():
+    import re
+    from importlib import resources
+
+    from crispedit_lite.data import read_records
+    from crispedit_lite.editing.mend_train import load_split, records_sha256
+
+    data = json.loads((resources.files("crispedit_lite") / "resources" / "smollm2_mend_train.json")
+                      .read_text(encoding="utf-8"))
+    assert records_sha256(data["records"]) == data["meta"]["records_sha256"]
+    evaluation = read_records("smollm2-counterfacts")
+    eval_subjects = {r["subject"].lower() for r in evaluation}
+    train, val, info = load_split("smollm2-mend-train", "auto", 50, 0)
+    assert (info["n_train"], info["n_val"]) == (734, 80)
+    assert info["records_sha256"] == data["meta"]["records_sha256"]
+    subjects = {r.subject for r in train + val}
+    assert not {s.lower() for s in subjects} & eval_subjects
+    assert not any(re.search(r"\b" + re.escape(s) + r"\b", e["locality_prompt"], re.I)
+                   for s in subjects for e in evaluation)
+    assert not {r.subject for r in train} & {r.subject for r in val}
+    for r in data["records"]:
+        assert r["target_new"].lower() not in {a.lower() for a in r["answers"]}
+        assert r["prompt"] != r["rephrase_prompt"] and r["subject"] not in r["locality_prompt"]

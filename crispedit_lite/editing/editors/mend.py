@@ -53,7 +53,7 @@ MEND_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 # shape (model_type, num_hidden_layers, hidden_size, intermediate_size) and the file's SHA-256.
 SHIPPED_EDITORS: dict[str, dict[str, Any]] = {
     "smollm2-135m-instruct": {"shape": ("llama", 30, 576, 1536), "file": "mend_smollm2_135m.safetensors",
-                              "sha256": "0" * 64},
+                              "sha256": "ee451318618f4a7ae400bb9de86f37eedbb6589f3dc92871c9d8347e55c79058"},
 }
 
 

@@ -44,7 +44,7 @@ def main() -> int:
     twin.plot([r["step"] for r in val], [r["kl"] for r in val], "s--", color="C3", label="KL, validation")
     twin.set_ylabel("KL on locality text (nats)", color="C3")
     ax[0].set_title("(a) training the editor network")
-    ax[0].legend(loc="center right", fontsize=7)
+    ax[0].legend(loc="lower right", fontsize=7)
     for seed, sub in regimes["subsets"].items():
         if "sequential" not in sub:
             continue
@@ -60,7 +60,7 @@ def main() -> int:
         ax[2].axhline(kl, color="k", ls=":", label=f"one edit, restored ({kl:.3f})")
     base = [s["base"]["tf_rel"] for s in regimes["subsets"].values()]
     ax[1].axhline(sum(base) / len(base), color="grey", ls="--", label="unedited model")
-    for a, title, ylab in ((ax[1], "(b) earlier edits kept", "TF reliability of the edits so far (%)"),
+    for a, title, ylab in ((ax[1], "(b) earlier edits kept", "TF Rel of the edits so far, at most 40 (%)"),
                            (ax[2], "(c) damage to the model", "KL to the base model (nats)")):
         a.set_xscale("log")
         a.set_xlabel("edits applied in sequence")

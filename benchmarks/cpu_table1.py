@@ -48,7 +48,8 @@ from crispedit_lite.models import default_layers, load_model, resolve_edit_modul
 
 # every method of the registry but the sequential forms of another (the CPU table edits in one batch),
 # then chapter 6's locality variant
-METHODS = (*base_methods(), "crispedit+nbhd")
+# (MEND's Table-1 row is its sequential form: one edit at a time, never restored, as the paper ran it)
+METHODS = (*base_methods(), "mend_seq", "crispedit+nbhd")
 # UltraEdit's official step size (1e-6) barely moves a model with SmolLM2's 576-wide inputs; 1e-4 is the
 # value its sweep on this model picked (book/ultraedit.md)
 CHANGES = {"ultraedit": {"ultra_lr": 1e-4}}

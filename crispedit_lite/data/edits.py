@@ -43,7 +43,8 @@ __all__ = ["EditRequest", "BUILTIN_EDIT_SETS", "FORMATS", "drop_duplicates", "lo
            "read_records"]
 
 # Edit sets that ship inside the package (crispedit_lite/resources/).
-BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json"}
+BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",
+                     "smollm2-mend-train": "smollm2_mend_train.json"}  # MEND's training split
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,7 @@ EDITOR_MODULES: tuple[str, ...] = (
     "crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl",
     "ultraedit",
     "memit", "alphaedit",
+    "mend",
 )
 
 STATISTICS: dict[str, str] = {

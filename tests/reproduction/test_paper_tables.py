@@ -255,7 +255,7 @@ def test_reproduce_configs_are_generated():
 def test_reproduce_configs_hold_the_paper_settings():
     yaml = pytest.importorskip("yaml")
     load = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "reproduce").glob("*.yaml")}
-    assert len(load) == 88
+    assert len(load) == 91
     c = load["table1_zsre_crispedit"]
     assert (c["MODEL"], c["DATASET"], c["N_EDITS"], c["METHOD"], c["GAMMA"], c["N_CAPABILITY"], c["LAYERS"]) \
         == (LLAMA, "zsre", 3000, "crispedit", 0.7, 10_000, [19, 20, 21, 22, 23])
@@ -285,6 +285,9 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
     assert ls["CONFIG"] == {"lr": 5e-3}
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
+    md = load["table1_zsre_mend"]  # one edit at a time, in sequence, with a trained editor network
+    assert (md["METHOD"], md["SEQUENTIAL"], md["LAYERS"], md["DTYPE"]) == ("mend", True, None, "float32")
+    assert md["CONFIG"]["extra"]["mend"]["editor"].endswith(".safetensors")
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
     keys = set(c)
@@ -325,11 +328,11 @@ def test_chapter11_views_list_editors_coverage_and_missing_cells():
 
     paper = load_paper_tables()
     rows = comparison.editor_rows(paper).set_index("method")
-    # every Table 1 editor row is registered and has a reproduce cell per dataset, except MEND
+    # every Table 1 editor row is registered and has a reproduce cell per dataset, MEND included
     assert set(rows.index) == set(paper.loc[paper.table == "table1", "method"]) - {"base"}
-    runnable = rows.drop(index="mend")
-    assert (runnable["editor"] == runnable.index).all() and (runnable["cells"] == 3).all()
-    assert rows.loc["mend", "editor"] == "" and "hypernetwork" in rows.loc["mend", "why not"]
+    assert (rows["editor"] == rows.index).all() and (rows["cells"] == 3).all()
+    assert (rows["why not"] == "").all()
+    assert rows.loc["mend", "update"] == "projected_gradient" and not rows.loc["mend", "statistics"]
     assert rows.loc["alphaedit", "update"] == "closed_form"
     assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
 

@@ -11,7 +11,7 @@ Usage::
 
     python benchmarks/mend_fp16_check.py --fp32 runs/mend-smollm2/best.safetensors --n 20
 
-Writes ``benchmarks/results/mend-fp16-check-smollm2.json``.
+Writes ``crispedit_lite/resources/results/mend-fp16-check-smollm2.json`` (package data).
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config, edit
-from crispedit_lite.editing.editors.mend import SHIPPED_EDITORS, file_sha256
+from crispedit_lite.editing.loops.mend import SHIPPED_EDITORS, file_sha256
 from crispedit_lite.evaluation import sequence_logprobs
 from crispedit_lite.models import load_model
-from crispedit_lite.reproduction.results import write_json_atomic
 
-OUT = Path(__file__).parent / "results" / "mend-fp16-check-smollm2.json"
+RESULTS = Path(__file__).resolve().parents[1] / "crispedit_lite/resources/results"  # package data
+OUT = RESULTS / "mend-fp16-check-smollm2.json"
 
 
 def main(argv=None) -> int:
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     for r in val + evalset:
         deltas, logp = {}, {}
         for name, editor in (("fp32", args.fp32), ("fp16", "shipped")):
-            cfg = cpu_config("mend", extra={"mend": {"editor": editor}})
+            cfg = cpu_config("mend", mend_editor=editor)
             res = edit(model, tok, [r], cfg, progress=False)
             deltas[name] = {key: model.get_parameter(key).detach() - w for key, w in res.original.items()}
             logp[name] = sequence_logprobs(model, tok, [r.prompt], [r.target_new])[0][0]

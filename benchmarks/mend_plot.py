@@ -1,7 +1,7 @@
 """Draw MEND on SmolLM2: the training curve of the shipped editor and the two editing regimes.
 
 Reads ``crispedit_lite/resources/mend_smollm2_135m_train.json`` (written by the training command) and
-``benchmarks/results/mend-regimes-smollm2.json`` (``benchmarks/mend_regimes.py``) and writes
+``crispedit_lite/resources/results/mend-regimes-smollm2.json`` (``benchmarks/mend_regimes.py``) and writes
 ``book/figures/mend_smollm2.svg``: (a) edit success and KL on the validation edits during training,
 (b) teacher-forced reliability of the edits applied so far and (c) KL to the base model, against the
 number of edits applied in sequence, beside the single-edit regime's means.
@@ -21,9 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from crispedit_lite.atomic import atomic_path  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CURVE = ROOT / "crispedit_lite" / "resources" / "mend_smollm2_135m_train.json"
-REGIMES = ROOT / "benchmarks" / "results" / "mend-regimes-smollm2.json"
+REGIMES = ROOT / "crispedit_lite" / "resources" / "results" / "mend-regimes-smollm2.json"
 OUT = ROOT / "book" / "figures" / "mend_smollm2.svg"
 
 
@@ -69,8 +71,8 @@ def main() -> int:
         a.legend(fontsize=7)
     ax[2].set_yscale("log")
     fig.tight_layout()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT)
+    with atomic_path(OUT) as tmp:
+        fig.savefig(tmp, format="svg")
     print(f"wrote {OUT}")
     return 0
 

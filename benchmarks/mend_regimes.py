@@ -20,7 +20,7 @@ Usage::
 
     python benchmarks/mend_regimes.py --n-edits 40 --seeds 0 1 2
 
-Writes ``benchmarks/results/mend-regimes-smollm2.json`` and prints a table.
+Writes ``crispedit_lite/resources/results/mend-regimes-smollm2.json`` (package data) and prints a table.
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from crispedit_lite.atomic import write_json_atomic
 from crispedit_lite.data import load_edits
 from crispedit_lite.editing import cpu_config, edit
 from crispedit_lite.editing.loops.sequential import chunk_requests
 from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, token_logprobs
 from crispedit_lite.models import load_model
-from crispedit_lite.reproduction.results import write_json_atomic
 
-OUT = Path(__file__).parent / "results" / "mend-regimes-smollm2.json"
+RESULTS = Path(__file__).resolve().parents[1] / "crispedit_lite/resources/results"  # package data
+OUT = RESULTS / "mend-regimes-smollm2.json"
 EVALS = ("teacher_forced", "proxies")
 
 
@@ -70,7 +71,7 @@ EDITOR = {"editor": "shipped"}
 
 def config(seed: int):
     """MEND with the chosen editor file."""
-    return cpu_config("mend", seed=seed, extra={"mend": dict(EDITOR)})
+    return cpu_config("mend", seed=seed, mend_editor=EDITOR["editor"])
 
 
 def proxies(model, tok, texts, base_lp) -> dict:

@@ -64,7 +64,8 @@ def chunked(method: str) -> dict[str, Any] | None:
     """The cell parameters of a paper row that ran in chunks (the editor's ``paper_run``), else ``None``.
 
     As the official runs did: MEMIT and UltraEdit in sequential batches of 32 edits, AlphaEdit of 100,
-    FT Sequential and LoRA Sequential in chunks of 100 (LoRA Sequential: 70 steps per chunk, lr 5e-3).
+    FT Sequential and LoRA Sequential in chunks of 100 (LoRA Sequential: 70 steps per chunk, lr 5e-3),
+    MEND one edit at a time in float32 with its editor network trained on ZsRE.
     """
     run = get_editor(method).paper_run
     if "chunk_size" not in run:
@@ -176,13 +177,15 @@ def _paper_nd(model: str, method: str, dataset: str) -> tuple[int, float]:
 def cells() -> list[tuple[str, str]]:
     """Every cell group: Tables 1 (and 3), 4, 5, 7, 8."""
     out = []
-    table1 = [n for n, e in registry().items() if e.paper_row]  # the rows of Table 1 (MEND aside)
+    table1 = [n for n, e in registry().items() if e.paper_row]  # the rows of Table 1
     for ds in DATASETS:
         for method in table1:
             n, g = _paper_nd(LLAMA, method, ds)
             extra = chunked(method)
             if extra:
-                chunks = f"in chunks of {extra['CHUNK_SIZE']} edits, as the paper's run"
+                size = extra["CHUNK_SIZE"]
+                chunks = ("one edit at a time" if size == 1 else f"in chunks of {size} edits") + \
+                    ", as the paper's run"
                 what = f"Table 1, {LABEL[ds]}, {row_label(method)} row ({chunks}); Table 3, same row"
                 out.append(cell(f"table1_{ds}_{method}", what, model=LLAMA, dataset=ds, method=method,
                                 gamma=g, n_capability=n, sequential=True, extra=extra))

@@ -4,7 +4,8 @@ The loop is :class:`~crispedit_lite.editing.loops.mend_trainer.MendTrainer`; thi
 model (an embedded name, a hub id or a local directory, or ``random:<shape preset>`` with
 ``--tokenizer``), the edit requests (``--data``: the built-in ``smollm2-mend-train`` split, or a file
 such as EasyEdit's ZsRE training set ``zsre_mend_train.json``), the locality corpus, and every
-:class:`~crispedit_lite.editing.editors.mend.MendSettings` field as a ``--flag`` (official defaults).
+training field of :class:`~crispedit_lite.editing.editors.mend.MendSettings` as a flag named without its
+``mend_`` prefix (``--rank`` sets ``mend_rank``; official defaults; :func:`training_flags` writes them).
 Records with a ``split`` field are split into ``train`` / ``val`` by it; otherwise the last
 ``--val-size`` records of a seeded shuffle are held out.
 
@@ -24,17 +25,16 @@ validation step), ``editor_fp16.safetensors`` (the same, low-rank factors in flo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import random
 import sys
 import time
-import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_split", "main", "records_sha256"]
+__all__ = ["flag_of", "load_split", "main", "records_sha256", "training_flags"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -74,22 +74,52 @@ def load_split(data: str, fmt: str, val_size: int, seed: int) -> tuple[list, lis
     return train, val, info
 
 
-def _settings_flags(ap: argparse.ArgumentParser) -> None:
-    from crispedit_lite.editing.editors.mend import MendSettings
+def _training_fields() -> list[str]:
+    from crispedit_lite.editing.editors.mend import EDIT_TIME, MendSettings
 
-    hints = typing.get_type_hints(MendSettings)
-    for f in dataclasses.fields(MendSettings):
-        if f.name in ("editor", "editor_sha256", "edits_per_step", "lr_scale"):
-            continue  # edit-time settings
-        kind = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                            metavar="true|false")
-        elif typing.get_origin(kind) is typing.Literal:
-            ap.add_argument(flag, choices=typing.get_args(kind), default=f.default)
-        else:
-            ap.add_argument(flag, type=kind, default=f.default)
+    return [f for f in MendSettings.field_names() if f not in EDIT_TIME]
+
+
+def flag_of(field: str) -> str:
+    """The trainer's flag of a :class:`~crispedit_lite.editing.editors.mend.MendSettings` field.
+
+    ``"mend_lr_lr"`` -> ``"--lr-lr"``. Described on the book page ``mend``.
+    """
+    return "--" + field.removeprefix("mend_").replace("_", "-")
+
+
+def training_flags(values: Mapping[str, Any]) -> list[str]:
+    """The trainer's flags that set the training fields of ``values`` (``MendSettings.paper``, say).
+
+    Edit-time fields are left out. Described on the book page ``mend``.
+    """
+    fields = _training_fields()
+    out: list[str] = []
+    for name, value in values.items():
+        if name in fields:
+            out += [flag_of(name), str(value).lower() if isinstance(value, bool) else str(value)]
+    return out
+
+
+def _settings_flags(ap: argparse.ArgumentParser) -> None:
+    """One flag per training field, read as ``--set`` reads settings (:func:`parse_value`)."""
+    from crispedit_lite.editing.editors.mend import MendSettings
+    from crispedit_lite.editing.settings import expected, field_types, parse_value
+
+    types, default = field_types(MendSettings), MendSettings()
+
+    def reader(name: str):
+        def read(text: str) -> Any:
+            try:
+                return parse_value(name, text, types[name])
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+        return read
+
+    for name in _training_fields():
+        ap.add_argument(flag_of(name), dest=name, type=reader(name), default=getattr(default, name),
+                        metavar="VALUE", help=f"{name}: {expected(types[name])} "
+                                              f"(default {getattr(default, name)})")
 
 
 def _load(model: str, tokenizer: str | None, device: str, dtype: str, seed: int):
@@ -115,14 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Described on the book page ``mend``.
     """
-    from crispedit_lite.editing.editors.mend import (
-        MendSettings,
-        file_sha256,
-        load_editor,
-        mend_modules,
-        save_editor,
-    )
-    from crispedit_lite.editing.loops.mend_trainer import MendTrainer, write_json
+    from crispedit_lite.editing.editors.mend import MendSettings, mend_modules
+    from crispedit_lite.editing.loops.mend import file_sha256, load_editor, save_editor
+    from crispedit_lite.editing.loops.mend_trainer import MendTrainer, settings_record, write_json
 
     ap = argparse.ArgumentParser(prog="python -m crispedit_lite.editing.mend_train",
                                  description=__doc__.split("\n")[0])
@@ -142,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     _settings_flags(ap)
     args = ap.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    names = {f.name for f in dataclasses.fields(MendSettings)}
+    names = set(MendSettings.field_names())
     try:
         settings = MendSettings(**{k: v for k, v in vars(args).items() if k in names})
-        train, val, split = load_split(args.data, args.format, settings.val_size, args.seed)
+        settings.network()  # a contradiction of the network's settings, before anything loads
+        train, val, split = load_split(args.data, args.format, settings.mend_val_size, args.seed)
         model, tok = _load(args.model, args.tokenizer, args.device, args.dtype, args.seed)
         modules = mend_modules(model, settings)
     except (ValueError, OSError) as err:
@@ -169,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     save_editor(best, out / "editor_fp16.safetensors", half=True, metadata=meta)
     record = {
         "command": "python -m crispedit_lite.editing.mend_train " + " ".join(argv),
-        "model": args.model, "modules": modules, "settings": dataclasses.asdict(settings),
+        "model": args.model, "modules": modules, "settings": settings_record(settings),
         "capability": {"source": args.capability, "n": args.n_capability if texts else 0,
                        "windows": len(trainer.windows)},
         "split": split, "network": trainer.net.describe(), "seed": args.seed,

@@ -4,204 +4,217 @@ MEND runs the model once on the edit (prompt + target, prompt masked), records f
 ``nn.Linear`` the token inputs :math:`\mathbf u_t` and output gradients :math:`\boldsymbol\delta_t` of
 the mean target NLL, maps them with the trained editor network and adds
 :math:`\Delta W_\ell=\alpha_\ell\sum_t\tilde{\boldsymbol\delta}_t\tilde{\mathbf u}_t^\top` to every
-matrix at once (:mod:`crispedit_lite.editing.updates.mend`). No optimiser loop, no statistics.
+matrix at once (:mod:`crispedit_lite.editing.updates.mend`). No optimiser loop, no statistics: the
+registry's ``update="learned"``.
 
 * ``mend``: all requests of the job in one MEND step (the official ``data.n_edits`` batched edit);
   with one request this is the single-edit regime of the MEND paper.
 * ``mend_seq``: the CrispEdit paper's Table 1 protocol (EasyEdit ``edit.py --num_edits 1
-  --batch_edit False``): one request per step (``edits_per_step``) in the seeded order of
-  :func:`~crispedit_lite.editing.loops.sequential.chunk_requests`, each step on the model the previous
-  steps edited, nothing restored.
+  --batch_edit False``): ``mend_edits_per_step`` requests per step (1, as the paper ran it) in the
+  seeded order of :func:`~crispedit_lite.editing.loops.sequential.chunk_requests`, each step on the
+  model the previous steps edited, nothing restored. The paper's row is ``mend``'s: its reproduce
+  cells run the sequential form in steps of one edit (``paper_run``), as MEMIT's run its
+  sequential form in batches of 32.
 
 The edited matrices are ``gate_proj``, ``up_proj`` and ``down_proj`` of the **last three decoder
 layers** (EasyEdit's ``hparams/MEND/llama3-8b.yaml``: layers 29-31 of LLaMA-3-8B's 32;
-``qwen2.5-7b.yaml``: 25-27 of 28; SmolLM2-135M: 27-29 of 30). Every MEND setting lives in
-:class:`MendSettings`, read from ``config.extra["mend"]`` by :func:`mend_settings`. The editor
-network must have been trained for the model (``python -m crispedit_lite.editing.mend_train``);
-the package ships one for the embedded SmolLM2, pinned by SHA-256.
+``qwen2.5-7b.yaml``: 25-27 of 28; SmolLM2-135M: 27-29 of 30; :data:`MEND_PRESETS`). Every MEND
+setting lives in :class:`MendSettings` (``config.settings``). The editor network must have been
+trained for the model (``python -m crispedit_lite.editing.mend_train``); the package ships one for
+the embedded SmolLM2, pinned by SHA-256 (:data:`~crispedit_lite.editing.loops.mend.SHIPPED_EDITORS`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Mapping, Sequence
-from importlib import resources
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from crispedit_lite.editing.loops.mend import (
+    SHIPPED_EDITORS,
     collect_factors,
+    editor_file,
+    editor_shapes,
     file_sha256,
     load_editor,
-    save_editor,
     target_nll,
 )
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
+from crispedit_lite.editing.settings import EditorSettings, check
 from crispedit_lite.editing.updates.mend import MendNetwork
+from crispedit_lite.models.presets import ARCHITECTURES, LLAMA3_8B, QWEN2_5_1_5B, QWEN2_5_7B
 
-__all__ = ["EDITORS", "MEND_PROJECTIONS", "SHIPPED_EDITORS", "MendSettings", "collect_factors", "file_sha256",
-           "load_editor", "mend_modules", "mend_settings", "run", "run_seq", "save_editor", "target_nll"]
+__all__ = ["EDITORS", "EDIT_TIME", "MEND_PRESETS", "MEND_PROJECTIONS", "SHIPPED_EDITORS", "MendSettings",
+           "check_editor", "mend_modules", "run", "run_seq"]
 
 MEND_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
-# The trained editors shipped in crispedit_lite/resources/, by the model they edit, with the model's
-# shape (model_type, num_hidden_layers, hidden_size, intermediate_size) and the file's SHA-256.
-SHIPPED_EDITORS: dict[str, dict[str, Any]] = {
-    "smollm2-135m-instruct": {"shape": ("llama", 30, 576, 1536), "file": "mend_smollm2_135m.safetensors",
-                              "sha256": "ee451318618f4a7ae400bb9de86f37eedbb6589f3dc92871c9d8347e55c79058"},
-}
+
+def _last_three(n_layers: int) -> dict[str, tuple[int, ...]]:
+    """``{pattern: layers}``: the three MLP projections of the last three of ``n_layers`` layers."""
+    return {f"model.layers.{{i}}.mlp.{p}": tuple(range(n_layers - 3, n_layers)) for p in MEND_PROJECTIONS}
 
 
-@dataclasses.dataclass(frozen=True)
-class MendSettings:
-    """Every MEND setting, with the official values (``config/alg/mend.yaml``, ``config/config.yaml``).
+#: The edited matrices per model, keyed by preset name, with the shape that identifies it (as
+#: ``ULTRA_PRESETS``): EasyEdit's rule, the last three decoder layers, for the paper's models and the
+#: embedded SmolLM2 (LLaMA-3-8B 29-31, Qwen-2.5 25-27, SmolLM2 27-29). Another model gets the same rule.
+MEND_PRESETS: dict[str, dict[str, Any]] = {
+    name: {"shape": ARCHITECTURES[name], "modules": _last_three(ARCHITECTURES[name][1])}
+    for name in (LLAMA3_8B, QWEN2_5_1_5B, QWEN2_5_7B, "smollm2-135m-instruct")}
 
-    Editing: ``editor`` (a trained editor file, looked up from the working directory and then its
-    parents when relative; or ``"shipped"``: the package's editor for the model),
-    ``editor_sha256`` (pin a file's digest; checked at load), ``modules`` (``"preset"``: the last three
-    layers' gate/up/down_proj; ``"pattern"``: ``module_pattern`` over ``layers``), ``edits_per_step``
-    (MEND-Seq: requests per step, 1 as the paper ran it), ``lr_scale`` (EasyEdit's factor on the learned
-    step sizes at edit time, 1).
-    Network: ``n_hidden`` 1, ``rank`` 1920, ``init`` ``"id"``, ``norm`` True, ``combine`` True,
-    ``x_only``/``delta_only``/``one_sided`` False, ``edit_lr`` 1e-4 (initial step sizes). ``shared``
-    and ``act: relu`` are fixed (one network per weight shape, clamp activations).
-    Training: ``lr`` 1e-6 (Adam on the network and the step sizes), ``lr_lr`` 1e-4 (a second Adam on
-    the step sizes), ``c_edit`` 0.1, ``c_loc`` 1.0, ``accumulate`` 10 edits per optimiser step,
-    ``grad_clip`` 100, ``steps`` (edits seen), ``val_every`` / ``val_size``, ``loc_max_length`` (tokens
-    of a locality text), ``outer`` (the post-edit loss texts: ``"paraphrase"`` as the official ZsRE
-    runs, or ``"prompt+paraphrase"``).
+#: The settings an edit reads; the others configure the network and its training
+#: (``python -m crispedit_lite.editing.mend_train``), and an edit takes the network from its file.
+EDIT_TIME = ("mend_editor", "mend_editor_sha256", "mend_modules", "mend_edits_per_step", "mend_lr_scale")
+
+
+@dataclass(frozen=True)
+class MendSettings(EditorSettings):
+    """MEND's settings (``mend_*``; ``paper``: the official ``config/alg/mend.yaml``, ``config/config.yaml``).
+
+    Editing (:data:`EDIT_TIME`): ``mend_editor`` (a trained editor file, looked up from the working
+    directory and then its parents when relative; or ``"shipped"``: the package's editor for the
+    model), ``mend_editor_sha256`` (pin a file's digest; checked before it is read), ``mend_modules``
+    (``"preset"``: the last three layers' gate/up/down_proj; ``"pattern"``: ``module_pattern`` over
+    ``layers``), ``mend_edits_per_step`` (MEND-Seq: requests per step, 1 as the paper ran it),
+    ``mend_lr_scale`` (EasyEdit's factor on the learned step sizes at edit time, 1).
+    Network: ``mend_n_hidden`` 1, ``mend_rank`` 1920, ``mend_init`` ``"id"``, ``mend_norm`` True,
+    ``mend_combine`` True (which excludes ``mend_x_only`` / ``mend_delta_only`` / ``mend_one_sided``,
+    checked when a network is built), ``mend_edit_lr`` 1e-4 (initial step sizes). ``shared`` and
+    ``act: relu`` are fixed (one network per weight shape, clamp activations).
+    Training: ``mend_lr`` 1e-6 (Adam on the network and the step sizes), ``mend_lr_lr`` 1e-4 (a second
+    Adam on the step sizes), ``mend_c_edit`` 0.1, ``mend_c_loc`` 1.0, ``mend_accumulate`` 10 edits per
+    optimiser step, ``mend_grad_clip`` 100, ``mend_steps`` (edits seen), ``mend_val_every`` /
+    ``mend_val_size``, ``mend_loc_max_length`` (tokens of a locality text), ``mend_outer`` (the
+    post-edit loss texts: ``"paraphrase"`` as the official ZsRE runs, or ``"prompt+paraphrase"``).
 
     Described on the book page ``mend``.
     """
 
-    editor: str = "shipped"
-    editor_sha256: str | None = None
-    modules: Literal["preset", "pattern"] = "preset"
-    edits_per_step: int = 1
-    lr_scale: float = 1.0
-    n_hidden: int = 1
-    rank: int = 1920
-    init: Literal["id", "xavier"] = "id"
-    norm: bool = True
-    combine: bool = True
-    x_only: bool = False
-    delta_only: bool = False
-    one_sided: bool = False
-    edit_lr: float = 1e-4
-    lr: float = 1e-6
-    lr_lr: float = 1e-4
-    c_edit: float = 0.1
-    c_loc: float = 1.0
-    accumulate: int = 10
-    grad_clip: float = 100.0
-    steps: int = 100_000
-    val_every: int = 1000
-    val_size: int = 50
-    loc_max_length: int = 64
-    outer: Literal["paraphrase", "prompt+paraphrase"] = "paraphrase"
+    mend_editor: str = "shipped"
+    mend_editor_sha256: str | None = None
+    mend_modules: Literal["preset", "pattern"] = "preset"
+    mend_edits_per_step: int = 1
+    mend_lr_scale: float = 1.0
+    mend_n_hidden: int = 1
+    mend_rank: int = 1920
+    mend_init: Literal["id", "xavier"] = "id"
+    mend_norm: bool = True
+    mend_combine: bool = True
+    mend_x_only: bool = False
+    mend_delta_only: bool = False
+    mend_one_sided: bool = False
+    mend_edit_lr: float = 1e-4
+    mend_lr: float = 1e-6
+    mend_lr_lr: float = 1e-4
+    mend_c_edit: float = 0.1
+    mend_c_loc: float = 1.0
+    mend_accumulate: int = 10
+    mend_grad_clip: float = 100.0
+    mend_steps: int = 100_000
+    mend_val_every: int = 1000
+    mend_val_size: int = 50
+    mend_loc_max_length: int = 64
+    mend_outer: Literal["paraphrase", "prompt+paraphrase"] = "paraphrase"
+    paper: ClassVar[dict[str, Any]] = {  # the paper's run: edit.py --num_edits 1, the official network
+        "mend_modules": "preset", "mend_edits_per_step": 1, "mend_lr_scale": 1.0, "mend_n_hidden": 1,
+        "mend_rank": 1920, "mend_init": "id", "mend_norm": True, "mend_combine": True, "mend_x_only": False,
+        "mend_delta_only": False, "mend_one_sided": False, "mend_edit_lr": 1e-4, "mend_lr": 1e-6,
+        "mend_lr_lr": 1e-4, "mend_c_edit": 0.1, "mend_c_loc": 1.0, "mend_accumulate": 10,
+        "mend_grad_clip": 100.0, "mend_outer": "paraphrase"}
 
     def __post_init__(self) -> None:
-        for name, allowed in (("modules", ("preset", "pattern")), ("init", ("id", "xavier")),
-                              ("outer", ("paraphrase", "prompt+paraphrase"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"MEND setting {name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("edits_per_step", "rank", "accumulate", "steps", "val_every", "val_size",
-                     "loc_max_length", "lr_scale", "edit_lr", "lr", "lr_lr", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MEND setting {name} must be positive, got {getattr(self, name)!r}")
-        if self.n_hidden < 0 or self.c_edit < 0 or self.c_loc < 0:
-            raise ValueError("MEND settings n_hidden, c_edit and c_loc must be >= 0")
-        if self.combine and (self.x_only or self.delta_only or self.one_sided):
-            raise ValueError("MEND setting combine=True excludes x_only, delta_only and one_sided")
+        super().__post_init__()
+        for name in ("mend_edits_per_step", "mend_rank", "mend_accumulate", "mend_steps", "mend_val_every",
+                     "mend_val_size", "mend_loc_max_length", "mend_lr_scale", "mend_edit_lr", "mend_lr",
+                     "mend_lr_lr", "mend_grad_clip"):
+            check(getattr(self, name) > 0, name, "positive", getattr(self, name))
+        for name in ("mend_n_hidden", "mend_c_edit", "mend_c_loc"):
+            check(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        check(bool(self.mend_editor.strip()), "mend_editor", "'shipped' or an editor file", self.mend_editor)
 
     def network(self) -> dict[str, Any]:
-        """The architecture fields of :class:`~crispedit_lite.editing.updates.mend.MendNetwork`."""
-        return {k: getattr(self, k) for k in ("n_hidden", "rank", "init", "norm", "combine", "x_only",
-                                              "delta_only", "one_sided")}
+        """The architecture keywords of :class:`~crispedit_lite.editing.updates.mend.MendNetwork`.
 
-
-def mend_settings(config: Any) -> MendSettings:
-    """The :class:`MendSettings` of a run: ``config.extra["mend"]`` (a mapping of fields), else defaults.
-
-    Described on the book page ``mend``.
-    """
-    raw = (getattr(config, "extra", None) or {}).get("mend", {})
-    if isinstance(raw, MendSettings):
-        return raw
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"config.extra['mend'] must be a mapping of MEND settings, got {type(raw).__name__}")
-    known = {f.name for f in dataclasses.fields(MendSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"config.extra['mend']: unknown MEND settings {unknown}; known: {sorted(known)}")
-    return MendSettings(**raw)
+        A one-line ``ValueError`` if ``mend_combine`` is set with a one-sided variant.
+        """
+        one_sided = [n for n in ("mend_x_only", "mend_delta_only", "mend_one_sided") if getattr(self, n)]
+        check(not (self.mend_combine and one_sided), "mend_combine", f"false with {', '.join(one_sided)}",
+              self.mend_combine)
+        return {k: getattr(self, f"mend_{k}") for k in ("n_hidden", "rank", "init", "norm", "combine",
+                                                          "x_only", "delta_only", "one_sided")}
 
 
 def _shape(model: nn.Module) -> tuple[Any, ...]:
-    cfg = getattr(model, "config", None)
-    return tuple(getattr(cfg, k, None) for k in
-                 ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size"))
+    from crispedit_lite.models.presets import _model_shape
+
+    return _model_shape(model)
 
 
 def mend_modules(model: nn.Module, settings: MendSettings, job: EditJob | None = None) -> list[str]:
-    """The matrices MEND edits: gate/up/down_proj of the last three decoder layers, or the job's modules.
+    """The matrices MEND edits: its preset (the last three layers' gate/up/down_proj), or the job's modules.
 
     Described on the book page ``mend``.
     """
     from crispedit_lite.models import resolve_edit_modules
 
-    if settings.modules == "pattern":
-        if job is None:
-            raise ValueError("MEND setting modules='pattern' needs the job's module_pattern and layers")
+    if settings.mend_modules == "pattern":
+        if job is None or not job.modules:
+            raise ValueError("mend_modules='pattern' needs module_pattern and layers that match modules "
+                             "of the model")
         return list(job.modules)
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    if not isinstance(n, int) or n < 3:
-        raise ValueError(f"MEND's preset edits the last three decoder layers; the model has {n!r} layers "
-                         "(set modules='pattern')")
-    layers = list(range(n - 3, n))
-    return [m for i in layers for p in MEND_PROJECTIONS
-            for m in resolve_edit_modules(model, f"model.layers.{{i}}.mlp.{p}", [i])]
+    found = EDITORS[0].preset(model)
+    if found is not None:
+        table = found[1]["modules"]
+    else:
+        n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if not isinstance(n, int) or n < 3:
+            raise ValueError(f"MEND's preset edits the last three decoder layers; the model has {n!r} layers "
+                             "(set mend_modules='pattern')")
+        table = _last_three(n)
+    layers = sorted({i for ls in table.values() for i in ls})
+    return [m for i in layers for pattern in table if i in table[pattern]
+            for m in resolve_edit_modules(model, pattern, [i])]
 
 
-def _editor_file(settings: MendSettings, model: nn.Module) -> tuple[Path, str | None]:
-    if settings.editor != "shipped":
-        path = Path(settings.editor).expanduser()
-        # a relative path is looked up from the working directory and then its parents, so that a path
-        # relative to a checkout's root also works from notebooks/
-        found = [d / path for d in (Path.cwd(), *Path.cwd().parents) if (d / path).is_file()]
-        if not found:
-            raise ValueError(f"MEND setting editor: no file {str(path)!r} (from {str(Path.cwd())!r} or a "
-                             "parent); train one with python -m crispedit_lite.editing.mend_train")
-        return (path if path.is_absolute() else found[0]), settings.editor_sha256
-    for entry in SHIPPED_EDITORS.values():
-        if entry["shape"] == _shape(model):
-            ref = resources.files("crispedit_lite") / "resources" / entry["file"]
-            return Path(str(ref)), entry["sha256"]
-    raise ValueError(f"MEND: no shipped editor for a model of shape {_shape(model)} (model_type, layers, "
-                     f"hidden, intermediate); shipped: {sorted(SHIPPED_EDITORS)}. Train one with python -m "
-                     "crispedit_lite.editing.mend_train and set config.extra['mend']['editor']")
+def check_editor(settings: MendSettings, model: nn.Module, modules: Sequence[str]) -> tuple[Path, str | None]:
+    """``(path, pinned digest)`` of the run's editor file, checked against the model without loading it.
+
+    The file must exist, carry a pinned digest if one is given, and have been trained for exactly the
+    edited ``modules`` of ``model`` (read from its header; ``model`` may live on the meta device, so the
+    check runs before any weights load). One-line ``ValueError`` naming ``mend_editor`` otherwise.
+
+    Described on the book page ``mend``.
+    """
+    path, digest = editor_file(settings.mend_editor, settings.mend_editor_sha256, _shape(model))
+    if digest is not None and (got := file_sha256(path)) != digest:
+        raise ValueError(f"mend_editor_sha256: MEND editor {str(path)!r}: SHA-256 {got} differs from the "
+                         f"pinned {digest}")
+    trained = editor_shapes(path)
+    shapes = {m: tuple(model.get_submodule(m).weight.shape) for m in modules}
+    if trained != shapes:
+        raise ValueError(f"mend_editor: {str(path)!r} was trained for {trained}, the model's edited "
+                         f"matrices are {shapes}")
+    return path, digest
 
 
 def _prepare(job: EditJob) -> tuple[MendSettings, list[str], MendNetwork, dict[str, Any]]:
-    settings = mend_settings(job.config)
+    settings: MendSettings = job.config.settings
     modules = mend_modules(job.model, settings, job)
-    path, digest = _editor_file(settings, job.model)
+    path, digest = check_editor(settings, job.model, modules)
     weight = job.model.get_submodule(modules[0]).weight
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    net = load_editor(path, digest, weight.device, dtype)
-    shapes = {m: tuple(job.model.get_submodule(m).weight.shape) for m in modules}
-    if net.shapes != shapes:
-        raise ValueError(f"MEND editor {str(path)!r} was trained for {net.shapes}, the model's edited "
-                         f"matrices are {shapes}")
-    info = {"editor": str(path) if settings.editor != "shipped" else f"shipped:{path.name}",
+    net = load_editor(path, None, weight.device, dtype)  # its digest: checked by check_editor
+    shipped = settings.mend_editor == "shipped"
+    info = {"editor": f"shipped:{path.name}" if shipped else str(path),
             "editor_sha256": digest or file_sha256(path), "network": net.describe(),
             "learned_edit_lrs": [round(float(x), 8) for x in net.edit_lrs.detach()],
-            "lr_scale": settings.lr_scale, "settings": dataclasses.asdict(settings)}
+            "lr_scale": settings.mend_lr_scale}
     return settings, modules, net, info
 
 
@@ -236,16 +249,16 @@ def _run(job: EditJob, sequential: bool) -> EditResult:
     original = {f"{m}.weight": job.model.get_submodule(m).weight.detach().to("cpu", copy=True)
                 for m in modules}
     if sequential:
-        steps = chunk_requests(list(job.requests), settings.edits_per_step, job.config.seed)
+        steps = chunk_requests(list(job.requests), settings.mend_edits_per_step, job.config.seed)
     else:
         steps = [list(job.requests)]
     per_step = []
     for k, chunk in enumerate(tqdm(steps, desc="mend steps", disable=not job.progress or len(steps) < 2)):
-        rec = _step(job, net, modules, chunk, settings.lr_scale)
+        rec = _step(job, net, modules, chunk, settings.mend_lr_scale)
         rec["step"], rec["case_ids"] = k, [getattr(r, "case_id", None) for r in chunk]
         per_step.append(rec)
     timings = {"edit_s": time.perf_counter() - start, "total_s": time.perf_counter() - start}
-    info["schedule"] = ({"edits_per_step": settings.edits_per_step, "n_steps": len(steps),
+    info["schedule"] = ({"edits_per_step": settings.mend_edits_per_step, "n_steps": len(steps),
                          "order_seed": job.config.seed, "restored_between_steps": False}
                         if sequential else {"n_steps": 1, "n_edits": len(job.requests)})
     info["per_step"] = per_step
@@ -262,7 +275,7 @@ def run(job: EditJob) -> EditResult:
 
 
 def run_seq(job: EditJob) -> EditResult:
-    """MEND-Seq: one step per ``edits_per_step`` requests, in sequence, never restored (the paper's run).
+    """MEND-Seq: one step per ``mend_edits_per_step`` requests, in sequence, never restored.
 
     Described on the book page ``mend``.
     """
@@ -270,12 +283,19 @@ def run_seq(job: EditJob) -> EditResult:
 
 
 _CHANGES = "gate_proj / up_proj / down_proj of the last three layers (EasyEdit's MEND layers)"
+# The paper's row: EasyEdit edit.py --num_edits 1 --batch_edit False, 3,000 single edits in sequence,
+# in float32 (EasyEdit runs MEND with half: False), with a network trained on ZsRE's training split
+# (tools/train_mend_gpu.py writes it where the cells look for it).
 EDITORS = (
-    Editor(name="mend", changes=_CHANGES, statistics=(), update="projected_gradient", run=run,
+    Editor(name="mend", changes=_CHANGES, statistics=(), update="learned", run=run, label="MEND",
+           color="#9655f6", settings=MendSettings, presets=MEND_PRESETS, paper_row="MEND",
+           paper_run={"chunk_size": 1, "dtype": "float32",
+                      "config": {"mend_editor": "runs/mend-llama3-8b-zsre/best.safetensors"}},
+           sequential_form="mend_seq",
            summary="one step of the gradient's token factors mapped by a trained editor network "
                    "(all requests in one step)"),
-    Editor(name="mend_seq", changes=_CHANGES, statistics=(), update="projected_gradient", run=run_seq,
-           paper_row="MEND", sequential=True,
+    Editor(name="mend_seq", changes=_CHANGES, statistics=(), update="learned", run=run_seq,
+           label="MEND-Seq", color="#620ce4", settings=MendSettings, presets=MEND_PRESETS, sequential=True,
            summary="MEND one request at a time on the model the earlier steps edited (the paper's Table 1 "
                    "run: 3,000 single edits in sequence)"),
 )

@@ -4,14 +4,16 @@ r"""MEND's passes over the model and its editor files.
 ``nn.Linear``, the token inputs :math:`\mathbf u_t` and output gradients :math:`\boldsymbol\delta_t`
 of the mean target NLL (:func:`target_nll`), which MEND's editor network maps to a weight change
 (:mod:`crispedit_lite.editing.updates.mend`). :func:`save_editor` / :func:`load_editor` write and read a
-trained network as safetensors (architecture in the header metadata, digest checked at load).
+trained network as safetensors (architecture in the header metadata, digest checked at load), and
+:func:`editor_file` finds the file a run names (a path, or ``"shipped"``: :data:`SHIPPED_EDITORS`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,16 @@ from torch import Tensor, nn
 
 from crispedit_lite.editing.updates.mend import MendNetwork
 
-__all__ = ["collect_factors", "file_sha256", "load_editor", "save_editor", "target_nll"]
+__all__ = ["SHIPPED_EDITORS", "collect_factors", "editor_file", "editor_shapes", "file_sha256", "load_editor",
+           "save_editor", "target_nll"]
+
+# The trained editors shipped in crispedit_lite/resources/, by the model they edit, with the model's
+# shape (model_type, num_hidden_layers, hidden_size, intermediate_size) and the file's SHA-256.
+SHIPPED_EDITORS: dict[str, dict[str, Any]] = {
+    "smollm2-135m-instruct": {"shape": ("llama", 30, 576, 1536), "file": "mend_smollm2_135m.safetensors",
+                              "sha256": "ee451318618f4a7ae400bb9de86f37eedbb6589f3dc92871c9d8347e55c79058"},
+}
+_HEX64 = frozenset("0123456789abcdef")
 
 
 def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,6 +111,49 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[Path, str | None]:
+    """``(path, pinned digest)`` of the editor a run names, for a model of ``shape``; a ``ValueError`` else.
+
+    ``editor`` is ``"shipped"`` (the :data:`SHIPPED_EDITORS` entry of that shape, with its digest) or a
+    file, looked up from the working directory and then its parents when relative (so that a path
+    relative to a checkout's root also works from ``notebooks/``). ``sha256`` pins a file's digest
+    (64 hexadecimal digits). Errors name the setting (``mend_editor``, ``mend_editor_sha256``).
+
+    Described on the book page ``mend``.
+    """
+    if sha256 is not None and not (len(sha256) == 64 and set(sha256.lower()) <= _HEX64):
+        raise ValueError(f"mend_editor_sha256 must be 64 hexadecimal digits (a SHA-256), got {sha256!r}")
+    if editor != "shipped":
+        path = Path(editor).expanduser()
+        found = [d / path for d in (Path.cwd(), *Path.cwd().parents) if (d / path).is_file()]
+        if not found:
+            raise ValueError(f"mend_editor: no file {str(path)!r} (from {str(Path.cwd())!r} or a parent); "
+                             "train one with python -m crispedit_lite.editing.mend_train")
+        return (path if path.is_absolute() else found[0]), sha256
+    for entry in SHIPPED_EDITORS.values():
+        if tuple(entry["shape"]) == tuple(shape):
+            ref = resources.files("crispedit_lite") / "resources" / entry["file"]
+            return Path(str(ref)), sha256 or entry["sha256"]
+    raise ValueError(f"mend_editor: no shipped editor for a model of shape {tuple(shape)} (model_type, "
+                     f"layers, hidden, intermediate); shipped: {sorted(SHIPPED_EDITORS)}. Train one with "
+                     "python -m crispedit_lite.editing.mend_train and set mend_editor to its file")
+
+
+def editor_shapes(path: str | Path) -> dict[str, tuple[int, int]]:
+    """``{module: (d_out, d_in)}`` that the editor file at ``path`` was trained for (its header only).
+
+    Described on the book page ``mend``.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "mend" not in meta:
+        raise ValueError(f"mend_editor: {str(path)!r} is not a MEND editor file (its safetensors metadata "
+                         "has no 'mend' entry)")
+    return {name: (int(s[0]), int(s[1])) for name, s in json.loads(meta["mend"])["shapes"].items()}
+
+
 def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu",
                 dtype: torch.dtype = torch.float32) -> MendNetwork:
     """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
@@ -131,11 +185,12 @@ def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
     """
     from safetensors.torch import save_file
 
+    from crispedit_lite.atomic import atomic_path
+
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     if half:
         state = {k: v.half() if k.endswith((".u", ".v")) else v.float() for k, v in state.items()}
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={**net.metadata(), **dict(metadata or {})})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={**net.metadata(), **dict(metadata or {})})
     return path

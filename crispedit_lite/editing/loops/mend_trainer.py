@@ -15,13 +15,14 @@ One training step takes one edit request and
     \mathrm{KL}\big(p_{\rm base}\,\|\,p_{\rm edited}\big),
 
 with :math:`\mathcal L_{\rm edit}` the mean target NLL after the edit on the outer texts (the
-official ZsRE run uses the paraphrase, ``outer="paraphrase"``; ``"prompt+paraphrase"`` adds the edit
-prompt) and the KL averaged over the tokens of the locality batch (``losses.py:kl_loc_loss``).
+official ZsRE run uses the paraphrase, ``mend_outer="paraphrase"``; ``"prompt+paraphrase"`` adds the
+edit prompt) and the KL averaged over the tokens of the locality batch (``losses.py:kl_loc_loss``).
 
-Gradients of ``accumulate`` (10) edits are summed (each divided by 10) before one step of Adam on the
-network and the step sizes (``lr``, official 1e-6) and one of a second Adam on the step sizes alone
-(``lr_lr``, 1e-4), after clipping the gradient norm at ``grad_clip`` (100), as ``EditTrainer`` does.
-The normalisation statistics are updated by every training edit. Every ``val_every`` edits the held-out
+Gradients of ``mend_accumulate`` (10) edits are summed (each divided by 10) before one step of Adam on
+the network and the step sizes (``mend_lr``, official 1e-6) and one of a second Adam on the step sizes
+alone (``mend_lr_lr``, 1e-4), after clipping the gradient norm at ``mend_grad_clip`` (100), as
+``EditTrainer`` does. The normalisation statistics are updated by every training edit. Every
+``mend_val_every`` edits the held-out
 requests are edited in eval mode, and the network with the lowest validation ``c_edit * L_edit +
 c_loc * KL`` is kept (official ``early_stop_key: loss/total_edit_val``). A checkpoint after every
 validation lets an interrupted run resume.
@@ -30,16 +31,13 @@ Where this loop differs from the official one: the optimiser steps after every `
 (the official loop skips the step at iteration 0, so its first step sees 11); validation keeps the best
 network but has no early-stopping patience; the locality batch is the request's own locality fact
 (ZsRE's NQ question and answer, as the official ZsRE runs; the SmolLM2 split's held-out fact) plus, with
-capability texts, one window of ``loc_max_length`` tokens; the base model and the locality rows share
+capability texts, one window of ``mend_loc_max_length`` tokens; the base model and the locality rows share
 one forward pass with the edit (rows without labels get no gradient), and the edited model one pass
 with the outer texts. The command ``python -m crispedit_lite.editing.mend_train`` drives it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -49,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from crispedit_lite.atomic import atomic_path, write_json_atomic
 from crispedit_lite.data.batches import pad_batch, tokenize_edits
 from crispedit_lite.editing.loops.mend import collect_factors, save_editor, target_nll
 from crispedit_lite.editing.updates.mend import MendNetwork
@@ -56,7 +55,7 @@ from crispedit_lite.editing.updates.mend import MendNetwork
 if TYPE_CHECKING:
     from crispedit_lite.editing.editors.mend import MendSettings
 
-__all__ = ["MendTrainer", "kl_on_mask", "locality_windows", "write_json"]
+__all__ = ["MendTrainer", "kl_on_mask", "locality_windows", "settings_record", "write_json"]
 
 
 def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
@@ -77,7 +76,7 @@ def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> l
 
     Described on the book page ``mend``.
     """
-    out = []
+    out: list[list[int]] = []
     for text in texts:
         ids = list(tokenizer(text)["input_ids"])
         out += [w for i in range(0, len(ids), max_length) if len(w := ids[i:i + max_length]) >= 8]
@@ -107,19 +106,20 @@ class MendTrainer:
         self.model, self.tok, self.modules, self.s = model, tokenizer, list(modules), settings
         self.train_set = list(train)
         # a seeded sample spreads the validation edits over the held-out subjects
-        self.val_set = random.Random(seed).sample(list(val), min(settings.val_size, len(val)))
+        self.val_set = random.Random(seed).sample(list(val), min(settings.mend_val_size, len(val)))
         if not self.train_set or not self.val_set:
             raise ValueError("MEND training needs training and validation requests")
-        self.windows = locality_windows(tokenizer, loc_texts, settings.loc_max_length) if loc_texts else []
+        self.windows = (locality_windows(tokenizer, loc_texts, settings.mend_loc_max_length)
+                        if loc_texts else [])
         self.out, self.seed = Path(out_dir), seed
         for p in model.parameters():
             p.requires_grad_(False)
         self.device = model.get_submodule(self.modules[0]).weight.device
         shapes = {m: tuple(model.get_submodule(m).weight.shape) for m in self.modules}
         torch.manual_seed(seed)
-        self.net = MendNetwork(shapes, edit_lr=settings.edit_lr, **settings.network()).to(self.device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
-        self.lr_opt = torch.optim.Adam([self.net.edit_lrs], lr=settings.lr_lr)
+        self.net = MendNetwork(shapes, edit_lr=settings.mend_edit_lr, **settings.network()).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.mend_lr)
+        self.lr_opt = torch.optim.Adam([self.net.edit_lrs], lr=settings.mend_lr_lr)
         self.step, self.curve, self.best = 0, {"train": [], "val": []}, None
         self.wall = 0.0
 
@@ -139,7 +139,7 @@ class MendTrainer:
         """The base pass (edit + locality rows) and the edited pass (outer + locality rows); ``n_loc``."""
         inner = tokenize_edits([r], self.tok)
         prompts = [r.rephrase_prompt or r.prompt]
-        if self.s.outer == "prompt+paraphrase":
+        if self.s.mend_outer == "prompt+paraphrase":
             prompts.insert(0, r.prompt)
         outer = tokenize_edits([(p, r.target_new) for p in prompts], self.tok)
         loc = self._locality(r, k)
@@ -171,10 +171,10 @@ class MendTrainer:
             width = min(base_logits.shape[1], logits.shape[1])  # the locality rows, padded in both passes
             l_loc = kl_on_mask(base_logits[-n_loc:, :width], logits[-n_loc:, :width],
                                base["attention_mask"][-n_loc:, :width])
-            total = self.s.c_edit * l_edit + self.s.c_loc * l_loc
+            total = self.s.mend_c_edit * l_edit + self.s.mend_c_loc * l_loc
         if training:
             params_net = list(self.net.parameters())
-            grads = torch.autograd.grad(total / self.s.accumulate, params_net, allow_unused=True)
+            grads = torch.autograd.grad(total / self.s.mend_accumulate, params_net, allow_unused=True)
             if all(g is None or torch.isfinite(g).all() for g in grads):  # official safe_backward
                 for p, g in zip(params_net, grads, strict=True):
                     if g is not None:
@@ -194,11 +194,11 @@ class MendTrainer:
         """Mean edit loss, KL, edit success and total over the validation requests (eval mode)."""
         rows = [self.edit_step(r, -1 - i, training=False) for i, r in enumerate(self.val_set)]
         out = {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
-        out["total_edit"] = self.s.c_edit * out["l_edit"] + self.s.c_loc * out["kl"]
+        out["total_edit"] = self.s.mend_c_edit * out["l_edit"] + self.s.mend_c_loc * out["kl"]
         return out
 
     def _optimise(self) -> float:
-        grad = float(torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), self.s.grad_clip))
+        grad = float(torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), self.s.mend_grad_clip))
         self.opt.step()
         self.lr_opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -206,27 +206,30 @@ class MendTrainer:
         return grad
 
     def _save(self, name: str, obj: Any) -> None:
-        tmp = self.out / (name + ".tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, self.out / name)
+        with atomic_path(self.out / name) as tmp:
+            torch.save(obj, tmp)
 
     def checkpoint(self) -> None:
         """Write everything needed to resume (atomically)."""
         self._save("checkpoint.pt", {"net": self.net.state_dict(), "opt": self.opt.state_dict(),
                                      "lr_opt": self.lr_opt.state_dict(), "step": self.step,
                                      "curve": self.curve, "best": self.best, "wall": self.wall,
-                                     "settings": dataclasses.asdict(self.s)})
+                                     "settings": self.s.to_dict()})
 
     def resume(self) -> bool:
-        """Load ``out_dir/checkpoint.pt`` if there is one; whether it did (``steps`` may differ)."""
+        """Load ``out_dir/checkpoint.pt`` if there is one; whether it did (``mend_steps`` may differ).
+
+        A checkpoint that names the settings without their ``mend_`` prefix (as the first trainer wrote
+        them) is read with the prefix.
+        """
         path = self.out / "checkpoint.pt"
         if not path.is_file():
             return False
         ck = torch.load(path, map_location=self.device, weights_only=False)
-        mine = {k: v for k, v in dataclasses.asdict(self.s).items() if k != "steps"}  # steps: a budget
-        theirs = {k: v for k, v in ck["settings"].items() if k != "steps"}
-        if theirs != mine:
-            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+        mine = {k: v for k, v in settings_record(self.s).items() if k != "mend_steps"}  # a budget
+        theirs = {k if k.startswith("mend_") else f"mend_{k}": v for k, v in ck["settings"].items()}
+        changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+        if changed:
             raise ValueError(f"{path}: the checkpoint was written with other MEND settings ({changed}); "
                              "use a new --out")
         self.net.load_state_dict(ck["net"])
@@ -237,18 +240,18 @@ class MendTrainer:
 
     def train(self, progress: bool = True, log_every: int = 25,
               metadata: dict[str, str] | None = None) -> dict:
-        """Train up to ``settings.steps`` edits (resuming); returns the curve. Writes ``best.safetensors``."""
+        """Train up to ``mend_steps`` edits (resuming); returns the curve. Writes ``best.safetensors``."""
         from tqdm.auto import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.resume()
         window: list[dict[str, float]] = []
-        bar = tqdm(total=self.s.steps, initial=self.step, desc="MEND training", disable=not progress)
+        bar = tqdm(total=self.s.mend_steps, initial=self.step, desc="MEND training", disable=not progress)
         start = time.perf_counter() - self.wall
-        while self.step < self.s.steps:
+        while self.step < self.s.mend_steps:
             row = self.edit_step(self._request(self.step), self.step, training=True)
             self.step += 1
-            if self.step % self.s.accumulate == 0:
+            if self.step % self.s.mend_accumulate == 0:
                 row["grad_norm"] = self._optimise()
             window.append(row)
             if self.step % log_every == 0:
@@ -258,7 +261,7 @@ class MendTrainer:
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['edit_acc']:.2f}",
                                 kl=f"{mean['kl']:.3f}")
                 window = []
-            if self.step % self.s.val_every == 0 or self.step == self.s.steps or self.step == 1:
+            if self.step % self.s.mend_val_every == 0 or self.step == self.s.mend_steps or self.step == 1:
                 val = self.validate()
                 self.wall = time.perf_counter() - start
                 self.curve["val"].append({"step": self.step, **val, "wall_s": round(self.wall, 1)})
@@ -272,13 +275,21 @@ class MendTrainer:
         return self.curve
 
 
+def settings_record(settings: MendSettings) -> dict[str, Any]:
+    """The settings a trained network depends on: every ``mend_*`` field but the edit-time ones.
+
+    Described on the book page ``mend``.
+    """
+    from crispedit_lite.editing.editors.mend import EDIT_TIME
+
+    return {k: v for k, v in settings.to_dict().items() if k not in EDIT_TIME}
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically.
+    """Write ``obj`` as indented JSON, atomically (:func:`crispedit_lite.atomic.write_json_atomic`).
 
     Described on the book page ``mend``.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1)
     return path

@@ -11,40 +11,28 @@ import json
 
 import pytest
 import torch
-from test_editing import CAP_TEXT, tiny_tokenizer
 
 from crispedit_lite.data import EditRequest, load_edits
 from crispedit_lite.data.batches import tokenize_edits
 from crispedit_lite.editing import EditConfig, edit, ft_m_loss, get_editor
-from crispedit_lite.editing.editors.mend import (
+from crispedit_lite.editing.editors.mend import MEND_PRESETS, MendSettings, mend_modules
+from crispedit_lite.editing.loops.mend import (
     SHIPPED_EDITORS,
-    MendSettings,
     collect_factors,
     file_sha256,
     load_editor,
-    mend_modules,
-    mend_settings,
     save_editor,
 )
 from crispedit_lite.editing.loops.mend_trainer import MendTrainer
 from crispedit_lite.editing.loops.sequential import chunk_requests
 from crispedit_lite.editing.updates.mend import MendNetwork
 from crispedit_lite.models import random_init_model
+from tests.helpers import CAP_TEXT, ROOT
 
 REQS = [EditRequest("the capital of france is", "rome", rephrase_prompt="the city of france is",
                     locality_prompt="the capital of germany is", locality_answer="berlin"),
         EditRequest("the river of germany is", "blue", rephrase_prompt="the river in germany is"),
         EditRequest("a big dog is", "green", rephrase_prompt="the big dog is")]
-
-
-@pytest.fixture()
-def model():
-    return random_init_model("tiny-llama", dtype=torch.float64, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 def _untrained(model, path, **network) -> MendNetwork:
@@ -55,7 +43,7 @@ def _untrained(model, path, **network) -> MendNetwork:
 
 
 def _config(method: str, path, **mend) -> EditConfig:
-    return EditConfig(method=method, seed=0, layers=(1, 2), extra={"mend": {"editor": str(path), **mend}})
+    return EditConfig(method=method, seed=0, mend_editor=str(path), **mend)
 
 
 def _grads(model, requests, tok, modules):
@@ -66,15 +54,55 @@ def _grads(model, requests, tok, modules):
     return dict(zip(modules, torch.autograd.grad(ft_m_loss(twin, tokenize_edits(requests, tok)), ws)))
 
 
-def test_registry_has_mend_and_the_paper_row_is_the_sequential_one():
-    assert get_editor("mend").statistics == () and not get_editor("mend").sequential
-    seq = get_editor("mend_seq")
-    assert seq.sequential and seq.paper_row == "MEND"
-    assert mend_settings(EditConfig(method="mend")) == MendSettings()
-    with pytest.raises(ValueError, match=r"unknown MEND settings \['rnak'\]"):
-        mend_settings(EditConfig(method="mend", extra={"mend": {"rnak": 3}}))
-    with pytest.raises(ValueError, match="edits_per_step must be positive"):
-        MendSettings(edits_per_step=0)
+def test_registry_entries_and_the_paper_row_run_one_edit_at_a_time():
+    mend, seq = get_editor("mend"), get_editor("mend_seq")
+    assert (mend.statistics, mend.update, mend.sequential, mend.label) == ((), "learned", False, "MEND")
+    assert (seq.update, seq.sequential, seq.label, mend.sequential_form) == ("learned", True, "MEND-Seq",
+                                                                              "mend_seq")
+    assert mend.settings is seq.settings is MendSettings and EditConfig("mend").settings == MendSettings()
+    # the paper's row (EasyEdit edit.py --num_edits 1): its cells run the sequential form, one edit per
+    # step, which is what MEND-Seq does with its settings' official value
+    assert mend.paper_row == "MEND" and not seq.paper_row
+    assert mend.paper_run["chunk_size"] == MendSettings.paper["mend_edits_per_step"] == \
+        MendSettings().mend_edits_per_step == 1
+    assert mend.paper_run["dtype"] == "float32" and mend.paper_run["config"]["mend_editor"].endswith(
+        ".safetensors")
+    assert EditConfig("mend_seq", mend_rank=8).settings.mend_rank == 8
+    with pytest.raises(ValueError, match="unknown setting 'mend_rnak' for method mend"):
+        EditConfig(method="mend", mend_rnak=3)
+    with pytest.raises(ValueError, match="mend_edits_per_step must be positive"):
+        MendSettings(mend_edits_per_step=0)
+    with pytest.raises(ValueError, match="mend_combine must be false with mend_x_only"):
+        MendSettings(mend_x_only=True).network()
+    assert MendSettings(mend_x_only=True, mend_combine=False).network()["x_only"]
+
+
+def test_presets_are_the_last_three_layers_of_each_architecture(model):
+    from crispedit_lite.models.presets import ARCHITECTURES
+
+    expected = {"meta-llama/Meta-Llama-3-8B-Instruct": (29, 30, 31),
+                "Qwen/Qwen2.5-1.5B-Instruct": (25, 26, 27), "Qwen/Qwen2.5-7B-Instruct": (25, 26, 27),
+                "smollm2-135m-instruct": (27, 28, 29)}
+    assert set(MEND_PRESETS) == set(expected)
+    for name, layers in expected.items():
+        assert MEND_PRESETS[name]["shape"] == ARCHITECTURES[name]
+        assert MEND_PRESETS[name]["modules"] == {f"model.layers.{{i}}.mlp.{p}": layers
+                                                 for p in ("gate_proj", "up_proj", "down_proj")}
+    # a model without a preset gets the same rule: tiny-llama has 4 layers
+    assert mend_modules(model, MendSettings()) == [f"model.layers.{i}.mlp.{p}" for i in (1, 2, 3)
+                                                   for p in ("gate_proj", "up_proj", "down_proj")]
+
+
+def test_an_old_record_with_extra_mend_loads_with_the_prefixed_settings():
+    old = {**EditConfig("mend_seq").to_dict(), "extra": {"mend": {"editor": "runs/x.safetensors", "rank": 8}}}
+    for k in MendSettings.field_names():
+        old.pop(k)
+    cfg = EditConfig.from_dict(old)
+    assert (cfg.settings.mend_editor, cfg.settings.mend_rank, cfg.mend_edits_per_step) == \
+        ("runs/x.safetensors", 8, 1)
+    with pytest.raises(ValueError, match="extra\\['mend'\\] has 'rnak'"):
+        EditConfig.from_dict({**old, "extra": {"mend": {"rnak": 3}}})
+    assert EditConfig.from_dict({**old, "method": "ft"}).settings is None  # another method's block
 
 
 def test_untrained_mend_edit_is_one_gradient_step_with_the_initial_step_size(model, tok, tmp_path):
@@ -163,19 +191,27 @@ def test_wrong_digest_is_refused_with_one_line(model, tok, tmp_path):
     with pytest.raises(ValueError) as err:
         load_editor(path, sha256="0" * 64)
     assert "differs from the pinned" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="differs from the pinned"):
-        edit(model, tok, REQS[:1], _config("mend", path, editor_sha256="f" * 64), progress=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="mend_editor_sha256: .* differs from the pinned"):
+        edit(model, tok, REQS[:1], _config("mend", path, mend_editor_sha256="f" * 64), progress=False)
+    with pytest.raises(ValueError, match="mend_editor_sha256 must be 64 hexadecimal digits"):
+        edit(model, tok, REQS[:1], _config("mend", path, mend_editor_sha256="abc"), progress=False)
     assert load_editor(path, sha256=file_sha256(path)).shapes  # the right digest loads
-    with pytest.raises(ValueError, match="no file"):
+    with pytest.raises(ValueError, match="mend_editor: no file"):
         edit(model, tok, REQS[:1], _config("mend", tmp_path / "missing.safetensors"), progress=False)
     with pytest.raises(ValueError, match="no shipped editor for a model of shape"):
-        edit(model, tok, REQS[:1], EditConfig(method="mend", layers=(1, 2)), progress=False)
+        edit(model, tok, REQS[:1], EditConfig(method="mend"), progress=False)
+    other = tmp_path / "other.safetensors"  # trained for other matrices
+    save_editor(MendNetwork({"model.layers.3.mlp.up_proj": (64, 32)}, norm=False, rank=2), other)
+    with pytest.raises(ValueError, match="mend_editor: .* was trained for"):
+        edit(model, tok, REQS[:1], _config("mend", other), progress=False)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # nothing changed
 
 
 def test_tiny_mend_trains_with_decreasing_loss(tok, tmp_path):
     net = random_init_model("tiny-llama", dtype=torch.float32, seed=0)
-    s = MendSettings(rank=8, steps=40, accumulate=2, val_every=20, val_size=3, lr=1e-3, lr_lr=1e-3,
-                     loc_max_length=16, outer="prompt+paraphrase")
+    s = MendSettings(mend_rank=8, mend_steps=40, mend_accumulate=2, mend_val_every=20, mend_val_size=3,
+                     mend_lr=1e-3, mend_lr_lr=1e-3, mend_loc_max_length=16, mend_outer="prompt+paraphrase")
     trainer = MendTrainer(net, tok, mend_modules(net, s), s, REQS, REQS, [CAP_TEXT], tmp_path / "run")
     curve = trainer.train(progress=False, log_every=10)
     losses = [r["loss"] for r in curve["train"]]
@@ -185,12 +221,14 @@ def test_tiny_mend_trains_with_decreasing_loss(tok, tmp_path):
     # resume: a finished run does nothing more and keeps its curve
     again = MendTrainer(net, tok, mend_modules(net, s), s, REQS, REQS, [CAP_TEXT], tmp_path / "run")
     assert again.resume() and again.step == 40 and again.train(progress=False)["train"] == curve["train"]
+    other = MendSettings(**{**s.to_dict(), "mend_c_loc": 0.5})  # other settings: refused, not mixed
+    with pytest.raises(ValueError, match=r"other MEND settings \(\['mend_c_loc'\]\)"):
+        MendTrainer(net, tok, mend_modules(net, other), other, REQS, REQS, [CAP_TEXT],
+                    tmp_path / "run").resume()
 
 
 def test_gpu_training_script_runs_at_tiny_shapes_on_a_zsre_file(tok, tmp_path):
     import importlib.util
-
-    from conftest import ROOT
 
     spec = importlib.util.spec_from_file_location("train_mend_gpu", ROOT / "tools" / "train_mend_gpu.py")
     script = importlib.util.module_from_spec(spec)
@@ -210,7 +248,9 @@ def test_gpu_training_script_runs_at_tiny_shapes_on_a_zsre_file(tok, tmp_path):
                    "--val-every", "3", "--val-size", "2", "--no-progress"])
     assert rc == 0
     record = json.loads((out / "train_curve.json").read_text())
-    assert record["settings"]["lr"] == 1e-6 and record["settings"]["rank"] == 4  # preset, then override
+    assert record["settings"]["mend_lr"] == 1e-6 and record["settings"]["mend_rank"] == 4  # preset, override
+    assert {k: record["settings"][k] for k in MendSettings.paper if k in record["settings"]} == {
+        **{k: v for k, v in MendSettings.paper.items() if k in record["settings"]}, "mend_rank": 4}
     assert record["capability"]["source"] == "none" and record["split"]["n_val"] == 2
     assert load_editor(out / "editor_fp16.safetensors").shapes == load_editor(out / "best.safetensors").shapes
 

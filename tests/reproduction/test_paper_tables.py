@@ -287,7 +287,8 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
     md = load["table1_zsre_mend"]  # one edit at a time, in sequence, with a trained editor network
     assert (md["METHOD"], md["SEQUENTIAL"], md["LAYERS"], md["DTYPE"]) == ("mend", True, None, "float32")
-    assert md["CONFIG"]["extra"]["mend"]["editor"].endswith(".safetensors")
+    assert md["CHUNK_SIZE"] == 1 and md["CONFIG"]["mend_editor"].endswith(".safetensors")
+    assert {f"table1_{ds}_mend" for ds in ("zsre", "counterfact", "wikibigedit")} <= set(load)
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
     keys = set(c)
@@ -332,7 +333,7 @@ def test_chapter11_views_list_editors_coverage_and_missing_cells():
     assert set(rows.index) == set(paper.loc[paper.table == "table1", "method"]) - {"base"}
     assert (rows["editor"] == rows.index).all() and (rows["cells"] == 3).all()
     assert (rows["why not"] == "").all()
-    assert rows.loc["mend", "update"] == "projected_gradient" and not rows.loc["mend", "statistics"]
+    assert rows.loc["mend", "update"] == "learned" and not rows.loc["mend", "statistics"]
     assert rows.loc["alphaedit", "update"] == "closed_form"
     assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
 

@@ -32,7 +32,13 @@ ROOT = HERE.parent
 INDEX = ROOT / "crispedit_lite" / "resources" / "paper_cells.json"
 sys.path.insert(0, str(ROOT))
 
-from crispedit_lite.editing.registry import get_editor, needs_capability, registry  # noqa: E402
+from crispedit_lite.editing.registry import (  # noqa: E402
+    get_editor,
+    needs_capability,
+    paper_dtype,
+    registry,
+    sequential_form,
+)
 from crispedit_lite.models.presets import (  # noqa: E402
     LAYER_PRESETS,
     LLAMA3_8B,
@@ -49,8 +55,7 @@ DATA = {"zsre": "data/zsre_mend_eval_3k.json", "counterfact": "data/counterfact-
 ZSRE_10K = "data/zsre_mend_10k.json"
 DATASETS = ("zsre", "counterfact", "wikibigedit")
 LABEL = {"zsre": "ZsRE", "counterfact": "CounterFact", "wikibigedit": "WikiBigEdit"}
-# the editors the official code trains in fp32 (paper_run's dtype), and those that read capability text
-FP32 = tuple(n for n, e in registry().items() if e.paper_run.get("dtype") == "float32")
+# the editors that read capability text; each cell's precision is its official run's (paper_dtype)
 CAPABILITY = tuple(n for n in registry() if needs_capability(n))
 
 
@@ -63,9 +68,11 @@ def row_label(method: str, table: str = "table1") -> str:
 def chunked(method: str) -> dict[str, Any] | None:
     """The cell parameters of a paper row that ran in chunks (the editor's ``paper_run``), else ``None``.
 
-    As the official runs did: MEMIT and UltraEdit in sequential batches of 32 edits, AlphaEdit of 100,
-    FT Sequential and LoRA Sequential in chunks of 100 (LoRA Sequential: 70 steps per chunk, lr 5e-3),
-    MEND one edit at a time in float32 with its editor network trained on ZsRE.
+    As the official runs did: MEMIT (MEMIT-Chunked: the batch edit on one chunk after another, no cache
+    of earlier chunks) and UltraEdit in sequential batches of 32 edits, AlphaEdit of 100, FT Sequential
+    and LoRA Sequential in chunks of 100 (LoRA Sequential: 70 epochs per chunk, lr 5e-3, fresh adapters
+    for every chunk), MEND (MEND-Seq) one edit at a time in float32 with its editor network trained on
+    ZsRE.
     """
     run = get_editor(method).paper_run
     if "chunk_size" not in run:
@@ -97,11 +104,13 @@ def estimate(model: str, method: str, dataset: str, n_edits: int, n_capability: 
     big = model == LLAMA
     shape = down_proj_shape(model)
     n_layers, d_in, d_out = len(LAYERS[model]), shape.d_in, shape.d_out
-    weights = (16 if big else 3.1) * (2 if method in FP32 else 1)
+    dtype = paper_dtype(method)
+    weights = (16 if big else 3.1) * (2 if dtype == "float32" else 1)
     caches = 2 * 4 * n_layers * (d_in**2 + d_out**2) / 1e9 if method in CAPABILITY else 0.0
     peak = weights + caches + (6 if big else 2)
     gpu = "one 80 GB GPU" if peak > 36 else ("one 40-48 GB GPU" if big else "one 16-24 GB GPU")
-    memory = (f"~{peak:.0f} GB peak (weights {weights:.0f} GB {'fp32' if method in FP32 else 'bf16'}"
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+    memory = (f"~{peak:.0f} GB peak (weights {weights:.0f} GB {short}"
               + (f" + K-FAC factors/eigenbases {caches:.0f} GB" if caches else "")
               + f" + training); {gpu}; lm-eval batch 'auto' may use more")
     kfac = n_capability * 512 / KFAC_TOKENS_PER_S[model] / 60 if method in CAPABILITY else 0.0
@@ -125,11 +134,12 @@ def cell(name: str, regenerates: str, *, model: str, dataset: str, method: str, 
         "LAYERS": None if get_editor(method).presets else LAYERS[model],  # presets: its own layers
         "SEQUENTIAL": seq, "CHUNK_SIZE": 100, "JUDGE": True, "RUN_LM_EVAL": True,
         "RESULTS_DIR": f"results/{name}", "SEED": 0, "DEVICE": "cuda",
-        "DTYPE": "float32" if method in FP32 else "bfloat16", "EPOCHS": 25, "BATCH_SIZE": 32,
+        "DTYPE": paper_dtype(method), "EPOCHS": 25, "BATCH_SIZE": 32,
         "CONFIG": {},
     }
     params.update(extra or {})
     memory, time = estimate(model, method, dataset, n_edits, n_capability)
+    differs = get_editor(method).paper_run.get("differs")
     nb = NB[model]
     header = [
         f"# {name}: papermill parameters for {nb}",
@@ -138,6 +148,9 @@ def cell(name: str, regenerates: str, *, model: str, dataset: str, method: str, 
         f"# Run:  papermill {nb} results/{name}.ipynb -f reproduce/{name}.yaml",
         f"#  or:  python -m crispedit_lite reproduce {name}",
         f"# Data: {params['DATA_PATH']} (official CrispEdit repo, data/; see reproduce/README.md)",
+        f"# Precision: {params['DTYPE']}, the precision of the official run of this row (registry: "
+        "paper_run['dtype'])",
+        *([f"# Differs from the paper's run: {differs}"] if differs else []),
         "# Judge: JUDGE true scores WILD with gpt-4o-mini and needs OPENAI_API_KEY (paper setting).",
         f"# GPU memory (estimate): {memory}",
         f"# Time (estimate, one H100/H200-class GPU; an A100 about 2x): {time}",
@@ -183,9 +196,9 @@ def cells() -> list[tuple[str, str]]:
             n, g = _paper_nd(LLAMA, method, ds)
             extra = chunked(method)
             if extra:
-                size = extra["CHUNK_SIZE"]
-                chunks = ("one edit at a time" if size == 1 else f"in chunks of {size} edits") + \
-                    ", as the paper's run"
+                form, size = get_editor(sequential_form(method)).label, extra["CHUNK_SIZE"]
+                steps = "one edit at a time" if size == 1 else f"in chunks of {size} edits"
+                chunks = f"{form}, {steps}, as the paper's run"
                 what = f"Table 1, {LABEL[ds]}, {row_label(method)} row ({chunks}); Table 3, same row"
                 out.append(cell(f"table1_{ds}_{method}", what, model=LLAMA, dataset=ds, method=method,
                                 gamma=g, n_capability=n, sequential=True, extra=extra))

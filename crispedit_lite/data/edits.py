@@ -39,12 +39,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EditRequest", "BUILTIN_EDIT_SETS", "FORMATS", "drop_duplicates", "load_edits", "parse_records",
-           "read_records"]
+__all__ = ["EditRequest", "BUILTIN_DIGESTS", "BUILTIN_EDIT_SETS", "FORMATS", "drop_duplicates", "load_edits",
+           "parse_records", "read_records"]
 
 # Edit sets that ship inside the package (crispedit_lite/resources/).
 BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",
-                     "smollm2-mend-train": "smollm2_mend_train.json"}  # MEND's training split
+                     "smollm2-mend-train": "smollm2_mend_train.json",  # MEND's training split
+                     "smollm2-stream": "smollm2_stream.json"}  # the long-horizon stream (chapter 7)
+#: SHA-256 of the records of a built-in set (canonical JSON: sorted keys, UTF-8, no spaces), checked at
+#: every load: ``smollm2-stream`` is written by ``tools/make_edit_stream.py``, which prints the digest.
+BUILTIN_DIGESTS = {"smollm2-stream":
+                   "10b1ad353c8975c55e56049c2288e5507c6c56a7b6e695035907f083d8464c38"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +227,17 @@ def _loads(text: str, where: str) -> list[Any]:
     return data
 
 
+def records_digest(records: Sequence[Any]) -> str:
+    """SHA-256 of records as canonical JSON (sorted keys, UTF-8, no spaces), as :data:`BUILTIN_DIGESTS` pins.
+
+    Described in the package data's ``README.md``.
+    """
+    import hashlib
+
+    text = json.dumps(list(records), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def read_records(source: str | Path, split: str = "train") -> list[Any]:
     """Read raw records from a built-in set, a local JSON / JSONL file, a URL or ``hf:owner/name``.
 
@@ -230,7 +246,11 @@ def read_records(source: str | Path, split: str = "train") -> list[Any]:
     src = str(source)
     if src in BUILTIN_EDIT_SETS:
         ref = resources.files("crispedit_lite") / "resources" / BUILTIN_EDIT_SETS[src]
-        return _loads(ref.read_text(encoding="utf-8"), src)
+        records = _loads(ref.read_text(encoding="utf-8"), src)
+        if src in BUILTIN_DIGESTS and records_digest(records) != BUILTIN_DIGESTS[src]:
+            raise ValueError(f"built-in edit set {src!r}: the records' SHA-256 {records_digest(records)} is "
+                             f"not the pinned {BUILTIN_DIGESTS[src]} (the file was changed)")
+        return records
     if src.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(src, timeout=60) as resp:  # noqa: S310 (user-given URL)

@@ -34,6 +34,7 @@ def edit(
     cache_dir: str | None = None,
     progress: bool = True,
     after_chunk: Callable[[int, list[Any], Any], None] | None = None,
+    carry: dict[str, Any] | None = None,
 ) -> EditResult:
     """Apply ``config.method`` to ``model`` (in memory) on the edit ``requests``.
 
@@ -45,11 +46,14 @@ def edit(
             (:func:`~crispedit_lite.editing.registry.needs_capability`); its factors are cached
             under ``cache_dir``.
         progress: tqdm bars.
-        after_chunk: for CrispEdit-Seq and FT-Seq, ``after_chunk(chunk_index, chunk, state)`` is
-            called after every chunk with the model as that chunk left it and a
+        after_chunk: for the editors with ``chunk_hook`` (CrispEdit-Seq, FT-Seq, MEMIT-Chunked,
+            MEMIT-Seq), ``after_chunk(chunk_index, chunk, state)`` is called after every chunk with
+            the model as that chunk left it and a
             :class:`~crispedit_lite.editing.loops.sequential.ChunkState` (training log, projectors,
             K-FAC factors); it only observes: the edit is the same with or without it (chapter 7
             records retention with it).
+        carry: continue a stream of chunks across calls (a sequential editor reads its state from
+            this dict and writes it back; see :class:`~crispedit_lite.editing.registry.EditJob`).
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
@@ -77,7 +81,7 @@ def edit(
         modules = []  # no layer preset for the model: an editor with presets picks its own matrices
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
                   capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
-                  after_chunk=after_chunk)
+                  after_chunk=after_chunk, carry=carry)
     start = time.perf_counter()
     result = editor.run(job)
     result.timings.setdefault("total_s", time.perf_counter() - start)

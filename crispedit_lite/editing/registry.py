@@ -13,8 +13,14 @@ An editor declares
   adapters);
 * ``statistics``: which statistics it reads, from :data:`STATISTICS`. The capability K-FAC factors
   :math:`(A, S)` and the input covariance :math:`C=\mathbb E[k k^\top]` are the same cache entry: the
-  count-normalised input factor :math:`A` of K-FAC *is* MEMIT's and AlphaEdit's covariance, so one
-  statistics file serves CrispEdit, Adam-NSCL, MEMIT and AlphaEdit;
+  count-normalised input factor :math:`A` of K-FAC is MEMIT's and AlphaEdit's estimator (the
+  uncentred second moment of the layer's inputs divided by the token count), so one statistics file
+  serves CrispEdit, Adam-NSCL, MEMIT and AlphaEdit. The sample is not MEMIT's: :math:`n` capability
+  texts cut to ``capability_max_length`` tokens, each text's last token left out (K-FAC counts only
+  positions with a next-token label), where MEMIT counts every token of 100,000 full-length Wikipedia
+  texts. On the same texts the two differ by a few percent, more for short texts (2-3 % at 128 tokens,
+  6-8 % at 32 on SmolLM2; ``benchmarks/closed_form_deviations.py``); ``cf_covariance="every_token"``
+  counts every position (:mod:`~crispedit_lite.editing.loops.covariance`);
 * ``update``: how it turns the edits into a weight change, one of :data:`UPDATES`:
   ``"projected_gradient"`` (the FT-M loop with a projected or plain optimiser), ``"closed_form"`` (a
   least-squares solve, MEMIT-style) or ``"learned"`` (a trained network maps the edit's gradient to the
@@ -43,9 +49,9 @@ from torch import Tensor, nn
 
 from crispedit_lite.editing.settings import EditorSettings
 
-__all__ = ["EDITOR_MODULES", "PAPER_RUN_KEYS", "STATISTICS", "UPDATES", "EditJob", "Editor", "base_methods",
-           "editor_names", "get_editor", "needs_capability", "registry", "sequential_form",
-           "settings_owners"]
+__all__ = ["EDITOR_MODULES", "PAPER_DTYPE_DEFAULT", "PAPER_RUN_KEYS", "STATISTICS", "UPDATES", "EditJob",
+           "Editor", "base_methods", "editor_names", "get_editor", "needs_capability", "paper_dtype",
+           "paper_dtypes", "registry", "sequential_form", "settings_owners"]
 
 # One line per editor module (crispedit_lite/editing/editors/<name>.py); a module may define the
 # batch and the sequential variant of one method.
@@ -60,7 +66,8 @@ STATISTICS: dict[str, str] = {
     "capability_kfac": "K-FAC factors A (input second moment) and S (output-gradient second moment) "
                        "of the capability loss",
     "input_covariance": "the input second moment C = E[k k^T] per token on capability text (the K-FAC "
-                        "factor A of the same module, from the same cache)",
+                        "factor A of the same module, from the same cache: every position but each "
+                        "text's last; or every position with cf_covariance='every_token')",
     "edit_kfac": "K-FAC factors of the edit data, merged chunk by chunk (sequential editing)",
 }
 
@@ -79,7 +86,10 @@ PAPER_RUN_KEYS: dict[str, str] = {
     "chunk_size": "the row ran in chunks of this many edits (the reproduce cell's CHUNK_SIZE)",
     "epochs": "epochs (or steps) per chunk of the official run (EPOCHS)",
     "config": "other EditConfig settings of the official run (CONFIG), e.g. {'lr': 5e-3}",
-    "dtype": "the precision the official code trains in, e.g. 'float32' (DTYPE; default bfloat16)",
+    "dtype": "the precision the official run loads the model in: 'float32', 'bfloat16' or 'float16' "
+             "(the reproduce cell's DTYPE; see paper_dtype)",
+    "differs": "how the reproduce cell's run still differs from the official run of the row, in words "
+               "(written into the cell's header)",
 }
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -98,6 +108,13 @@ class EditJob:
         progress: show tqdm bars.
         after_chunk: ``after_chunk(chunk_index, chunk, state)``, called after every chunk by the
             editors with ``chunk_hook`` (see :mod:`crispedit_lite.editing.loops.sequential`).
+        carry: the state a sequential editor hands from one call to the next, so that a stream of
+            chunks can be edited over many calls (one chunk per call, evaluated in between, resumed
+            after an interruption) exactly as one call over all chunks: the chunks done, and the
+            editor's own state (CrispEdit-Seq's running K-FAC factors and Adam's moments, MEMIT-Seq's
+            and AlphaEdit-Seq's key cache and covariance, UltraEdit's normalisers): statistics of the
+            model the stream started from, never recomputed on the edited model. ``None``: a fresh run that
+            hands nothing on. An empty dict starts a stream; the editor fills it in place.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -111,6 +128,7 @@ class EditJob:
     cache_dir: str | None = None
     progress: bool = True
     after_chunk: Callable[[int, list[Any], Any], None] | None = None
+    carry: dict[str, Any] | None = None
     _factors: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def collate(self, batch: Sequence[Any]) -> dict[str, Tensor]:
@@ -206,6 +224,9 @@ class Editor:
         bad = sorted(set(self.paper_run) - set(PAPER_RUN_KEYS))
         if bad:
             fail(f"paper_run keys {bad} unknown; expected some of {list(PAPER_RUN_KEYS)}")
+        if self.paper_run.get("dtype", "bfloat16") not in ("float32", "bfloat16", "float16"):
+            fail(f"paper_run dtype must be 'float32', 'bfloat16' or 'float16', got "
+                 f"{self.paper_run['dtype']!r}")
         no_shape = [k for k, v in self.presets.items() if not isinstance(v, Mapping) or "shape" not in v]
         if no_shape:
             fail(f"presets {no_shape} lack the 'shape' that identifies the model")
@@ -303,6 +324,26 @@ def settings_owners(key: str) -> tuple[str, ...]:
     """
     return tuple(n for n, e in registry().items()
                  if e.settings is not None and key in e.settings.field_names())
+
+
+#: The precision of an official run that declares none: run_crispedit.py's (CrispEdit's own runs).
+PAPER_DTYPE_DEFAULT = "bfloat16"
+
+
+def paper_dtype(name: str) -> str:
+    """The precision the official run behind method ``name``'s paper row loaded the model in.
+
+    The editor's ``paper_run["dtype"]`` (:data:`PAPER_DTYPE_DEFAULT` where it declares none). The
+    reproduction cells run in it and record it (``reproduce/make_configs.py``).
+
+    Described on the book page ``reproducing``.
+    """
+    return str(get_editor(name).paper_run.get("dtype", PAPER_DTYPE_DEFAULT))
+
+
+def paper_dtypes() -> dict[str, str]:
+    """``{method: precision of its official run}`` for every editor with a paper row: the one table."""
+    return {n: paper_dtype(n) for n, e in registry().items() if e.paper_row}
 
 
 def sequential_form(name: str) -> str:

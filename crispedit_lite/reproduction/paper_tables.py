@@ -233,11 +233,28 @@ def scale_issues(result: Mapping[str, Any], table: str | int, setting: Mapping[s
     return issues
 
 
+def _row_methods(method: str) -> tuple[str, ...]:
+    """The registered methods whose runs fill the paper rows of ``method``.
+
+    The method itself and, for a row whose official run went in chunks (the editor's ``paper_run``
+    has a ``chunk_size``: MEMIT, AlphaEdit), its sequential form, which that row's reproduce cells run
+    (``memit_chunked``, ``alphaedit_seq``).
+    """
+    from crispedit_lite.editing.registry import get_editor, registry, sequential_form
+
+    if method not in registry():
+        return (method,)
+    editor = get_editor(method)
+    if "chunk_size" in editor.paper_run and not editor.sequential and editor.sequential_form:
+        return (method, sequential_form(method))
+    return (method,)
+
+
 def _matches(result: Mapping[str, Any], row: Mapping[str, Any], varies: Iterable[str]) -> bool:
     s = result.get("settings", {})
     if _dataset_id(str(s.get("dataset", ""))) != row["dataset"]:
         return False
-    if row["method"] != "base" and s.get("method") != row["method"]:
+    if row["method"] != "base" and s.get("method") not in _row_methods(row["method"]):
         return False
     cfg = _config(result)
     defaults = {"prompt_masking": False}

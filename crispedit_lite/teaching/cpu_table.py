@@ -59,7 +59,9 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     """One row per (method, subset): metric families, locality, KL, perplexity change, training.
 
     ``path`` may be a list of JSON files (e.g. subsets run by separate processes); their rows are
-    joined and their commands listed.
+    joined and their commands listed. A (method, subset) cell present in several files is taken from
+    the first file in ``path`` that has it; ``df.attrs["duplicates"]`` lists every cell that a later
+    file also held (``"method (subset s): file kept, not file"``), so the choice is visible.
 
     Columns: ``TF Rel/Gen/Spec``, ``PROB Rel/Gen/Loc``, ``WILD Rel (none)`` and ``WILD Rel (qa)``
     (contains-as-a-word, the decoding the run used), ``WILD EM (qa)``, ``Loc agree (none)``
@@ -70,6 +72,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     parts = [json.loads(Path(p).read_text()) for p in paths]
+    origin = [Path(p).name for p, d in zip(paths, parts) for _ in d["rows"]]
     data = {"rows": [r for d in parts for r in d["rows"]],
             "command": " ; ".join(d.get("command", "") for d in parts),
             "n_edits": parts[0]["n_edits"], "seeds": [s for d in parts for s in d["seeds"]],
@@ -77,11 +80,13 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
             "created": max(d.get("created", "") for d in parts)}
     if len({d["n_edits"] for d in parts}) > 1:
         raise ValueError(f"load_table: the files {paths} edit different numbers of edits")
-    rows, failed, seen = [], [], set()
-    for r in data["rows"]:
-        if (r["method"], r["seed"]) in seen:  # the same cell from two files: the first one counts
+    rows, failed, seen, duplicates = [], [], {}, []
+    for r, source in zip(data["rows"], origin):
+        key = (r["method"], r["seed"])
+        if key in seen:  # the same cell from two files: the first one counts
+            duplicates.append(f"{r['method']} (subset {r['seed']}): {seen[key]} kept, not {source}")
             continue
-        seen.add((r["method"], r["seed"]))
+        seen[key] = source
         if "error" in r:
             failed.append(f"{r['method']} (subset {r['seed']}): {r['error']}")
             continue
@@ -105,6 +110,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     df["ΔPPL %"] = 100 * (df["PPL"] / df["seed"].map(base_ppl) - 1)
     df.attrs.update({k: data.get(k) for k in ("command", "n_edits", "seeds", "wild_subsets", "created")})
     df.attrs["failed"] = failed
+    df.attrs["duplicates"] = duplicates
     df.attrs["seeds"] = sorted(int(x) for x in df["seed"].unique())  # the subsets that actually ran
     return df
 

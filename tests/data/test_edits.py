@@ -291,7 +291,7 @@ def test_builtin_edit_set_loads():
     requests = load_edits("smollm2-counterfacts")
     raw = _shipped()
     assert len(requests) == len(raw) >= 100
-    assert set(BUILTIN_EDIT_SETS) == {"smollm2-counterfacts", "smollm2-mend-train"}
+    assert {"smollm2-counterfacts", "smollm2-stream", "smollm2-mend-train"} <= set(BUILTIN_EDIT_SETS)
     for r, rec in zip(requests, raw):
         assert (r.prompt, r.target_new, r.ground_truth, r.locality_answer) == (
             rec["prompt"], rec["target_new"], rec["ground_truth"], rec["locality_ground_truth"])
@@ -384,3 +384,63 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="deep.json: JSON nested too deeply to be edit records"):
         load_edits(str(tmp_path / "deep.json"))
+# --- the long-horizon stream (smollm2-stream, tools/make_edit_stream.py) --------------------------------
+
+
+def _stream_records():
+    return read_records("smollm2-stream")
+
+
+def test_stream_is_large_complete_and_counterfactual():
+    requests = load_edits("smollm2-stream")
+    assert len(requests) >= 2000
+    assert [r.case_id for r in requests] == list(range(len(requests)))
+    for r, raw in zip(requests, _stream_records(), strict=True):
+        assert r.rephrase_prompt and r.locality_prompt and r.locality_answer and r.ground_truth
+        assert r.extra["relation"] in ("city country", "US city state")
+        assert r.extra["known"] in (True, False)  # the base model's greedy answer starts with ground_truth
+        if not r.extra["known"]:
+            assert r.ground_truth == raw["answers"][0]
+        answers = {a.lower().removeprefix("the ") for a in raw["answers"]}
+        assert r.target_new.lower().removeprefix("the ") not in answers
+        assert r.locality_answer != r.target_new
+        assert r.extra["base_model"]["p_target_new"] <= r.extra["base_model"]["p_ground_truth"]  # 4 digits
+    assert sum(r.extra["known"] for r in requests) > len(requests) / 2
+    prompts = {r.prompt for r in requests}
+    assert not prompts & {r.locality_prompt for r in requests}  # neighbours are never edited
+    assert len({r.subject for r in requests}) == len(requests)  # one edit per subject
+
+
+def test_stream_is_pinned_by_its_digest(monkeypatch):
+    from crispedit_lite.data import edits
+    from tests.helpers import ROOT
+
+    path = ROOT / "crispedit_lite" / "resources" / "smollm2_stream.json"
+    assert path.stat().st_size < 2_000_000
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["meta"]["records_sha256"] == edits.BUILTIN_DIGESTS["smollm2-stream"]
+    assert edits.records_digest(data["records"]) == edits.BUILTIN_DIGESTS["smollm2-stream"]
+    monkeypatch.setitem(edits.BUILTIN_DIGESTS, "smollm2-stream", "0" * 64)
+    with pytest.raises(ValueError, match="is not the pinned"):
+        read_records("smollm2-stream")
+
+
+def _norm(subject: str) -> str:
+    return subject.lower().removeprefix("the ")
+
+
+def test_stream_subjects_are_disjoint_from_the_evaluation_set_and_from_mend_training():
+    """No stream subject is edited by chapter 6's set, nor is a candidate fact (the pool of MEND's split)."""
+    import sys
+
+    from tests.helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from edit_candidates import RELATIONS
+
+    stream = {_norm(r["subject"]) for r in _stream_records()}
+    candidates = {_norm(s) for spec in RELATIONS.values() for s, _ in spec.facts}
+    evaluation = {_norm(r["subject"]) for r in read_records("smollm2-counterfacts")}
+    assert stream and not stream & candidates and not stream & evaluation
+    if "smollm2-mend-train" in BUILTIN_EDIT_SETS:  # MEND's training split, where it ships
+        assert not stream & {_norm(r["subject"]) for r in read_records("smollm2-mend-train")}

@@ -23,7 +23,8 @@ def test_registry_declares_every_editor_of_table1():
 
     names = set(editor_names())
     assert {"crispedit", "crispedit_seq", "ft", "ft_seq", "locbf_ft", "lora", "lora_seq", "adam_nscl",
-            "memit", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit", "mend", "mend_seq"} <= names
+            "memit", "memit_chunked", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit", "mend",
+            "mend_seq"} <= names
     assert set(UPDATES) == {"projected_gradient", "closed_form", "learned"}
     for e in registry().values():
         assert isinstance(e, Editor) and e.update in UPDATES

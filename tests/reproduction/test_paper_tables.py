@@ -222,6 +222,22 @@ def test_compare_joins_runs_and_flags_scale():
         assert reason in notes
 
 
+def test_a_cell_run_of_a_chunked_row_fills_that_row():
+    """The MEMIT cells run memit_chunked, the AlphaEdit cells alphaedit_seq: their runs fill those rows."""
+    paper = load_paper_tables()
+    sel = paper[(paper.dataset == "zsre") & (paper.table == "table1")]
+    runs = []
+    for method in ("memit_chunked", "memit_seq", "alphaedit_seq", "crispedit_seq"):
+        rec = paper_run_record(method, LLAMA, 3000, 0.7, 10_000, "wikipedia", "2026-01-02")
+        rec["settings"]["method"] = rec["settings"]["config"]["method"] = method
+        runs.append(rec)
+    out = compare(sel, runs, include_missing=False)
+    filled = {m: set(g) for m, g in out[out.method != "base"].groupby("method")["run id"]}
+    # the cached MEMIT is not the paper's MEMIT row; CrispEdit-Seq fills its own row, not CrispEdit's
+    assert filled == {"memit": {"memit_chunked"}, "alphaedit": {"alphaedit_seq"},
+                      "crispedit_seq": {"crispedit_seq"}}
+
+
 def test_scale_issues_and_run_metric_details():
     rec = paper_run_record("gpu", LLAMA, 3000, 0.9, 10_000, "wikipedia", "2026-01-02")
     assert scale_issues(rec, 8, {"gamma": 0.9, "n_capability": 10_000}) == []
@@ -283,14 +299,34 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert load["table1_wikibigedit_ultraedit"]["CHUNK_SIZE"] == 32
     ls = load["table1_zsre_lora_seq"]
     assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
-    assert ls["CONFIG"] == {"lr": 5e-3}
+    assert ls["CONFIG"] == {"lr": 5e-3, "lora_seq_adapters": "per_chunk"}  # EasyEdit: fresh adapters
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
     md = load["table1_zsre_mend"]  # one edit at a time, in sequence, with a trained editor network
     assert (md["METHOD"], md["SEQUENTIAL"], md["LAYERS"], md["DTYPE"]) == ("mend", True, None, "float32")
-    assert md["CHUNK_SIZE"] == 1 and md["CONFIG"]["mend_editor"].endswith(".safetensors")
+    assert md["CHUNK_SIZE"] == md["CONFIG"]["mend_edits_per_step"] == 1
+    assert md["CONFIG"]["mend_editor"].endswith(".safetensors")
     assert {f"table1_{ds}_mend" for ds in ("zsre", "counterfact", "wikibigedit")} <= set(load)
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
+    # the Table 1 MEMIT cells run MEMIT as the paper did: the batch edit chunk after chunk, no cache
+    from crispedit_lite.reproduction.cells import config_from_parameters
+
+    assert config_from_parameters(m)[0].method == "memit_chunked"
+    # and the MEND cells MEND-Seq, one edit per step, with the editor file the cell names
+    mend_cfg = config_from_parameters(md)[0]
+    assert (mend_cfg.method, mend_cfg.settings.mend_edits_per_step) == ("mend_seq", 1)
+    assert mend_cfg.settings.mend_editor == md["CONFIG"]["mend_editor"]
+    assert "EasyEdit's own trained archive" in (ROOT / "reproduce" / "table1_zsre_mend.yaml").read_text()
+    # each cell runs in the precision of the official run of its row (EasyEdit: float32 unless fp16;
+    # run_crispedit.py: bfloat16 unless --no_crisp; locft-bf.py, alphaedit_ft.py: float32; MEND: half False)
+    official = {"crispedit": "bfloat16", "crispedit_seq": "bfloat16", "ft": "float32", "ft_seq": "float32",
+                "locbf_ft": "float32", "lora": "float32", "lora_seq": "float32", "adam_nscl": "float32",
+                "memit": "float32", "alphaedit": "float32", "ultraedit": "float16", "mend": "float32"}
+    for name, cfg in load.items():
+        assert cfg["DTYPE"] == official[cfg["METHOD"]], name
+        assert f"# Precision: {cfg['DTYPE']}" in (ROOT / "reproduce" / f"{name}.yaml").read_text()
+    ultra = (ROOT / "reproduce" / "table1_zsre_ultraedit.yaml").read_text()
+    assert "2 of every 32 edits are never applied" in ultra
     keys = set(c)
     for name, cfg in load.items():
         assert set(cfg) == keys, name

@@ -57,7 +57,11 @@ def test_load_table_joins_several_files(tmp_path):
     d = tmp_path / "d.json"  # a cell that a second run repeated: the first file's row counts
     d.write_text(json.dumps({"rows": [_row("ft", 0, 10.0, 0.5, 30.0)], "n_edits": 40, "seeds": [0],
                              "command": "run d"}))
-    assert cpu_table.load_table([a, d]).query("method == 'FT'")["TF Rel"].tolist() == [100.0]
+    both = cpu_table.load_table([a, d])
+    assert both.query("method == 'FT'")["TF Rel"].tolist() == [100.0]
+    assert both.attrs["duplicates"] == ["ft (subset 0): a.json kept, not d.json"]
+    assert cpu_table.load_table([d, a]).query("method == 'FT'")["TF Rel"].tolist() == [10.0]
+    assert t.attrs["duplicates"] == []
     c = tmp_path / "c.json"
     c.write_text(json.dumps({"rows": [], "n_edits": 12, "seeds": [2], "command": "run c"}))
     with pytest.raises(ValueError, match="different numbers of edits"):

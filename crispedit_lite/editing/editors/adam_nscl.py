@@ -49,4 +49,6 @@ EDITORS = (Editor(
     name="adam_nscl", changes="down_proj of the edited layers", statistics=("input_covariance",),
     update="projected_gradient", run=run, label="Adam-NSCL", color="#cc78bc", settings=AdamNSCLSettings,
     paper_row="Adam-NSCL",
+    # alphaedit_ft.py loads the model with from_pretrained and no torch_dtype: float32
+    paper_run={"dtype": "float32"},
     summary="FT-M, gradients projected onto the input covariance's null space (S = I)"),)

@@ -83,12 +83,15 @@ def run_seq(job: EditJob) -> EditResult:
     return _run(job, sequential=True)
 
 
-# The official AlphaEdit row ran in sequential batches of 100 edits (EasyEdit edit.py --num_edits 100).
+# The official AlphaEdit row ran in sequential batches of 100 edits (EasyEdit edit.py --num_edits 100), the
+# model loaded in float32 (EasyEdit's hparams set no fp16).
 EDITORS = (
     Editor(name="alphaedit", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
            statistics=("input_covariance",), update="closed_form", run=run, label="AlphaEdit",
            color="#ece133", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS,
-           paper_row="AlphaEdit", paper_run={"chunk_size": 100}, sequential_form="alphaedit_seq",
+           paper_row="AlphaEdit",
+           paper_run={"chunk_size": 100, "dtype": "float32", "config": {"cf_templates": "sampled"}},
+           sequential_form="alphaedit_seq",
            summary="MEMIT's update projected onto the input covariance's null space"),
     Editor(name="alphaedit_seq", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
            statistics=("input_covariance",), update="closed_form", run=run_seq, label="AlphaEdit-Seq",

@@ -33,4 +33,5 @@ EDITORS = (Editor(
     name="crispedit", changes="down_proj of the edited layers", statistics=("capability_kfac",),
     update="projected_gradient", run=run, label="CrispEdit", color="#029e73", paper_row="CrispEdit",
     paper_n_gamma=PAPER_N_GAMMA, sequential_form="crispedit_seq",
+    paper_run={"dtype": "bfloat16"},  # run_crispedit.py loads the model in bfloat16
     summary="FT-M, gradients projected by the K-FAC low-curvature projector (gamma)"),)

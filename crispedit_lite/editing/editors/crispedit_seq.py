@@ -51,4 +51,5 @@ EDITORS = (Editor(
     statistics=("capability_kfac", "edit_kfac"), update="projected_gradient", run=run,
     label="CrispEdit-Seq", color="#015f45", settings=CrispEditSeqSettings, paper_row="CrispEdit-Seq",
     paper_n_gamma=PAPER_N_GAMMA, sequential=True, chunk_hook=True,
+    paper_run={"dtype": "bfloat16"},  # run_crispedit.py --sequential_edit, the model in bfloat16
     summary="CrispEdit in chunks; each chunk's K-FAC is merged into the protected statistics"),)

@@ -32,6 +32,7 @@ EDITORS = (
            summary="FT-M on the edited down_proj matrices, no projection"),
     Editor(name="ft_seq", changes="down_proj of the edited layers", statistics=(),
            update="projected_gradient", run=run_seq, label="FT-Seq", color="#595959",
-           paper_row="FT Sequential", paper_run={"chunk_size": 100}, sequential=True, chunk_hook=True,
+           paper_row="FT Sequential", paper_run={"chunk_size": 100, "dtype": "float32"},
+           sequential=True, chunk_hook=True,
            summary="FT-M chunk by chunk (CrispEdit-Seq's schedule), no projection"),
 )

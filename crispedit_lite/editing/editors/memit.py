@@ -1,4 +1,4 @@
-r"""MEMIT and MEMIT-Seq (Meng et al., ICLR 2023): least-squares updates spread over the layers.
+r"""MEMIT, MEMIT-Chunked and MEMIT-Seq (Meng et al., ICLR 2023): least-squares updates over the layers.
 
 For a batch of edits, the target values :math:`z` at the last edited layer :math:`L` are optimised
 once (:func:`~crispedit_lite.editing.loops.keys_values.compute_targets`); then the edited layers are
@@ -12,9 +12,19 @@ model,
 
 (:func:`~crispedit_lite.editing.updates.closed_form.memit_delta`, float64), so the residual is spread over the
 remaining layers. :math:`C` is the count-normalised input second moment: the K-FAC factor
-:math:`A` of the same cache file that CrispEdit and Adam-NSCL read. MEMIT-Seq walks the chunks of
-:func:`~crispedit_lite.editing.loops.sequential.chunk_requests` and accumulates
-:math:`C^{\rm cache} \mathrel{+}= KK^\top` with the keys each solve used.
+:math:`A` of the same cache file that CrispEdit and Adam-NSCL read.
+
+Two chunked forms walk the chunks of :func:`~crispedit_lite.editing.loops.sequential.chunk_requests`:
+
+* **MEMIT-Chunked** (``memit_chunked``) applies the batch edit to each chunk in turn, on the model the
+  earlier chunks left, with :math:`C^{\rm cache}=0`: :math:`\Delta = RK^\top(\lambda C + KK^\top)^{-1}`
+  every time. This is how the paper's MEMIT row was run (EasyEdit's ``edit.py --num_edits 32``: its
+  ``batch_edit`` calls MEMIT's ``apply_memit_to_model`` on one chunk of 32 after another, and that
+  solve has no term for earlier chunks), and what the Table 1 MEMIT cells run.
+* **MEMIT-Seq** (``memit_seq``) accumulates :math:`C^{\rm cache} \mathrel{+}= KK^\top` with the keys
+  each solve used, so a later chunk's update is penalised for moving an earlier chunk's keys
+  (the cached form of sequential MEMIT; AlphaEdit's update carries the same :math:`K_pK_p^\top` term).
+  It is not the paper's MEMIT row.
 
 Derived in notebook ``08_one_framework``.
 """
@@ -88,6 +98,14 @@ class ClosedFormSettings(EditorSettings):
         cf_v_lr, cf_v_steps, cf_v_weight_decay, cf_clamp_norm, cf_kl_factor: the target-value
             optimisation (``compute_z``: Adam lr, steps, weight decay, clamp factor, KL weight;
             ``None``: the preset's).
+        cf_templates: how the context-template prefixes are generated: ``"greedy"`` or ``"sampled"``
+            (top-5 sampling, as the official ``generate_fast``; the reproduction cells of the MEMIT
+            and AlphaEdit rows set it).
+        cf_template_seed: the seed of the sampled templates (``None``: the config's ``seed``).
+        cf_covariance: which tokens the covariance :math:`C` counts: ``"kfac"`` (the K-FAC factor
+            :math:`A` of the shared statistics file, every position but each text's last) or
+            ``"every_token"`` (every non-padding position of the same texts, as MEMIT's
+            ``layer_stats``; a forward pass of its own, not cached).
 
     Described on the book page ``running``.
     """
@@ -102,8 +120,12 @@ class ClosedFormSettings(EditorSettings):
     cf_v_weight_decay: float | None = None
     cf_clamp_norm: float | None = None
     cf_kl_factor: float | None = None
+    cf_templates: Literal["greedy", "sampled"] = "greedy"
+    cf_template_seed: int | None = None
+    cf_covariance: Literal["kfac", "every_token"] = "kfac"
     paper: ClassVar[dict[str, Any]] = {  # AlphaEdit paper / EasyEdit; the model-specific rest: presets
-        "cf_l2": 1.0, "cf_nullspace_rule": "absolute", "cf_nullspace_threshold": 2e-2}
+        "cf_l2": 1.0, "cf_nullspace_rule": "absolute", "cf_nullspace_threshold": 2e-2,
+        "cf_templates": "sampled", "cf_covariance": "every_token"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,8 +155,9 @@ def _describe(settings: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]
     return {"lambda": settings["lambda"], "l2": None, "nullspace": None}
 
 
-def _run(job: EditJob, sequential: bool) -> EditResult:
-    return run_closed_form(job, "memit", sequential, memit_solver, cache_keys="solve", describe=_describe)
+def _run(job: EditJob, sequential: bool, accumulate: bool | None = None) -> EditResult:
+    return run_closed_form(job, "memit", sequential, memit_solver, cache_keys="solve", describe=_describe,
+                           accumulate=accumulate)
 
 
 def run(job: EditJob) -> EditResult:
@@ -142,21 +165,37 @@ def run(job: EditJob) -> EditResult:
     return _run(job, sequential=False)
 
 
+def run_chunked(job: EditJob) -> EditResult:
+    """MEMIT-Chunked on ``job``: the batch edit on each chunk of ``chunk_requests`` in turn, no cache."""
+    return _run(job, sequential=True, accumulate=False)
+
+
 def run_seq(job: EditJob) -> EditResult:
     """MEMIT-Seq on ``job`` (the chunks of ``chunk_requests``, covariance cache accumulated)."""
     return _run(job, sequential=True)
 
 
-# The official MEMIT row ran in sequential batches of 32 edits (EasyEdit edit.py --num_edits 32).
+# The official MEMIT row ran in sequential batches of 32 edits (EasyEdit edit.py --num_edits 32), with
+# no cache of earlier batches (memit_chunked), the model loaded in float32 (EasyEdit's hparams set no
+# fp16).
+_CHANGES = "down_proj of the closed-form layers (CLOSED_FORM_PRESETS)"
 EDITORS = (
-    Editor(name="memit", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
+    Editor(name="memit", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run, label="MEMIT",
            color="#56b4e9", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, paper_row="MEMIT",
-           paper_run={"chunk_size": 32}, sequential_form="memit_seq",
+           paper_run={"chunk_size": 32, "dtype": "float32", "config": {"cf_templates": "sampled"}},
+           sequential_form="memit_chunked",
            summary="least-squares update R K^T (lambda C + K K^T)^-1 spread over the layers"),
-    Editor(name="memit_seq", changes="down_proj of the closed-form layers (CLOSED_FORM_PRESETS)",
+    Editor(name="memit_chunked", changes=_CHANGES,
+           statistics=("input_covariance",), update="closed_form", run=run_chunked, label="MEMIT-Chunked",
+           color="#0f4d71", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
+           chunk_hook=True,
+           summary="the MEMIT batch edit on one chunk after another, no cache of earlier chunks (the "
+                   "paper's MEMIT row: chunks of 32)"),
+    Editor(name="memit_seq", changes=_CHANGES,
            statistics=("input_covariance",), update="closed_form", run=run_seq, label="MEMIT-Seq",
            color="#346c8c", settings=ClosedFormSettings, presets=CLOSED_FORM_PRESETS, sequential=True,
-           summary="MEMIT chunk by chunk with the accumulated cache sum K_p K_p^T (the official "
-                   "Table 1 run used chunks of 32)"),
+           chunk_hook=True,
+           summary="MEMIT chunk by chunk with the accumulated cache sum K_p K_p^T of earlier chunks "
+                   "(not the paper's MEMIT row)"),
 )

@@ -252,11 +252,15 @@ def _run(job: EditJob, sequential: bool) -> EditResult:
         steps = chunk_requests(list(job.requests), settings.mend_edits_per_step, job.config.seed)
     else:
         steps = [list(job.requests)]
+    carry = job.carry if sequential else None
+    done = 0 if carry is None else int(carry.get("chunks_done", 0))  # steps of earlier calls
     per_step = []
     for k, chunk in enumerate(tqdm(steps, desc="mend steps", disable=not job.progress or len(steps) < 2)):
         rec = _step(job, net, modules, chunk, settings.mend_lr_scale)
-        rec["step"], rec["case_ids"] = k, [getattr(r, "case_id", None) for r in chunk]
+        rec["step"], rec["case_ids"] = done + k, [getattr(r, "case_id", None) for r in chunk]
         per_step.append(rec)
+    if carry is not None:  # a step reads only the current weights: nothing else is handed on
+        carry["chunks_done"] = done + len(steps)
     timings = {"edit_s": time.perf_counter() - start, "total_s": time.perf_counter() - start}
     info["schedule"] = ({"edits_per_step": settings.mend_edits_per_step, "n_steps": len(steps),
                          "order_seed": job.config.seed, "restored_between_steps": False}
@@ -277,6 +281,10 @@ def run(job: EditJob) -> EditResult:
 def run_seq(job: EditJob) -> EditResult:
     """MEND-Seq: one step per ``mend_edits_per_step`` requests, in sequence, never restored.
 
+    A stream over many calls (``job.carry``) needs no state beyond the edited weights: each step reads
+    only the model as the earlier steps left it, so ``carry`` just counts the steps done
+    (``chunks_done``), and a call per chunk equals one call over the stream.
+
     Described on the book page ``mend``.
     """
     return _run(job, sequential=True)
@@ -290,7 +298,11 @@ EDITORS = (
     Editor(name="mend", changes=_CHANGES, statistics=(), update="learned", run=run, label="MEND",
            color="#9655f6", settings=MendSettings, presets=MEND_PRESETS, paper_row="MEND",
            paper_run={"chunk_size": 1, "dtype": "float32",
-                      "config": {"mend_editor": "runs/mend-llama3-8b-zsre/best.safetensors"}},
+                      "config": {"mend_editor": "runs/mend-llama3-8b-zsre/best.safetensors",
+                                 "mend_edits_per_step": 1},  # MEND-Seq's step, = the chunk size
+                      "differs": "the editor network is trained with this library's trainer on ZsRE's "
+                                 "training split with EasyEdit's settings (tools/train_mend_gpu.py); the "
+                                 "paper's run loaded EasyEdit's own trained archive (book page mend)"},
            sequential_form="mend_seq",
            summary="one step of the gradient's token factors mapped by a trained editor network "
                    "(all requests in one step)"),

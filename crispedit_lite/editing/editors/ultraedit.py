@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from crispedit_lite.editing.precision import RoundingLog
 from crispedit_lite.editing.registry import EditJob, Editor
 from crispedit_lite.editing.result import EditResult
 from crispedit_lite.editing.settings import EditorSettings, check
@@ -194,6 +195,8 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
 def run(job: EditJob) -> EditResult:
     """UltraEdit on ``job``, turn by turn over the chunks of ``chunk_requests`` (see module docstring).
 
+    With ``job.carry`` the lifelong normalisers of earlier calls are continued and handed on.
+
     Described on the book page ``ultraedit``.
     """
     from tqdm.auto import tqdm
@@ -206,7 +209,10 @@ def run(job: EditJob) -> EditResult:
     weights = {name: model.get_submodule(name).weight for name in modules}
     original = {f"{name}.weight": w.detach().to("cpu", copy=True) for name, w in weights.items()}
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed)
-    normalizers: dict[str, LifelongNormalizer] = {}
+    carry = job.carry
+    done = 0 if carry is None else int(carry.get("chunks_done", 0))
+    # the lifelong statistics of earlier calls (a stream edited one chunk per call)
+    normalizers: dict[str, LifelongNormalizer] = {} if carry is None else carry.get("normalizers", {})
 
     def normalizer(name: str) -> LifelongNormalizer:
         d_out, d_in = weights[name].shape
@@ -217,6 +223,7 @@ def run(job: EditJob) -> EditResult:
 
     timings = {"collect_s": 0.0, "solve_s": 0.0}
     per_chunk: list[dict[str, Any]] = []
+    rounding = RoundingLog(cfg.method)  # what the weights' precision loses of each turn's shift
     for k, chunk in enumerate(tqdm(chunks, desc="ultraedit turns", disable=not job.progress)):
         t = time.perf_counter()
         feats: dict[str, tuple[list[Tensor], list[Tensor]]] = {name: ([], []) for name in modules}
@@ -238,13 +245,16 @@ def run(job: EditJob) -> EditResult:
             deltas[name] = delta_t.T
             fit[name] = float((K @ delta_t - V).norm() / V.norm().clamp_min(1e-300))
             norms[name] = float(delta_t.norm())
-        with torch.no_grad():
-            for name, delta in deltas.items():
-                w = weights[name]
+        for name, delta in deltas.items():
+            w = weights[name]
+            rounding.measure(name, w, delta)
+            with torch.no_grad():
                 w.add_(delta.to(w.device, w.dtype))
         timings["solve_s"] += time.perf_counter() - t
-        per_chunk.append({"chunk": k, "n_edits": len(chunk), "n_rows": int(K.shape[0]),
+        per_chunk.append({"chunk": done + k, "n_edits": len(chunk), "n_rows": int(K.shape[0]),
                           "delta_norm": norms, "relative_fit_residual": fit})
+    if carry is not None:
+        carry.update(chunks_done=done + len(chunks), normalizers=normalizers)
     timings["total_s"] = time.perf_counter() - start
     details = {
         "modules_source": source, "lr": s.ultra_lr, "lambda": s.ultra_lambda,
@@ -253,7 +263,7 @@ def run(job: EditJob) -> EditResult:
         "normalizer_rows": {key: norm.n for key, norm in normalizers.items()},
         "schedule": {"chunk_size": cfg.chunk_size, "n_chunks": len(chunks), "order_seed": cfg.seed,
                      "evaluated": "once, after the last chunk"},
-        "per_chunk": per_chunk,
+        "per_chunk": per_chunk, "precision": rounding.summary(),
     }
     return EditResult(config=cfg, modules=modules, logs=[], timings=timings, statistics=[],
                       details=details, original=original)
@@ -263,6 +273,10 @@ EDITORS = (Editor(
     name="ultraedit", changes="gate_proj / up_proj of the preset layers (official UltraEdit)",
     statistics=(), update="closed_form", run=run, label="UltraEdit", color="#d55e00",
     settings=UltraEditSettings, presets=ULTRA_PRESETS, paper_row="UltraEdit",
-    paper_run={"chunk_size": 32},  # the official row: EasyEdit edit.py --num_edits 32
+    # the official row: EasyEdit edit.py --num_edits 32, hparams half: true (the model in float16)
+    paper_run={"chunk_size": 32, "dtype": "float16", "differs": (
+        "the update of UltraEdit's own repository (answer tokens, every edit of each chunk); the paper's "
+        "run used EasyEdit's port, which takes every token position and three passes of 10 edits per "
+        "chunk of 32, so 2 of every 32 edits are never applied (book page ultraedit)")},
     sequential=True,
     summary="lifelong-normalised gradient pseudo-values, ridge solve per turn (no statistics)"),)

@@ -2,9 +2,16 @@ r"""Keys and target values of locate-then-edit editors (MEMIT, AlphaEdit), read 
 
 * **Key** :math:`k` of an edit at layer :math:`l`: the input of ``down_proj`` (:math:`\sigma(W_{\rm
   gate}x)\odot W_{\rm up}x`) at the **last subject token**, averaged over context templates: the bare
-  prompt, and the prompt behind five short prefixes generated greedily from "The", "Therefore",
-  "Because", "I", "You" (at most 10 tokens each, then ``". "``). The average is taken within each
-  template group, then over the groups (Meng et al., 2023, Sec. 4.3; ``compute_ks``).
+  prompt, and the prompt behind five short prefixes that the model generates from "The", "Therefore",
+  "Because", "I", "You" (10 tokens each, then ``". "``). The average is taken within each template
+  group, then over the groups (``compute_ks`` of MEMIT's code). The official code *samples* the
+  prefixes (``generate_fast``: top-5 sampling, ``memit_main.py``'s ``get_context_templates``);
+  :func:`context_templates` offers that (``sampling="top_k"``, seeded) beside greedy decoding, the
+  default here because it needs no seed. On SmolLM2 the greedy prefixes are degenerate
+  ("You-er-er-er-er-"); the sampled ones read more like text. On 8 SmolLM2 edits, MEMIT's weight change
+  with sampled templates differs from the greedy one by 56-70 % (relative Frobenius norm per layer),
+  about as much as two sampling seeds differ from each other (66-87 %), while teacher-forced
+  reliability moves by at most one edit (``benchmarks/closed_form_deviations.py``).
 * **Target value** :math:`z = h^L + \delta` at the last edited layer :math:`L`: :math:`\delta` is added
   to layer :math:`L`'s block output at the subject's last token of every rewriting prompt and
   optimised with Adam on
@@ -120,18 +127,33 @@ def _last_token(tokenizer: Any, text: str, end: int) -> tuple[list[int], int]:
 
 
 def context_templates(model: nn.Module, tokenizer: Any, seeds: Sequence[str] = CONTEXT_SEEDS,
-                      max_tokens: int = 10) -> list[list[str]]:
-    """``[["{}"], [prefix_1 + ". {}", ...]]``: the bare prompt and greedy prefixes of ``max_tokens`` tokens.
+                      max_tokens: int = 10, *, sampling: str = "greedy", top_k: int = 5,
+                      seed: int = 0) -> list[list[str]]:
+    """``[["{}"], [prefix_1 + ". {}", ...]]``: the bare prompt and generated prefixes of ``max_tokens``.
+
+    ``sampling="greedy"`` takes the most likely next token; ``"top_k"`` samples it from the ``top_k``
+    most likely ones in proportion to their probabilities, as the official ``generate_fast`` does, with
+    a CPU generator seeded by ``seed`` (the same templates on every device for one seed).
 
     Derived in notebook ``08_one_framework``.
     """
+    if sampling not in ("greedy", "top_k"):
+        raise ValueError(f"sampling must be 'greedy' or 'top_k', got {sampling!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k}")
     device, out = _device(model), []
+    gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for seed in seeds:
-            ids = list(tokenizer(seed)["input_ids"])
+        for prefix in seeds:
+            ids = list(tokenizer(prefix)["input_ids"])
             while len(ids) < max_tokens:
                 batch, _ = _batch([ids], tokenizer, device)
-                ids.append(int(model(**batch).logits[0, -1].argmax()))
+                logits = model(**batch).logits[0, -1].float().cpu()
+                if sampling == "greedy":
+                    ids.append(int(logits.argmax()))
+                    continue
+                probs, idx = torch.softmax(logits, -1).topk(top_k)
+                ids.append(int(idx[torch.multinomial(probs / probs.sum(), 1, generator=gen)]))
             text = tokenizer.decode(ids, skip_special_tokens=True)
             out.append(text.replace("{", "").replace("}", "") + ". {}")
     return [["{}"], out]

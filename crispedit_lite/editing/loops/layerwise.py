@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from crispedit_lite.editing.loops.covariance import input_second_moment
 from crispedit_lite.editing.loops.keys_values import (
     ValueSettings,
     compute_keys,
@@ -29,7 +30,8 @@ from crispedit_lite.editing.loops.keys_values import (
     context_templates,
     layer_outputs,
 )
-from crispedit_lite.editing.loops.sequential import chunk_requests
+from crispedit_lite.editing.loops.sequential import ChunkState, chunk_requests
+from crispedit_lite.editing.precision import RoundingLog
 from crispedit_lite.editing.registry import EditJob
 from crispedit_lite.editing.result import EditResult
 
@@ -80,7 +82,9 @@ def closed_form_settings(job: EditJob, method: str) -> dict[str, Any]:
         "l2": float(s.cf_l2), "nullspace_rule": s.cf_nullspace_rule,
         "nullspace_threshold": float(_pick(s.cf_nullspace_threshold, base["nullspace_threshold"])),
         "nullspace_gamma": float(_pick(s.cf_nullspace_gamma, cfg.gamma)),
-        "value": value, "preset": "CLOSED_FORM_PRESETS" if cfg.layers is None else "config.layers"}
+        "value": value, "preset": "CLOSED_FORM_PRESETS" if cfg.layers is None else "config.layers",
+        "templates": s.cf_templates, "covariance": s.cf_covariance,
+        "template_seed": int(_pick(s.cf_template_seed, cfg.seed))}
 
 
 Solver = Callable[[str, Tensor, Tensor, Tensor | None], Tensor]
@@ -95,13 +99,15 @@ def _norms(z: Tensor, h: Tensor) -> dict[str, float]:
 def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modules: Sequence[str],
                 top: str, templates: Sequence[Sequence[str]], z: Tensor, solve: Solver, *,
                 cache: dict[str, Tensor] | None = None, cache_keys: str = "solve",
-                timings: dict[str, float] | None = None, bar: Any = None) -> None:
+                timings: dict[str, float] | None = None, bar: Any = None,
+                rounding: RoundingLog | None = None) -> None:
     r"""One batch through the layer loop: ascending layers, :math:`W_{l_i} \mathrel{+}= \Delta_i` in place.
 
     At layer :math:`i` the keys and :math:`h^L` are recomputed on the partially edited model and
     ``solve(module, R, K, cache)`` gets :math:`R=(z-h^L)/(n-i)`. ``cache`` (sequential editing) is
     updated with :math:`KK^\top` of the keys each solve used (``cache_keys="solve"``, MEMIT-Seq) or of
-    keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq).
+    keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq). ``rounding`` measures what
+    each update loses to the weights' precision before it is added.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -115,6 +121,8 @@ def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modul
         weight = model.get_submodule(m).weight
         delta = solve(m, ((z - cur).T / (len(modules) - i)).to(K.device), K,
                       None if cache is None else cache[m])
+        if rounding is not None:
+            rounding.measure(m, weight, delta)
         with torch.no_grad():
             weight.add_(delta.to(weight.device, weight.dtype))
         if cache is not None and cache_keys == "solve":
@@ -134,14 +142,22 @@ SolverFactory = Callable[[dict[str, Tensor], dict[str, Any]], tuple[Solver, dict
 
 
 def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: SolverFactory, *,
-                    cache_keys: str, describe: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
-                    ) -> EditResult:
-    """The closed-form layer loop of MEMIT and AlphaEdit, batch or chunk by chunk.
+                    cache_keys: str, describe: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+                    accumulate: bool | None = None) -> EditResult:
+    r"""The closed-form layer loop of MEMIT and AlphaEdit, batch or chunk by chunk.
 
     ``make_solver(C, settings)`` builds the editor's per-layer solve from the covariances ``C`` and
     returns ``(solve, projector_stats)``; ``cache_keys`` is :func:`edit_layers`'s; ``describe(settings,
     projector_stats)`` gives the editor's own entries of ``details``. ``method`` (``"memit"`` or
     ``"alphaedit"``) picks the preset's value optimisation (:func:`closed_form_settings`).
+    ``sequential`` walks the chunks of ``chunk_requests``; ``accumulate`` (default: ``sequential``)
+    carries the cache :math:`\sum_p K_pK_p^\top` of earlier chunks into every later solve. Without it
+    each chunk is a fresh batch edit of the model the earlier chunks left (MEMIT as EasyEdit's batch
+    editing applies it chunk after chunk). ``job.after_chunk`` (editors with ``chunk_hook``) is called
+    after every chunk with a :class:`~crispedit_lite.editing.loops.sequential.ChunkState` whose ``log``
+    is the chunk's entry of ``details["chunks"]``. A sequential run with ``job.carry`` starts from the
+    key cache and the context templates (drawn from the unedited model) of earlier calls and hands its
+    own on.
 
     Derived in notebook ``08_one_framework``.
     """
@@ -153,10 +169,27 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         p.requires_grad_(False)
     weights = {m: model.get_submodule(m).weight for m in modules}
     original = {f"{m}.weight": w.detach().to("cpu", copy=True) for m, w in weights.items()}
-    factors, info = job.capability_factors(modules)
-    timings = {"kfac_s": float(info["seconds"]), "targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
-    # C at the cache's float32 precision, so that a first run and a cache hit give the same edit
-    C = {m: factors[m].A.to(weights[m].device, torch.float32).double() for m in modules}
+    # a stream continued over calls (job.carry) keeps the statistics of the model it started from
+    carried = job.carry.get("covariance") if sequential and job.carry is not None else None
+    if carried is not None:
+        C, info, source = ({m: c.to(weights[m].device) for m, c in carried["C"].items()}, carried["info"],
+                           carried["source"])
+    else:
+        if s["covariance"] == "every_token":  # MEMIT's layer_stats: every position of the same texts
+            if not job.capability_texts:
+                raise ValueError(f"method {cfg.method!r} needs capability_texts for its covariance")
+            moments, info = input_second_moment(model, tok, modules, job.capability_texts,
+                                                max_length=cfg.capability_max_length, progress=job.progress)
+            source = "every non-padding position of the capability texts (MEMIT's layer_stats)"
+        else:
+            factors, info = job.capability_factors(modules)
+            moments = {m: factors[m].A for m in modules}
+            source = ("K-FAC input factor A (count-normalised E[k k^T] over the positions with a next-token "
+                      "label: each text's last token is not counted)")
+        # C at the cache's float32 precision, so that a first run and a cache hit give the same edit
+        C = {m: moments[m].to(weights[m].device, torch.float32).double() for m in modules}
+    timings = {"kfac_s": 0.0 if carried is not None else float(info["seconds"]), "targets_s": 0.0,
+               "keys_s": 0.0, "solve_s": 0.0}
     d_in = next(iter(C.values())).shape[0]
     if int(info["n_tokens"]) < d_in:
         warnings.warn(f"{cfg.method}: the covariance has {info['n_tokens']} tokens for d_in = {d_in}; it is "
@@ -164,11 +197,19 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     t = time.perf_counter()
     solve, projector_stats = make_solver(C, s)
     timings["projector_s"] = time.perf_counter() - t
-    templates = context_templates(model, tok)
+    sampled = s["templates"] == "sampled"
+    templates = context_templates(model, tok, sampling="top_k" if sampled else "greedy",
+                                  seed=s["template_seed"])
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed) if sequential \
         else [list(job.requests)]
-    cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential else None
-    per_chunk = []
+    accumulate = sequential if accumulate is None else accumulate
+    cache = {m: torch.zeros_like(C[m]) for m in modules} if sequential and accumulate else None
+    carry, done = job.carry, 0
+    if sequential and carry is not None:  # the keys of earlier calls, the templates of the first
+        done = int(carry.get("chunks_done", 0))
+        cache = carry.get("cache", cache)
+        templates = carry.get("templates", templates)
+    per_chunk, rounding = [], RoundingLog(cfg.method)
     bar = tqdm(total=len(chunks) * len(modules), desc=cfg.method, disable=not job.progress)
     for k, chunk in enumerate(chunks):
         t = time.perf_counter()
@@ -176,22 +217,35 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
         timings["targets_s"] += time.perf_counter() - t
         before = _norms(z, layer_outputs(model, tok, chunk, top))
         edit_layers(model, tok, chunk, modules, top, templates, z, solve, cache=cache,
-                    cache_keys=cache_keys, timings=timings, bar=bar)
+                    cache_keys=cache_keys, timings=timings, bar=bar, rounding=rounding)
         after = _norms(z, layer_outputs(model, tok, chunk, top))
-        per_chunk.append({"chunk": k, "n_edits": len(chunk), "residual_before": before,
+        per_chunk.append({"chunk": done + k, "n_edits": len(chunk), "residual_before": before,
                           "residual_after": after, "value_optimisation": zinfo})
+        if job.after_chunk is not None:  # observe only: the model as this chunk left it
+            t = time.perf_counter()
+            job.after_chunk(k, chunk, ChunkState(index=k, n_chunks=len(chunks), model=model,
+                                                 log=per_chunk[-1]))
+            timings["after_chunk_s"] = timings.get("after_chunk_s", 0.0) + time.perf_counter() - t
     bar.close()
+    if sequential and carry is not None:
+        carry.update(chunks_done=done + len(chunks), cache=cache, templates=templates,
+                     covariance={"C": C, "info": info, "source": source})
     timings["total_s"] = time.perf_counter() - start
     details = {
         "method": method, "layers": s["layers"], "top_block": top, "preset": s["preset"],
         **describe(s, projector_stats),
         "value": asdict(s["value"]), "context_templates": templates,
-        "covariance": {"source": "K-FAC input factor A (count-normalised E[k k^T])",
-                       "n_tokens": int(info["n_tokens"]), "cache_hit": bool(info["hit"])},
-        "chunks": per_chunk,
+        "template_decoding": f"top-5 sampling, seed {s['template_seed']}" if sampled else "greedy",
+        "covariance": {"source": source, "tokens": s["covariance"], "n_tokens": int(info["n_tokens"]),
+                       "n_texts": len(job.capability_texts or ()),
+                       "max_length": cfg.capability_max_length, "cache_hit": bool(info["hit"])},
+        "chunks": per_chunk, "precision": rounding.summary(),
         "schedule": {"batch_size": cfg.chunk_size if sequential else len(job.requests),
                      "n_chunks": len(chunks), "order_seed": cfg.seed if sequential else None,
-                     "sequential": sequential, "evaluated": "once, after the last chunk"},
+                     "chunks_before": done,
+                     "sequential": sequential, "evaluated": "once, after the last chunk",
+                     **({"cache": "sum of earlier chunks' K K^T" if cache is not None else None}
+                        if sequential else {})},
     }
     return EditResult(config=cfg, modules=list(modules), logs=[], timings=timings,
                       projector_stats=projector_stats, capability=info,

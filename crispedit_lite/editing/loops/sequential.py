@@ -13,7 +13,9 @@ walks the same chunks in the same order with no projection. ``seq_mask_prompt`` 
 edit-data factors on target positions only (the Table 6 ablation). An ``after_chunk(chunk_index,
 chunk, state)`` callback (``edit(..., after_chunk=...)``) sees the model and a :class:`ChunkState`
 after every chunk, e.g. to measure the retention of earlier edits; it only observes, so a run with
-a callback gives the same weights as one without.
+a callback gives the same weights as one without. With ``job.carry`` a stream of chunks can be edited
+over many calls, one chunk at a time, as one call would (the running factors and Adam's state are
+handed on).
 
 Derived in notebook ``07_sequential_editing``.
 """
@@ -90,19 +92,25 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
     from crispedit_lite.data.batches import edit_kfac_batches
     from crispedit_lite.kfac import collect_kfac, merge_kfac
 
-    cfg, model = job.config, job.model
+    cfg, model, carry = job.config, job.model, job.carry
     start = time.perf_counter()
     params, original = select_weights(model, job.modules)
     chunks = chunk_requests(list(job.requests), cfg.chunk_size, cfg.seed)
+    done = 0 if carry is None else int(carry.get("chunks_done", 0))  # chunks of earlier calls
     timings = {"train_s": 0.0}
     running, info, stats, per_chunk, projectors = None, {}, {}, [], None
     after_chunk = getattr(job, "after_chunk", None)
     if project:
-        running, info = job.capability_factors()
-        timings.update(kfac_s=info["seconds"], edit_kfac_s=0.0, eigh_s=0.0)
+        if carry is not None and "running" in carry:  # the factors merged by earlier calls
+            running, info = carry["running"], dict(carry.get("capability", {}))
+        else:
+            running, info = job.capability_factors()
+        timings.update(kfac_s=float(info.get("seconds", 0.0)), edit_kfac_s=0.0, eigh_s=0.0)
     opt = make_optimizer(cfg, params, {})
+    if carry is not None and "optimizer" in carry:
+        opt.load_state_dict(carry["optimizer"])
     logs = []
-    for k, chunk in enumerate(chunks):
+    for k, chunk in enumerate(chunks, start=done):
         if project:
             t = time.perf_counter()
             projectors, stats = build_projectors(model, running, cfg.gamma, rule=cfg.rule,
@@ -116,7 +124,7 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
         log = train_edits(model, chunk, job.collate, opt, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, early_stop=cfg.early_stop, seed=cfg.seed + k,
                           reshuffle=cfg.seq_reshuffle, progress=job.progress,
-                          desc=f"chunk {k + 1}/{len(chunks)}")
+                          desc=f"chunk {k + 1}/{done + len(chunks)}")
         logs.append(log)
         timings["train_s"] += log.seconds
         if project:
@@ -148,8 +156,12 @@ def run_chunks(job: Any, *, project: bool) -> EditResult:
             timings["after_chunk_s"] = timings.get("after_chunk_s", 0.0) + time.perf_counter() - t
     for p in model.parameters():
         p.requires_grad_(False)
+    if carry is not None:
+        carry.update(chunks_done=done + len(chunks), optimizer=opt.state_dict(),
+                     **({"running": running, "capability": info} if project else {}))
     timings["total_s"] = time.perf_counter() - start
     schedule = {"chunk_size": cfg.chunk_size, "n_chunks": len(chunks), "order_seed": cfg.seed,
+                "chunks_before": done,
                 "evaluated": "once, after the last chunk"}
     projector_stats = {"final": stats, "editable_fraction_per_chunk": per_chunk} if project else {}
     return EditResult(config=cfg, modules=list(job.modules), logs=logs, timings=timings,

@@ -1,5 +1,5 @@
-"""crispedit_lite.editing.editors.memit and .alphaedit: MEMIT, MEMIT-Seq, AlphaEdit and AlphaEdit-Seq
-through ``edit()`` on a random tiny Llama (float64)."""
+"""crispedit_lite.editing.editors.memit and .alphaedit: MEMIT, MEMIT-Chunked, MEMIT-Seq, AlphaEdit and
+AlphaEdit-Seq through ``edit()`` on a random tiny Llama (float64)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _edit(method, tok, tmp_path, model=None, requests=REQS, **kw):
     return model, res
 
 
-@pytest.mark.parametrize("method", ["memit", "memit_seq", "alphaedit", "alphaedit_seq"])
+@pytest.mark.parametrize("method", ["memit", "memit_chunked", "memit_seq", "alphaedit", "alphaedit_seq"])
 def test_edit_changes_only_the_closed_form_layers_and_moves_the_output(method, tok, tmp_path):
     base = _model()
     model, res = _edit(method, tok, tmp_path)
@@ -65,7 +65,7 @@ def test_edit_changes_only_the_closed_form_layers_and_moves_the_output(method, t
         assert same == (name not in norms), name
     for chunk in res.details["chunks"]:  # the top-layer output moved toward z
         assert chunk["residual_after"]["mean"] < 0.9 * chunk["residual_before"]["mean"]
-    if not method.endswith("_seq"):  # the batch edit lowers every target's NLL
+    if not get_editor(method).sequential:  # the batch edit lowers every target's NLL
         prompts, targets = [r.prompt for r in REQS], [r.target_new for r in REQS]
         after, before = target_nll(model, tok, prompts, targets), target_nll(base, tok, prompts, targets)
         assert all(a < b for a, b in zip(after, before))
@@ -101,20 +101,90 @@ def test_one_chunk_sequential_equals_batch(tok, tmp_path):
     # one chunk holds every edit, in chunk_requests' order: the zero cache changes nothing
     order = chunk_requests(REQS, len(REQS), 0)[0]
     assert [r.case_id for r in order] != [0, 1, 2]
-    for method in ("memit", "alphaedit"):
+    pairs = (("memit", "memit_seq"), ("memit", "memit_chunked"), ("alphaedit", "alphaedit_seq"))
+    for method, chunked in pairs:
         batch, _ = _edit(method, tok, tmp_path, requests=order, chunk_size=len(REQS))
-        seq, res = _edit(f"{method}_seq", tok, tmp_path, chunk_size=len(REQS))
+        seq, res = _edit(chunked, tok, tmp_path, chunk_size=len(REQS))
         assert res.details["schedule"]["n_chunks"] == 1
         for name in (f"{m}.weight" for m in MODULES):
             torch.testing.assert_close(dict(seq.named_parameters())[name],
                                        dict(batch.named_parameters())[name], rtol=1e-12, atol=1e-14)
     # with two chunks the sequential edit is a different one
     seq2, res2 = _edit("memit_seq", tok, tmp_path, chunk_size=2)
-    assert res2.details["schedule"] == {"batch_size": 2, "n_chunks": 2, "order_seed": 0,
-                                        "sequential": True, "evaluated": "once, after the last chunk"}
+    assert res2.details["schedule"] == {"batch_size": 2, "n_chunks": 2, "order_seed": 0, "chunks_before": 0,
+                                        "sequential": True, "evaluated": "once, after the last chunk",
+                                        "cache": "sum of earlier chunks' K K^T"}
     assert [c["n_edits"] for c in res2.details["chunks"]] == [2, 1]
     w = f"{MODULES[0]}.weight"
     assert not torch.allclose(dict(seq2.named_parameters())[w], dict(batch.named_parameters())[w])
+
+
+def _spy_solves(monkeypatch) -> list[dict]:
+    """Record every call of MEMIT's per-layer solve: its inputs and the update it returned."""
+    calls, solve = [], memit_mod.memit_delta
+
+    def spy(R, K1, C, lam, cache=None):
+        out = solve(R, K1, C, lam, cache)
+        calls.append({"R": R.clone(), "K": K1.clone(), "C": C.clone(), "lam": lam,
+                      "cache": None if cache is None else cache.clone(), "delta": out.clone()})
+        return out
+
+    monkeypatch.setattr(memit_mod, "memit_delta", spy)
+    return calls
+
+
+def test_the_chunked_update_ignores_earlier_chunks_and_the_cached_one_does_not(tok, tmp_path, monkeypatch):
+    """Second chunk, each layer: Delta solves the normal equations of lambda C + K2 K2^T (memit_chunked)
+    or of lambda C + K1 K1^T + K2 K2^T (memit_seq), checked against a dense inverse."""
+    runs = {}
+    for method in ("memit_chunked", "memit_seq"):
+        calls = _spy_solves(monkeypatch)
+        _, res = _edit(method, tok, tmp_path, chunk_size=2)
+        assert [c["n_edits"] for c in res.details["chunks"]] == [2, 1]
+        runs[method] = calls
+        assert len(calls) == 2 * len(MODULES)  # one solve per layer and chunk
+    for i in range(len(MODULES)):  # the first chunk: the same keys and update in both
+        a, b = runs["memit_chunked"][i], runs["memit_seq"][i]
+        assert a["cache"] is None and b["cache"].abs().max() == 0
+        torch.testing.assert_close(a["delta"], b["delta"], rtol=1e-10, atol=1e-12)
+    for i in range(len(MODULES)):
+        first = runs["memit_seq"][i]["K"]  # chunk 1's keys at this layer
+        for method, earlier in (("memit_chunked", 0 * first @ first.T), ("memit_seq", first @ first.T)):
+            c = runs[method][len(MODULES) + i]
+            K2, R, lam = c["K"], c["R"], c["lam"]
+            if method == "memit_chunked":
+                assert c["cache"] is None
+            else:
+                torch.testing.assert_close(c["cache"], earlier, rtol=1e-12, atol=1e-12)
+            M = lam * c["C"] + earlier + K2 @ K2.T
+            dense = R @ K2.T @ torch.linalg.inv(M)
+            torch.testing.assert_close(c["delta"], dense, rtol=1e-7, atol=1e-9)
+            # the stationarity condition of min lam tr(D C D^T) + tr(D (cache) D^T) + ||D K2 - R||^2
+            torch.testing.assert_close(c["delta"] @ M, R @ K2.T, rtol=1e-8, atol=1e-9)
+        # the first chunk's keys change the second update: the two variants differ
+        assert not torch.allclose(runs["memit_chunked"][len(MODULES) + i]["delta"],
+                                  runs["memit_seq"][len(MODULES) + i]["delta"], rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("method", ["memit_chunked", "memit_seq"])
+def test_chunk_callback_sees_each_chunk_and_only_observes(tok, tmp_path, method):
+    seen = []
+
+    def after_chunk(k, chunk, state):
+        seen.append((k, [r.case_id for r in chunk], state.n_chunks, state.log["n_edits"],
+                     state.model.get_submodule(MODULES[0]).weight.detach().clone()))
+
+    plain, _ = _edit(method, tok, tmp_path, chunk_size=2)
+    model = _model()
+    res = edit(model, tok, REQS, _config(method, chunk_size=2), capability_texts=CAP_TEXTS,
+               cache_dir=str(tmp_path / "cache"), progress=False, after_chunk=after_chunk)
+    chunks = chunk_requests(REQS, 2, 0)
+    assert [s[:4] for s in seen] == [(k, [r.case_id for r in c], 2, len(c)) for k, c in enumerate(chunks)]
+    assert torch.equal(seen[-1][4], model.get_submodule(MODULES[0]).weight)
+    assert not torch.equal(seen[0][4], seen[1][4])  # the first call saw the model after chunk 1 only
+    for m in MODULES:  # observe-only: the same edit as without the callback
+        assert torch.equal(model.get_submodule(m).weight, plain.get_submodule(m).weight)
+    assert "after_chunk_s" in res.timings
 
 
 def test_alphaedit_update_lies_in_the_null_space_of_the_covariance(tok, tmp_path):

@@ -185,6 +185,28 @@ def test_mend_seq_is_single_edits_in_the_chunk_order_never_restored(model, tok, 
     assert [s["case_ids"] for s in steps] == [[r.case_id] for c in chunk_requests(REQS, 1, 0) for r in c]
 
 
+def test_mend_seq_continues_a_stream_over_calls_with_nothing_but_a_step_count(model, tok, tmp_path):
+    """The carry protocol: one call per step with ``carry`` equals one call; only the count is carried."""
+    path = tmp_path / "e.safetensors"
+    net = _untrained(model, path, rank=4)
+    net.train()
+    _, factors, _ = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
+    net.deltas(factors)
+    save_editor(net, path)
+    whole, stepped = copy.deepcopy(model), copy.deepcopy(model)
+    res = edit(whole, tok, REQS, _config("mend_seq", path), progress=False)
+    carry: dict = {}
+    for k, chunk in enumerate(chunk_requests(REQS, 1, seed=0)):
+        out = edit(stepped, tok, chunk, _config("mend_seq", path), carry=carry, progress=False)
+        assert carry == {"chunks_done": k + 1} and out.details["per_step"][0]["step"] == k
+    for m in res.modules:
+        assert not torch.equal(whole.get_submodule(m).weight, model.get_submodule(m).weight)
+        torch.testing.assert_close(stepped.get_submodule(m).weight, whole.get_submodule(m).weight)
+    ignored: dict = {}  # the batch form runs one step and continues nothing
+    edit(copy.deepcopy(model), tok, REQS[:1], _config("mend", path), carry=ignored, progress=False)
+    assert ignored == {}
+
+
 def test_wrong_digest_is_refused_with_one_line(model, tok, tmp_path):
     path = tmp_path / "e.safetensors"
     _untrained(model, path, norm=False, rank=4)

@@ -171,3 +171,27 @@ def test_context_templates_are_the_bare_prompt_and_five_greedy_prefixes(model, t
         assert t.endswith(". {}") and t.count("{}") == 1
         assert len(tok(t[:-4])["input_ids"]) <= 10
     assert groups == context_templates(model, tok)  # greedy: deterministic
+
+
+def test_sampled_templates_are_top_k_draws_fixed_by_the_seed(model, tok):
+    a = context_templates(model, tok, sampling="top_k", seed=0)
+    assert a == context_templates(model, tok, sampling="top_k", seed=0)  # one seed, one set
+    seeds = [context_templates(model, tok, sampling="top_k", seed=s)[1] for s in range(1, 4)]
+    assert any(s != a[1] for s in seeds)  # other seeds draw other prefixes
+    assert a[0] == ["{}"] and all(t.endswith(". {}") for t in a[1])
+    # top_k=1 keeps only the most likely token: greedy decoding, whatever the seed
+    assert context_templates(model, tok, sampling="top_k", top_k=1, seed=5) == context_templates(model, tok)
+    # the official rule, step by step: sample among the 5 most likely tokens in proportion to their
+    # probabilities, one seeded CPU generator for the five prefixes in turn
+    gen, expected = torch.Generator().manual_seed(0), []
+    for prefix in CONTEXT_SEEDS:
+        ids = list(tok(prefix)["input_ids"])
+        while len(ids) < 10:
+            with torch.no_grad():
+                probs = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+            top = probs.topk(5)
+            ids.append(int(top.indices[torch.multinomial(top.values / top.values.sum(), 1, generator=gen)]))
+        expected.append(tok.decode(ids, skip_special_tokens=True) + ". {}")
+    assert a[1] == expected
+    with pytest.raises(ValueError, match="sampling must be"):
+        context_templates(model, tok, sampling="beam")

@@ -90,7 +90,7 @@ def test_ft_seq_calls_it_too_without_curvature(tok, tmp_path):
     assert seen == [(0, None, None), (1, None, None), (2, None, None)]
 
 
-@pytest.mark.parametrize("method", ["crispedit", "ft", "memit_seq"])
+@pytest.mark.parametrize("method", ["crispedit", "ft", "memit"])
 def test_methods_without_chunk_callbacks_refuse_it(tok, tmp_path, method):
     refused = rf"after_chunk: method '{method}' does not call it; .*crispedit_seq"
     with pytest.raises(ValueError, match=refused):

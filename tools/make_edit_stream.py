@@ -75,7 +75,8 @@ ALIASES: dict[str, list[str]] = {
     "CG": ["the Republic of the Congo", "Congo"], "PH": ["the Philippines"],
     "AE": ["the United Arab Emirates", "the UAE", "UAE"], "DO": ["the Dominican Republic"],
     "CI": ["Côte d'Ivoire", "Cote d'Ivoire"], "MM": ["Burma"], "TR": ["Türkiye"],
-    "MK": ["Macedonia"], "PS": ["Palestine", "the West Bank", "the Gaza Strip"], "RU": ["the Russian Federation"],
+    "MK": ["Macedonia"], "PS": ["Palestine", "the West Bank", "the Gaza Strip"],
+    "RU": ["the Russian Federation"],
     "TL": ["East Timor", "Timor-Leste"], "SZ": ["Swaziland"], "CV": ["Cape Verde"],
 }
 # A city of the United Kingdom may be answered with its constituent country (GeoNames admin1 code).
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                   "locality_prompt, locality_ground_truth, question, answers, known, base_model "
                   "(p_ground_truth, p_target_new: teacher-forced probability of the whole answer)",
         "templates": {r: {"cloze": list(t), "question": q} for r, (t, q) in TEMPLATES.items()},
-        "seed": args.seed, "templates_tried": args.templates, "min_records": args.min_records, "min_population": args.min_population,
+        "seed": args.seed, "templates_tried": args.templates, "min_records": args.min_records,
+        "min_population": args.min_population,
         "min_population_us": args.min_population_us, "neighbours_per_relation": args.neighbours,
         "counts": counts, "n_records": len(records),
         "measured": {"model": NAME, "gguf_sha256": EMBEDDED_MODELS[NAME].gguf_sha256, "dtype": "float32",
@@ -276,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         "records_sha256": records_digest(records),
         "command": f"python tools/make_edit_stream.py --seed {args.seed} --min-population "
                    f"{args.min_population} --min-population-us {args.min_population_us} "
-                   f"--neighbours {args.neighbours} --templates {args.templates} --min-records {args.min_records}",
+                   f"--neighbours {args.neighbours} --templates {args.templates} "
+                   f"--min-records {args.min_records}",
     }
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps({"meta": meta, "records": records}, ensure_ascii=False,

@@ -197,8 +197,9 @@ def _paper_method(editor: str) -> str | None:
 def paper_sequential_rows(editors: Sequence[str]) -> Any:
     """The paper's Table 1 (LLaMA-3-8B-Instruct, 3,000 edits) for ``editors``, mean over its three datasets.
 
-    Per editor: its paper row (``paper method``; MEMIT-Seq and AlphaEdit-Seq take MEMIT's and AlphaEdit's,
-    which the official runs made in sequential batches of 32 and 100), ``paper QA Rel`` and ``paper NoCtx
+    Per editor: its paper row (``paper method``; MEMIT-Chunked and AlphaEdit-Seq take MEMIT's and
+    AlphaEdit's, which the official runs made chunk after chunk, in batches of 32 and 100; MEMIT-Seq,
+    with its cache of earlier keys, has no row), ``paper QA Rel`` and ``paper NoCtx
     Rel`` (WILD reliability) and ``paper capability`` (mean of MMLU, IFEval, TruthfulQA, ARC-C and
     GSM8K), each the mean over ZsRE, CounterFact and WikiBigEdit. Editors without a row are left out.
 

@@ -71,15 +71,15 @@ def test_load_refuses_two_files_of_one_editor_or_two_streams(files, tmp_path):
         lh.load_long_horizon([files[0], other])
 
 
-def test_the_committed_files_are_found_in_a_checkout(files, tmp_path, monkeypatch):
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
+def test_the_committed_files_are_found_in_the_package_data(files, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
     for p in files:
         (results / p.name).write_text(p.read_text())
     (results / "cpu-table1-smollm2.json").write_text("{}")  # another benchmark's file is not read
-    monkeypatch.setattr("crispedit_lite.reproduction.paths.repo_root", lambda start=None: tmp_path)
+    monkeypatch.setattr("crispedit_lite.reproduction.committed._folder", lambda: results)
     assert [p.name for p in lh.long_horizon_files()] == sorted(p.name for p in files)
-    monkeypatch.setattr("crispedit_lite.reproduction.paths.repo_root", lambda start=None: None)
+    monkeypatch.setattr("crispedit_lite.reproduction.committed._folder", lambda: tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no long-horizon results"):
         lh.long_horizon_files()
 
@@ -111,11 +111,14 @@ def test_figures_draw_one_line_per_editor_in_its_colour(files):
 
 
 def test_paper_rows_are_the_table1_means_over_the_three_datasets():
-    p = lh.paper_sequential_rows(["crispedit_seq", "alphaedit_seq", "memit_seq", "ultraedit", "nonexistent"])
-    assert list(p.index) == ["crispedit_seq", "alphaedit_seq", "memit_seq", "ultraedit"]
+    p = lh.paper_sequential_rows(["crispedit_seq", "alphaedit_seq", "memit_chunked", "memit_seq", "ultraedit",
+                                  "nonexistent"])
+    # MEMIT-Seq has no paper row
+    assert list(p.index) == ["crispedit_seq", "alphaedit_seq", "memit_chunked", "ultraedit"]
     assert p.loc["crispedit_seq", "paper QA Rel"] == pytest.approx((71.1 + 66.5 + 66.7) / 3)
     assert p.loc["alphaedit_seq", "paper method"] == "alphaedit"  # run in sequential batches of 100
-    assert p.loc["memit_seq", "paper NoCtx Rel"] == pytest.approx(0.1 / 3)
+    assert p.loc["memit_chunked", "paper method"] == "memit"  # the paper's MEMIT cells ran chunk by chunk
+    assert p.loc["memit_chunked", "paper NoCtx Rel"] == pytest.approx(0.1 / 3)
     # CrispEdit-Seq's five capability benchmarks average 63.52 / 64.00 / 62.88 (paper, Table 1)
     assert p.loc["crispedit_seq", "paper capability"] == pytest.approx((63.52 + 64.00 + 62.88) / 3, abs=1e-6)
 

@@ -47,8 +47,9 @@ from crispedit_lite.evaluation import default_proxy_texts, evaluate_run, greedy_
 from crispedit_lite.models import default_layers, load_model, resolve_edit_modules
 
 # every method of the registry but the sequential forms of another (the CPU table edits in one batch),
-# then chapter 6's locality variant
-METHODS = (*base_methods(), "crispedit+nbhd")
+# MEND-Seq (the paper ran MEND one edit at a time, never restored: its row's protocol), then chapter 6's
+# locality variant
+METHODS = (*base_methods(), "mend_seq", "crispedit+nbhd")
 # UltraEdit's official step size (1e-6) barely moves a model with SmolLM2's 576-wide inputs; 1e-4 is the
 # value its sweep on this model picked (book/ultraedit.md)
 CHANGES = {"ultraedit": {"ultra_lr": 1e-4}}

@@ -69,7 +69,7 @@ class Track:
 
     method: str
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    batch: int | None = None  # edits per edit() call: None the whole chunk, 1 one at a time (MEND)
+    batch: int | None = None  # edits per edit() call: None the whole chunk
 
 
 # The gradient editors train each chunk with the official sequential runs' budget (CrispEdit App. E:
@@ -87,7 +87,7 @@ TRACKS: dict[str, Track] = {
     "ft_seq": Track("ft_seq", PAPER_CHUNK),
     "ultraedit": Track("ultraedit", {"ultra_lr": 1e-4}),
     # "memit_chunked": Track("memit_chunked"),
-    # "mend": Track("mend", batch=1),
+    "mend_seq": Track("mend_seq"),  # one edit per MEND step, in the chunk's seeded order; carries nothing
 }
 STREAM = "smollm2-stream"
 MODEL = "smollm2-135m-instruct"

@@ -57,7 +57,8 @@ def _prose_files() -> list[Path]:
     files = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "book" / "_generated").glob("*.md"))
     files += [ROOT / "README.md"]
     for folder in ("resources",):
-        files += sorted(p for p in (ROOT / "crispedit_lite" / folder).iterdir() if p.is_file())
+        files += sorted(p for p in (ROOT / "crispedit_lite" / folder).iterdir()
+                        if p.is_file() and p.suffix != ".safetensors")  # binary tensors: not prose
     return files
 
 

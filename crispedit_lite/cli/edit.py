@@ -32,7 +32,8 @@ FLAGS = {**{f: "--" + f.replace("_", "-") for f in _FIELDS}, "layers": "--layers
          "device": "--device", "dtype": "--dtype", "device_map": "--device-map", "data": "--data",
          "results_dir": "--results-dir", "run_id": "--run-id", "save_model": "--save-model",
          "cache_dir": "--cache-dir", "evals": "--eval", "tokenizer": "--tokenizer",
-         "module_pattern": "--set module_pattern"}
+         "module_pattern": "--set module_pattern", "mend_editor": "--set mend_editor",
+         "mend_editor_sha256": "--set mend_editor_sha256"}
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -180,6 +181,7 @@ def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     _check_args(args)
     config, preset, label = build_config(args)
     given = {f: FLAGS[f] for f in _FIELDS if getattr(args, f) is not None}
+    given.update({"layers": "--layers"} if args.layers else {})
     given.update({k: f"--set {k}" for k in getattr(args, "set_values", {})})
     unread = unread_settings(config, given)
     if unread:

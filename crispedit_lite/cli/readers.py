@@ -11,10 +11,14 @@ its ``update``, its ``statistics``, whether it is ``sequential``, its settings):
   ``eigh_dtype`` and ``projection``); AlphaEdit also reads :math:`\gamma` with
   ``cf_nullspace_rule=energy`` and no ``cf_nullspace_gamma`` of its own;
 * epochs, batch size, learning rate and optimiser: the gradient editors (``update`` =
-  ``"projected_gradient"``), not the closed-form solves;
+  ``"projected_gradient"``), not the closed-form solves and not MEND's learned step (``"learned"``,
+  whose step sizes come from its trained network);
 * the capability text (``n_capability``, its source, length and K-FAC labels): editors that read
   statistics;
-* the chunk size: sequential editors and the closed-form family (UltraEdit batches by it).
+* the chunk size: sequential editors and the closed-form family (UltraEdit batches by it), except
+  MEND-Seq, which steps by its own ``mend_edits_per_step``;
+* the edited layers: every editor except those whose settings pick their own matrices, UltraEdit
+  with ``ultra_modules=preset`` and MEND with ``mend_modules=preset`` (the default of both).
 
 The rule errs on the side of accepting: a setting is refused only where the method provably does not
 read it (a test changes every refused setting at once and checks that the edited weights stay the
@@ -52,14 +56,22 @@ def _projector(editor: Any, config: Any) -> bool:
     return bool(_PROJECTOR_STATS & set(editor.statistics))
 
 
+def _chunks(editor: Any, config: Any) -> bool:
+    return (editor.sequential and editor.update != "learned") or editor.update == "closed_form"
+
+
+def _layers(editor: Any, config: Any) -> bool:
+    settings = getattr(config, "settings", None)
+    return "preset" not in (getattr(settings, "ultra_modules", None), getattr(settings, "mend_modules", None))
+
+
 #: Shared field -> does ``editor`` (with run settings ``config``) read it?
 READ_BY: dict[str, Callable[[Any, Any], bool]] = {
     "gamma": lambda e, c: "capability_kfac" in e.statistics or _energy_nullspace(c),
     "epochs": _gradient, "batch_size": _gradient, "lr": _gradient, "optimizer": _gradient,
     "n_capability": _capability, "capability_source": _capability, "capability_max_length": _capability,
     "kfac_labels": _capability,
-    "chunk_size": lambda e, c: e.sequential or e.update == "closed_form",
-    "eigh_dtype": _projector, "projection": _projector,
+    "chunk_size": _chunks, "eigh_dtype": _projector, "projection": _projector, "layers": _layers,
 }
 
 

@@ -44,6 +44,7 @@ __all__ = ["EditRequest", "BUILTIN_DIGESTS", "BUILTIN_EDIT_SETS", "FORMATS", "dr
 
 # Edit sets that ship inside the package (crispedit_lite/resources/).
 BUILTIN_EDIT_SETS = {"smollm2-counterfacts": "smollm2_counterfacts.json",
+                     "smollm2-mend-train": "smollm2_mend_train.json",  # MEND's training split
                      "smollm2-stream": "smollm2_stream.json"}  # the long-horizon stream (chapter 7)
 #: SHA-256 of the records of a built-in set (canonical JSON: sorted keys, UTF-8, no spaces), checked at
 #: every load: ``smollm2-stream`` is written by ``tools/make_edit_stream.py``, which prints the digest.

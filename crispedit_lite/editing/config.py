@@ -160,17 +160,28 @@ class EditConfig:
         """The config of a flat dict written by :meth:`to_dict` (a results record's ``config``).
 
         Records written before the settings moved into each editor listed every method's settings
-        and an ``extra`` dict: those other methods' keys are ignored. Any other unknown key is an
-        error. Derived in notebook ``06_crispedit_on_a_small_lm``.
+        and an ``extra`` dict: those other methods' keys are ignored, and a block of ``extra`` named
+        after the method's family holds its settings without their prefix (``{"mend": {"rank": 8}}``
+        is ``mend_rank=8``). Any other unknown key is an error. Derived in notebook
+        ``06_crispedit_on_a_small_lm``.
         """
         from crispedit_lite.editing.registry import get_editor, settings_owners
 
         values = dict(record)
-        values.pop("extra", None)
+        extra = values.pop("extra", None)
         values.pop("settings", None)
         method = values.pop("method", "crispedit")
         editor = get_editor(method)
         own = editor.settings.field_names() if editor.settings else ()
+        for family, block in (extra.items() if isinstance(extra, Mapping) else ()):
+            if not (isinstance(block, Mapping) and any(f.startswith(f"{family}_") for f in own)):
+                continue  # another method's block
+            for key, value in block.items():
+                name = key if key.startswith(f"{family}_") else f"{family}_{key}"
+                if name not in own:
+                    raise ValueError(f"EditConfig: record's extra[{family!r}] has {key!r}, which is no "
+                                     f"setting of method {method} (it reads {', '.join(own)})")
+                values.setdefault(name, value)
         kept = {k: v for k, v in values.items()
                 if k in SHARED_FIELDS or k in own or not settings_owners(k)}  # unknown: an error below
         return cls(method, **kept)

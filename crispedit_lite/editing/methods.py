@@ -73,7 +73,12 @@ def edit(
         raise ValueError(f"after_chunk must be callable (chunk_index, chunk, state), got "
                          f"{type(after_chunk).__name__}")
     layers = list(config.layers) if config.layers is not None else None
-    modules = resolve_edit_modules(model, config.module_pattern, layers)
+    try:
+        modules = resolve_edit_modules(model, config.module_pattern, layers)
+    except ValueError:
+        if layers is not None or not editor.presets:
+            raise
+        modules = []  # no layer preset for the model: an editor with presets picks its own matrices
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
                   capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
                   after_chunk=after_chunk, carry=carry)

@@ -21,8 +21,10 @@ An editor declares
   texts. On the same texts the two differ by a few percent, more for short texts (2-3 % at 128 tokens,
   6-8 % at 32 on SmolLM2; ``benchmarks/closed_form_deviations.py``); ``cf_covariance="every_token"``
   counts every position (:mod:`~crispedit_lite.editing.loops.covariance`);
-* ``update``: ``"projected_gradient"`` (the FT-M loop with a projected or plain optimiser) or
-  ``"closed_form"`` (a least-squares solve, MEMIT-style);
+* ``update``: how it turns the edits into a weight change, one of :data:`UPDATES`:
+  ``"projected_gradient"`` (the FT-M loop with a projected or plain optimiser), ``"closed_form"`` (a
+  least-squares solve, MEMIT-style) or ``"learned"`` (a trained network maps the edit's gradient to the
+  change in one step, MEND);
 * ``settings``: the :class:`~crispedit_lite.editing.settings.EditorSettings` subclass of what only its
   family reads (``None``: nothing beyond the shared :class:`~crispedit_lite.editing.config.EditConfig`
   fields), and ``presets``, the model-specific defaults it needs (layers and values by model shape);
@@ -47,9 +49,9 @@ from torch import Tensor, nn
 
 from crispedit_lite.editing.settings import EditorSettings
 
-__all__ = ["EDITOR_MODULES", "PAPER_DTYPE_DEFAULT", "PAPER_RUN_KEYS", "STATISTICS", "EditJob", "Editor",
-           "base_methods", "editor_names", "get_editor", "needs_capability", "paper_dtype", "paper_dtypes",
-           "registry", "sequential_form", "settings_owners"]
+__all__ = ["EDITOR_MODULES", "PAPER_DTYPE_DEFAULT", "PAPER_RUN_KEYS", "STATISTICS", "UPDATES", "EditJob",
+           "Editor", "base_methods", "editor_names", "get_editor", "needs_capability", "paper_dtype",
+           "paper_dtypes", "registry", "sequential_form", "settings_owners"]
 
 # One line per editor module (crispedit_lite/editing/editors/<name>.py); a module may define the
 # batch and the sequential variant of one method.
@@ -57,6 +59,7 @@ EDITOR_MODULES: tuple[str, ...] = (
     "crispedit", "crispedit_seq", "ft", "locbf_ft", "lora", "adam_nscl",
     "ultraedit",
     "memit", "alphaedit",
+    "mend",
 )
 
 STATISTICS: dict[str, str] = {
@@ -66,6 +69,16 @@ STATISTICS: dict[str, str] = {
                         "factor A of the same module, from the same cache: every position but each "
                         "text's last; or every position with cf_covariance='every_token')",
     "edit_kfac": "K-FAC factors of the edit data, merged chunk by chunk (sequential editing)",
+}
+
+#: How an editor turns the edits into a weight change (its ``update``). What a method reads follows
+#: from it (:mod:`crispedit_lite.cli.readers`): only the gradient loop reads epochs, batch size,
+#: learning rate and optimiser.
+UPDATES: dict[str, str] = {
+    "projected_gradient": "gradient steps on the edit loss (the FT-M loop), the gradient projected or not",
+    "closed_form": "a least-squares solve for the change of each edited matrix (MEMIT, AlphaEdit, UltraEdit)",
+    "learned": "one step whose change a trained network computes from the edit's gradient factors (MEND); "
+               "no optimiser loop, no solve",
 }
 
 #: What an editor's ``paper_run`` may say about the official run behind its paper row.
@@ -152,7 +165,7 @@ class Editor:
         name: the method name used by configs, the CLI and results (``"crispedit"``).
         changes: which matrices it changes, in words.
         statistics: the statistics it reads (keys of :data:`STATISTICS`; empty: none).
-        update: ``"projected_gradient"`` or ``"closed_form"``.
+        update: ``"projected_gradient"``, ``"closed_form"`` or ``"learned"`` (:data:`UPDATES`).
         run: ``run(job) -> EditResult``.
         label: its display name in every table and figure (``"FT-Seq"``).
         color: its colour in every figure, ``#rrggbb`` (a sequential form: a darker shade of its batch
@@ -177,7 +190,7 @@ class Editor:
     name: str
     changes: str
     statistics: tuple[str, ...]
-    update: Literal["projected_gradient", "closed_form"]
+    update: Literal["projected_gradient", "closed_form", "learned"]
     run: Callable[[EditJob], Any]
     label: str = ""
     color: str = ""
@@ -198,8 +211,8 @@ class Editor:
         unknown = [s for s in self.statistics if s not in STATISTICS]
         if unknown:
             fail(f"unknown statistics {unknown}; known: {sorted(STATISTICS)}")
-        if self.update not in ("projected_gradient", "closed_form"):
-            fail(f"update must be 'projected_gradient' or 'closed_form', got {self.update!r}")
+        if self.update not in UPDATES:
+            fail(f"update must be one of {list(UPDATES)}, got {self.update!r}")
         if not self.label.strip():
             fail("label must be a non-empty display name")
         if not _HEX.match(self.color):

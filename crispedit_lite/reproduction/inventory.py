@@ -35,6 +35,8 @@ KINDS: dict[str, str] = {
     "scale": "GPU timings at the paper's shapes, random weights (benchmarks/scale.py)",
     "run": "one edit run with its evaluation (python -m crispedit_lite edit / reproduce)",
     "wild_causes": "why WILD's QA context scores zero (benchmarks/wild_qa_causes.py)",
+    "deviations": "how the closed-form cells' covariance, templates and precision differ from the official "
+                  "runs (benchmarks/closed_form_deviations.py)",
     "other": "a result of a kind this chapter lists but does not read",
 }
 
@@ -45,6 +47,7 @@ _NAME_PATTERNS = {
     "wild-qa-causes-*.json": "wild_causes",
     "step-ratio-*.json": "step_ratio",
     "scale-*.json": "scale",
+    "closed-form-deviations-*.json": "deviations",
 }
 
 

@@ -12,7 +12,8 @@ entry, no lock). It refuses
   (its modules on the meta device), exactly as :func:`~crispedit_lite.editing.edit` resolves them
   after loading, and edit records the method cannot use: none at all, a subject missing from its
   prompt (MEMIT-style editors locate the subject's last token), or a prompt with its answer longer
-  than the model's context (:mod:`crispedit_lite.reproduction.preflight_model`);
+  than the model's context; a MEND editor file that is missing, differs from its pinned digest or was
+  trained for other matrices (:mod:`crispedit_lite.reproduction.preflight_model`);
 * sources that need a network while Hugging Face's offline mode is set (Wikipedia capability text,
   lm-eval's task data), and output folders that cannot be written (probed with a temporary file,
   which also catches read-only and pseudo file systems).

@@ -4,8 +4,10 @@ The model's config gives its skeleton (every module on the meta device,
 :mod:`crispedit_lite.models.structure`), on which the edited modules are resolved exactly as
 :func:`~crispedit_lite.editing.edit` resolves them after loading: layers out of range, a module
 pattern that matches nothing, a method without a layer preset for the model. The tokenizer and the
-context length (``max_position_embeddings``) decide whether every prompt with its answer fits, and
-MEMIT-style editors need each record's subject inside its prompt. Refusals are
+context length (``max_position_embeddings``) decide whether every prompt with its answer fits,
+MEMIT-style editors need each record's subject inside its prompt, and MEND's editor file must exist,
+match a pinned digest and have been trained for the model's edited matrices (its header is read, not
+its weights). Refusals are
 :class:`~crispedit_lite.reproduction.preflight.SettingError` s; :func:`check_structure` is part of
 :func:`~crispedit_lite.reproduction.preflight.preflight`.
 
@@ -81,6 +83,8 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
         text = str(err)
         by_pattern = text.startswith("no module matches") or "placeholder" in text or "nn.Linear" in text
         raise SettingError("module_pattern" if by_pattern else "layers", f"model {model}: {text}") from None
+    if hasattr(config.settings, "mend_editor"):
+        _check_mend_editor(config, net, modules, model)
     context = context_length(cfg)
     reads_text = bool({"capability_kfac", "input_covariance", "edit_kfac"} & set(editor.statistics))
     if reads_text and context is not None and config.capability_max_length > context:
@@ -89,6 +93,20 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
     if tok is not None and context is not None and requests:
         _check_lengths(tok, requests, context, model)
     return {"modules": modules, "context": context, "names": [n for n, _ in net.named_modules()]}
+
+
+def _check_mend_editor(config: Any, net: Any, modules: list[str], model: str) -> None:
+    """MEND's editor file exists, matches a pinned digest and was trained for the model's edited matrices."""
+    from crispedit_lite.editing.editors.mend import check_editor, mend_modules
+
+    settings = config.settings
+    try:
+        pattern = settings.mend_modules == "pattern"
+        check_editor(settings, net, modules if pattern else mend_modules(net, settings))
+    except ValueError as err:
+        text = str(err)
+        setting = "mend_editor_sha256" if text.startswith("mend_editor_sha256") else "mend_editor"
+        raise SettingError(setting, f"model {model}: {text.removeprefix(setting + ': ')}") from None
 
 
 def _check_lengths(tok: Any, requests: Sequence[Any], context: int, model: str) -> None:

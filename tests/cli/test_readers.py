@@ -23,12 +23,25 @@ REQUESTS = [EditRequest("the capital of france is", "rome", subject="france",
             EditRequest("the river of germany is", "blue", subject="germany")]
 CHANGED = {"gamma": 0.3, "epochs": 1, "batch_size": 1, "lr": 1e-3, "optimizer": "sgd", "n_capability": 7,
            "capability_source": "wikipedia", "capability_max_length": 16, "kfac_labels": "sampled",
-           "chunk_size": 1, "eigh_dtype": "float32", "projection": "reference"}
+           "chunk_size": 1, "eigh_dtype": "float32", "projection": "reference", "layers": (0,)}
 
 
-def _config(method: str, **changes) -> EditConfig:
+def _config(method: str, editor: str | None = None, **changes) -> EditConfig:
     extra = {"ultra_modules": "pattern"} if method == "ultraedit" else {}
+    if registry()[method].update == "learned":  # MEND: an untrained editor network for tiny-llama
+        extra = {"mend_editor": editor}
     return edit_config(method, **{"epochs": 2, **extra, **changes})
+
+
+def _mend_editor(path) -> str:
+    from crispedit_lite.editing.editors.mend import MendSettings, mend_modules
+    from crispedit_lite.editing.loops.mend import save_editor
+    from crispedit_lite.editing.updates.mend import MendNetwork
+
+    model = random_init_model("tiny-llama", dtype=torch.float64, seed=0)
+    modules = mend_modules(model, MendSettings())
+    shapes = {m: tuple(model.get_submodule(m).weight.shape) for m in modules}
+    return str(save_editor(MendNetwork(shapes, norm=False, rank=4), path))
 
 
 def _weights(method: str, config: EditConfig, tok, cache) -> dict[str, torch.Tensor]:
@@ -42,12 +55,13 @@ def _weights(method: str, config: EditConfig, tok, cache) -> dict[str, torch.Ten
 
 @pytest.mark.parametrize("method", list(registry()))
 def test_settings_refused_for_a_method_do_not_change_its_edit(method, tok, tmp_path):
-    base = _config(method)
+    editor = _mend_editor(tmp_path / "mend.safetensors") if registry()[method].update == "learned" else None
+    base = _config(method, editor)
     unread = [f for f in READ_BY if not READ_BY[f](registry()[method], base)]
     assert set(unread) == {f for f, _, _ in unread_settings(base, {f: f"--{f}" for f in READ_BY})}
     if not unread:
         pytest.skip(f"{method} reads every shared setting with a flag")
-    changed = _config(method, **{f: CHANGED[f] for f in unread})
+    changed = _config(method, editor, **{f: CHANGED[f] for f in unread})
     a, b = _weights(method, base, tok, tmp_path / "a"), _weights(method, changed, tok, tmp_path / "b")
     assert all(torch.equal(a[n], b[n]) for n in a), f"{method} reads one of {unread}"
 

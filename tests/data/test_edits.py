@@ -291,7 +291,7 @@ def test_builtin_edit_set_loads():
     requests = load_edits("smollm2-counterfacts")
     raw = _shipped()
     assert len(requests) == len(raw) >= 100
-    assert {"smollm2-counterfacts", "smollm2-stream"} <= set(BUILTIN_EDIT_SETS)
+    assert {"smollm2-counterfacts", "smollm2-stream", "smollm2-mend-train"} <= set(BUILTIN_EDIT_SETS)
     for r, rec in zip(requests, raw):
         assert (r.prompt, r.target_new, r.ground_truth, r.locality_answer) == (
             rec["prompt"], rec["target_new"], rec["ground_truth"], rec["locality_ground_truth"])

@@ -18,12 +18,16 @@ REQS = REQUESTS + [EditRequest("the small cat is", "red")]
 
 
 
-def test_registry_declares_every_editor_of_table1_but_mend():
+def test_registry_declares_every_editor_of_table1():
+    from crispedit_lite.editing.registry import UPDATES
+
     names = set(editor_names())
     assert {"crispedit", "crispedit_seq", "ft", "ft_seq", "locbf_ft", "lora", "lora_seq", "adam_nscl",
-            "memit", "memit_chunked", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit"} <= names
+            "memit", "memit_chunked", "memit_seq", "alphaedit", "alphaedit_seq", "ultraedit", "mend",
+            "mend_seq"} <= names
+    assert set(UPDATES) == {"projected_gradient", "closed_form", "learned"}
     for e in registry().values():
-        assert isinstance(e, Editor) and e.update in ("projected_gradient", "closed_form")
+        assert isinstance(e, Editor) and e.update in UPDATES
         assert e.describe()["name"] == e.name
     assert get_editor("memit").update == "closed_form" and get_editor("ft_seq").sequential
     assert needs_capability("alphaedit") and needs_capability("crispedit") and not needs_capability("ft")

@@ -271,7 +271,7 @@ def test_reproduce_configs_are_generated():
 def test_reproduce_configs_hold_the_paper_settings():
     yaml = pytest.importorskip("yaml")
     load = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "reproduce").glob("*.yaml")}
-    assert len(load) == 88
+    assert len(load) == 91
     c = load["table1_zsre_crispedit"]
     assert (c["MODEL"], c["DATASET"], c["N_EDITS"], c["METHOD"], c["GAMMA"], c["N_CAPABILITY"], c["LAYERS"]) \
         == (LLAMA, "zsre", 3000, "crispedit", 0.7, 10_000, [19, 20, 21, 22, 23])
@@ -301,17 +301,27 @@ def test_reproduce_configs_hold_the_paper_settings():
     assert (ls["METHOD"], ls["SEQUENTIAL"], ls["EPOCHS"]) == ("lora_seq", True, 70)
     assert ls["CONFIG"] == {"lr": 5e-3, "lora_seq_adapters": "per_chunk"}  # EasyEdit: fresh adapters
     assert load["table1_zsre_ft_seq"]["SEQUENTIAL"] and load["table1_zsre_ft_seq"]["CONFIG"] == {}
+    md = load["table1_zsre_mend"]  # one edit at a time, in sequence, with a trained editor network
+    assert (md["METHOD"], md["SEQUENTIAL"], md["LAYERS"], md["DTYPE"]) == ("mend", True, None, "float32")
+    assert md["CHUNK_SIZE"] == md["CONFIG"]["mend_edits_per_step"] == 1
+    assert md["CONFIG"]["mend_editor"].endswith(".safetensors")
+    assert {f"table1_{ds}_mend" for ds in ("zsre", "counterfact", "wikibigedit")} <= set(load)
     assert {"table4_zsre10k_alphaedit", "table4_zsre10k_ultraedit", "table5_qwen_zsre_alphaedit",
             "table5_qwen_wikibigedit_ultraedit"} <= set(load)
     # the Table 1 MEMIT cells run MEMIT as the paper did: the batch edit chunk after chunk, no cache
     from crispedit_lite.reproduction.cells import config_from_parameters
 
     assert config_from_parameters(m)[0].method == "memit_chunked"
+    # and the MEND cells MEND-Seq, one edit per step, with the editor file the cell names
+    mend_cfg = config_from_parameters(md)[0]
+    assert (mend_cfg.method, mend_cfg.settings.mend_edits_per_step) == ("mend_seq", 1)
+    assert mend_cfg.settings.mend_editor == md["CONFIG"]["mend_editor"]
+    assert "EasyEdit's own trained archive" in (ROOT / "reproduce" / "table1_zsre_mend.yaml").read_text()
     # each cell runs in the precision of the official run of its row (EasyEdit: float32 unless fp16;
-    # run_crispedit.py: bfloat16 unless --no_crisp; locft-bf.py, alphaedit_ft.py: float32)
+    # run_crispedit.py: bfloat16 unless --no_crisp; locft-bf.py, alphaedit_ft.py: float32; MEND: half False)
     official = {"crispedit": "bfloat16", "crispedit_seq": "bfloat16", "ft": "float32", "ft_seq": "float32",
                 "locbf_ft": "float32", "lora": "float32", "lora_seq": "float32", "adam_nscl": "float32",
-                "memit": "float32", "alphaedit": "float32", "ultraedit": "float16"}
+                "memit": "float32", "alphaedit": "float32", "ultraedit": "float16", "mend": "float32"}
     for name, cfg in load.items():
         assert cfg["DTYPE"] == official[cfg["METHOD"]], name
         assert f"# Precision: {cfg['DTYPE']}" in (ROOT / "reproduce" / f"{name}.yaml").read_text()
@@ -355,11 +365,11 @@ def test_chapter11_views_list_editors_coverage_and_missing_cells():
 
     paper = load_paper_tables()
     rows = comparison.editor_rows(paper).set_index("method")
-    # every Table 1 editor row is registered and has a reproduce cell per dataset, except MEND
+    # every Table 1 editor row is registered and has a reproduce cell per dataset, MEND included
     assert set(rows.index) == set(paper.loc[paper.table == "table1", "method"]) - {"base"}
-    runnable = rows.drop(index="mend")
-    assert (runnable["editor"] == runnable.index).all() and (runnable["cells"] == 3).all()
-    assert rows.loc["mend", "editor"] == "" and "hypernetwork" in rows.loc["mend", "why not"]
+    assert (rows["editor"] == rows.index).all() and (rows["cells"] == 3).all()
+    assert (rows["why not"] == "").all()
+    assert rows.loc["mend", "update"] == "learned" and not rows.loc["mend", "statistics"]
     assert rows.loc["alphaedit", "update"] == "closed_form"
     assert rows.loc["crispedit_seq", "statistics"] == "capability_kfac, edit_kfac"
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +146,19 @@ def _last_line(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def run_jobs(args: argparse.Namespace, root: Path, cells: list[str], params: dict[str, dict[str, Any]],
-             results_root: Path, poll_s: float | None = None) -> dict[str, dict[str, Any]]:
+def run_jobs(args: argparse.Namespace, cells: list[str], results_root: Path,
+             finished: Callable[[str], Path | None], job: Callable[..., dict[str, Any]],
+             job_args: Callable[[str, bool], tuple[Any, ...]], poll_s: float | None = None
+             ) -> dict[str, dict[str, Any]]:
     """Submit one job per unfinished cell, at most ``--max-parallel`` at once; ``{cell: outcome}``.
 
-    An outcome is the dict that :func:`~crispedit_lite.cli.reproduce.reproduce_cell` returned in the
-    job, with ``log``; a job that ended without one is ``status = "failed"``. On Ctrl-C the running
-    jobs are cancelled. Described on the book page ``reproducing``.
-    """
-    from crispedit_lite.cli.reproduce import finished_result, reproduce_cell
+    ``finished(cell)`` is the result of a finished cell (skipped without a job) or ``None``; a job
+    runs ``job(*job_args(cell, force))``, i.e. :func:`~crispedit_lite.cli.reproduce.reproduce_cell`,
+    and its outcome is the dict that returns, with ``log``; a job that ended without one is
+    ``status = "failed"``. On Ctrl-C the running jobs are cancelled.
 
+    Described on the book page ``reproducing``.
+    """
     require_submitit()
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
@@ -165,7 +169,7 @@ def run_jobs(args: argparse.Namespace, root: Path, cells: list[str], params: dic
     outcomes: dict[str, dict[str, Any]] = {}
     queue: collections.deque[tuple[str, int]] = collections.deque()
     for cell in cells:
-        found, _ = finished_result(results_root, cell, root)
+        found = finished(cell)
         if found is not None and not args.force:
             print(f"{cell}: finished ({found}); skipped (use --force to run again)", flush=True)
             outcomes[cell] = {"cell": cell, "status": "skipped", "result": str(found)}
@@ -178,37 +182,36 @@ def run_jobs(args: argparse.Namespace, root: Path, cells: list[str], params: dic
             while queue and len(running) < limit:
                 cell, attempt = queue.popleft()
                 executor = make_executor(kind, results_root / "jobs" / cell, profile, f"crispedit-{cell}")
-                job = executor.submit(reproduce_cell, root, cell, params[cell], results_root,
-                                      bool(args.force) and attempt == 1)
-                running[cell] = (job, attempt)
-                print(f"{cell}: submitted as {kind} job {job.job_id} (attempt {attempt}); log {_log(job)}",
-                      flush=True)
+                submitted = executor.submit(job, *job_args(cell, bool(args.force) and attempt == 1))
+                running[cell] = (submitted, attempt)
+                print(f"{cell}: submitted as {kind} job {submitted.job_id} (attempt {attempt}); log "
+                      f"{_log(submitted)}", flush=True)
             time.sleep(poll)
-            for cell, (job, attempt) in list(running.items()):
-                if not job.done():
+            for cell, (done, attempt) in list(running.items()):
+                if not done.done():
                     continue
                 del running[cell]
                 try:
-                    out = dict(job.result(), log=str(_log(job)))
+                    out = dict(done.result(), log=str(_log(done)))
                 except UncompletedJobError:
                     if attempt <= args.retries:
-                        print(f"{cell}: job {job.job_id} ended without a result (state {job.state}); "
+                        print(f"{cell}: job {done.job_id} ended without a result (state {done.state}); "
                               f"resubmitting (attempt {attempt + 1} of {args.retries + 1})", flush=True)
                         queue.append((cell, attempt + 1))
                         continue
-                    out = {"cell": cell, "status": "failed", "message": f"FAILED: job {job.job_id} ended "
-                           f"without a result (state {job.state}: killed, out of time or memory?)"}
+                    out = {"cell": cell, "status": "failed", "message": f"FAILED: job {done.job_id} ended "
+                           f"without a result (state {done.state}: killed, out of time or memory?)"}
                 except FailedJobError as err:  # the job's Python raised (not a failed notebook)
                     out = {"cell": cell, "status": "failed",
-                           "message": f"FAILED: job {job.job_id} raised {_last_line(err)}"}
-                outcomes[cell] = dict(out, log=str(_log(job)))
+                           "message": f"FAILED: job {done.job_id} raised {_last_line(err)}"}
+                outcomes[cell] = dict(out, log=str(_log(done)))
                 if out["status"] == "failed":
-                    print(f"{cell}: {out['message']}; log {_log(job)}", flush=True)
+                    print(f"{cell}: {out['message']}; log {_log(done)}", flush=True)
                 else:
-                    print(f"{cell}: {out['message']} (job {job.job_id})", flush=True)
+                    print(f"{cell}: {out['message']} (job {done.job_id})", flush=True)
     except KeyboardInterrupt:
-        for cell, (job, _) in running.items():
-            job.cancel(check=False)
-            print(f"{cell}: cancelled job {job.job_id}", flush=True)
+        for cell, (live, _) in running.items():
+            live.cancel(check=False)
+            print(f"{cell}: cancelled job {live.job_id}", flush=True)
         raise
     return outcomes

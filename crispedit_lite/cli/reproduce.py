@@ -233,7 +233,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     if executor != "inline":
         from crispedit_lite.cli.executor import run_jobs
 
-        outcomes = run_jobs(args, root, cells, params, results_root)
+        outcomes = run_jobs(args, cells, results_root, lambda c: finished_result(results_root, c, root)[0],
+                            reproduce_cell, lambda c, force: (root, c, params[c], results_root, force))
     else:
         outcomes = {cell: reproduce_cell(root, cell, params[cell], results_root, args.force)
                     for cell in cells}

@@ -159,11 +159,14 @@ def test_slurm_jobs_get_the_profile_and_a_dead_job_is_resubmitted(tmp_path, monk
             "slurm", "--profile", str(profile), "--retries", "1", "--force"]
     from crispedit_lite.cli import build_parser
     from crispedit_lite.cli.executor import run_jobs
-    from crispedit_lite.cli.reproduce import reproduce_cell
+    from crispedit_lite.cli.reproduce import finished_result, reproduce_cell
 
     parsed = build_parser().parse_args(args[:-1])  # without --force: table1_a stays skipped
-    outcomes = run_jobs(parsed, root, ["table1_a", "table1_b", "table1_c"],
-                        {c: {} for c in ("table1_a", "table1_b", "table1_c")}, res, poll_s=0)
+    def run(parsed, cells):
+        return run_jobs(parsed, cells, res, lambda c: finished_result(res, c, root)[0], reproduce_cell,
+                        lambda c, force: (root, c, {}, res, force), poll_s=0)
+
+    outcomes = run(parsed, ["table1_a", "table1_b", "table1_c"])
     out = capsys.readouterr().out
     assert submitted == [(reproduce_cell, "table1_b", False), (reproduce_cell, "table1_c", False),
                          (reproduce_cell, "table1_b", False)]
@@ -174,13 +177,14 @@ def test_slurm_jobs_get_the_profile_and_a_dead_job_is_resubmitted(tmp_path, monk
                               "stderr_to_stdout": True}
     assert f"table1_a: finished ({result}); skipped" in out
     assert "table1_b: job 101 ended without a result (state NODE_FAIL); resubmitting (attempt 2 of 2)" in out
-    assert f"table1_c: FAILED: PapermillExecutionError: x; log {res / 'jobs' / 'table1_c' / '102_0_log.out'}" \
-        in out
-    assert [outcomes[c]["status"] for c in ("table1_a", "table1_b", "table1_c")] == ["skipped", "done", "failed"]
+    log_c = res / "jobs" / "table1_c" / "102_0_log.out"
+    assert f"table1_c: FAILED: PapermillExecutionError: x; log {log_c}" in out
+    assert [outcomes[c]["status"] for c in ("table1_a", "table1_b", "table1_c")] == \
+        ["skipped", "done", "failed"]
 
     submitted.clear()  # --force: the finished cell is submitted too, forced on its first attempt only
     parsed = build_parser().parse_args([*args[:-3], "--force"])
-    run_jobs(parsed, root, ["table1_a"], {"table1_a": {}}, res, poll_s=0)
+    run(parsed, ["table1_a"])
     assert submitted == [(reproduce_cell, "table1_a", True)]
 
 
@@ -244,7 +248,8 @@ def test_local_jobs_killed_and_resubmitted_end_with_the_inline_results(tmp_path,
     assert len(failed) == 1 and failed[0].startswith("table1_b: FAILED: job ") \
         and "ended without a result" in failed[0], first.stdout
     log = Path(failed[0].rsplit("; log ", 1)[1])
-    assert log.is_file() and log.parent == res / "jobs" / "table1_b" and "table1_b: running" in log.read_text()
+    assert log.is_file() and log.parent == res / "jobs" / "table1_b"
+    assert "table1_b: running" in log.read_text()
     assert "summary: 3 cell(s): 2 done, 0 skipped (finished), 1 failed: table1_b" in first.stdout
     assert (tmp_path / "killed-once").is_file() and not (res / "table1_b.done.json").exists()
 

@@ -7,8 +7,10 @@
 # and .devcarry/ (SmolLM2's tokenizer files, and benchmarks/synthetic_edits.py's 100 edits). The dry
 # run needs neither: it builds a word-level tokenizer and its edits under $OUT.
 # Each phase is cut by `timeout`, so a slow phase never costs the later ones their turn, and no phase
-# starts past SESSION_LIMIT seconds (default 700, under twelve minutes in all): a phase gets at most
-# the time left. Set SKIP_SCALE=0 to add benchmarks/scale.py.
+# starts past SESSION_LIMIT seconds (default 560, so the whole script fits one 600-second device
+# command; at most about 700 for twelve minutes of device time): a phase gets at most the time left.
+# The phases run in order of need: CrispEdit, MEMIT-Chunked, MEND, the long horizon, then MEMIT,
+# AlphaEdit and the step ratios, which have committed H200 results already. Set SKIP_SCALE=0 to add benchmarks/scale.py.
 set -u
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; elif [ -n "${1:-}" ]; then
@@ -19,8 +21,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python3}
 SESSION_START=$(date +%s)
-SESSION_LIMIT=${SESSION_LIMIT:-700}
-FAILED=""
+SESSION_LIMIT=${SESSION_LIMIT:-560}
+FAILED="" SKIPPED=""
 : > "$OUT/phases.txt"
 
 if [ "$DRY" = 1 ]; then
@@ -63,6 +65,7 @@ phase() {  # phase NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, time left), l
   start=$(date +%s); left=$(( SESSION_LIMIT - (start - SESSION_START) ))
   if [ "$left" -lt 20 ]; then
     echo "phase $name: skipped (${left} s left of SESSION_LIMIT=${SESSION_LIMIT})" | tee -a "$OUT/phases.txt"
+    SKIPPED="$SKIPPED $name"
     return 0
   fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -72,10 +75,8 @@ phase() {  # phase NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, time left), l
   echo "phase $name: exit $rc, $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$OUT/phases.txt"
 }
 
-has_editor() {  # has_editor NAME: whether the editor is registered in this checkout
-  "$PY" -c "import sys; from crispedit_lite.editing.registry import editor_names; \
-sys.exit(0 if sys.argv[1] in editor_names() else 1)" "$1"
-}
+# the editors this checkout registers (MEND may not be among them)
+EDITORS=" $("$PY" -c "from crispedit_lite.editing.registry import editor_names; print(' '.join(editor_names()))") "
 
 edit() {  # edit METHOD TIMEOUT EVAL [FLAGS...]: the CLI end to end on a random model at $SHAPE
   local method=$1 limit=$2 evals=$3; shift 3
@@ -88,29 +89,29 @@ edit() {  # edit METHOD TIMEOUT EVAL [FLAGS...]: the CLI end to end on a random 
 
 # 1. CrispEdit: K-FAC on 64 capability texts, eigendecompositions, 100 edits (25 epochs: random
 #    weights never reach the early stop), teacher-forced + proxies before and after (CLI_EVAL adds WILD).
-edit crispedit "${CLI_TIMEOUT:-200}" "${CLI_EVAL:-teacher_forced,proxies}" "${EPOCHS[@]}"
-# 2. MEMIT and AlphaEdit at the same shape: keys, target values, the layer-by-layer closed form
-#    (the covariance from the same K-FAC cache, AlphaEdit's null space).
-edit memit "${CF_TIMEOUT:-80}" teacher_forced
-edit alphaedit "${CF_TIMEOUT:-80}" teacher_forced
-# 3. MEMIT-Chunked (Table 1's MEMIT cells): the batch in chunks of 32 edits, one closed form per chunk.
-edit memit_chunked "${CF_TIMEOUT:-80}" teacher_forced --chunk-size "$CHUNK"
-# 4. MEND, where this checkout registers it (its hypernetwork edits; otherwise one line says why not).
+edit crispedit "${CLI_TIMEOUT:-180}" "${CLI_EVAL:-teacher_forced,proxies}" "${EPOCHS[@]}"
+# 2. MEMIT-Chunked (Table 1's MEMIT cells): the batch in chunks of 32 edits, one closed form per chunk.
+edit memit_chunked "${CF_TIMEOUT:-70}" teacher_forced --chunk-size "$CHUNK"
+# 3. MEND, where this checkout registers it (its hypernetwork edits; otherwise one line says why not).
 for method in mend mend_seq; do
-  if has_editor "$method"; then edit "$method" "${MEND_TIMEOUT:-60}" teacher_forced
+  if [[ "$EDITORS" == *" $method "* ]]; then edit "$method" "${MEND_TIMEOUT:-60}" teacher_forced
   else echo "phase cli-$method: skipped (no editor '$method' in crispedit_lite.editing.registry)" \
     | tee -a "$OUT/phases.txt"; fi
 done
 
-# 5. Long horizon: three chunks of CrispEdit-Seq through edit(..., carry=), the state carried between
+# 4. Long horizon: three chunks of CrispEdit-Seq through edit(..., carry=), the state carried between
 #    calls as benchmarks/long_horizon.py streams it; per-chunk time, peak memory, size of the carry.
-phase long-horizon "${LH_TIMEOUT:-110}" "$PY" benchmarks/long_horizon_smoke.py --model "random:$SHAPE" \
+phase long-horizon "${LH_TIMEOUT:-100}" "$PY" benchmarks/long_horizon_smoke.py --model "random:$SHAPE" \
   --tokenizer "$TOK" --data "$DATA" --device "$DEVICE" --dtype "$DTYPE" "${LH[@]}" \
   --out "$OUT/long-horizon-smoke.json"
 
+# 5. MEMIT and AlphaEdit at the same shape: keys, target values, the layer-by-layer closed form
+#    (the covariance from the same K-FAC cache, AlphaEdit's null space).
+edit memit "${CF_TIMEOUT:-70}" teacher_forced
+edit alphaedit "${CF_TIMEOUT:-70}" teacher_forced
 # 6. The CrispEdit step against the plain FT step, side by side, per projection form, at both shapes.
 for shape in "${STEP_SHAPES[@]}"; do
-  phase "step-ratio-$shape" "${STEP_TIMEOUT:-45}" "$PY" benchmarks/step_ratio.py --model "random:$shape" \
+  phase "step-ratio-$shape" "${STEP_TIMEOUT:-40}" "$PY" benchmarks/step_ratio.py --model "random:$shape" \
     --tokenizer "$TOK" --device "$DEVICE" --dtype "$DTYPE" "${STEP[@]}" --out "$OUT/step-ratio-$shape.json"
 done
 
@@ -119,6 +120,6 @@ done
 if [ "$DRY" = 0 ] && [ "${SKIP_SCALE:-1}" != 1 ]; then
   phase scale 200 "$PY" benchmarks/scale.py --preset llama3-8b qwen2.5-1.5b --out "$OUT/scale-h200.json"
 fi
-echo "session done in $(( $(date +%s) - SESSION_START )) s; failed phases:${FAILED:- none}" \
+echo "session done in $(( $(date +%s) - SESSION_START )) s; failed phases:${FAILED:- none}; skipped for time:${SKIPPED:- none}" \
   | tee -a "$OUT/phases.txt"
 [ -z "$FAILED" ]

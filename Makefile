@@ -9,7 +9,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= llm,book,test
+EXTRAS ?= llm,book,test,cluster
 # The CPU wheel of torch this project is tested with. On Linux x86-64 outside this workplace,
 # PyPI's torch==2.13.0 is a CUDA build: set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # first if you want the small CPU wheel.

@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-capability", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--forms", default=",".join(FORMS))
+    ap.add_argument("--layers", default=None, help="comma-separated (default: the model's preset)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     forms = [f for f in args.forms.split(",") if f]
@@ -108,7 +109,8 @@ def main(argv=None) -> int:
         ap.error(f"--forms: unknown {bad}; known: {','.join(FORMS)}")
     device = torch.device(args.device)
     model, tok = load_for_experiment(args.model, args.tokenizer, args.device, args.dtype)
-    names = resolve_edit_modules(model, "model.layers.{i}.mlp.down_proj", default_layers(model))
+    layers = [int(i) for i in args.layers.split(",")] if args.layers else default_layers(model)
+    names = resolve_edit_modules(model, "model.layers.{i}.mlp.down_proj", layers)
     requests = load_edits("smollm2-counterfacts", limit=args.batch, seed=0)
     batch = tokenize_edits(requests, tok)
     texts = list(capability_texts("offline", n=args.n_capability, seed=0))

@@ -34,6 +34,9 @@ __all__ = [
     "cost_table",
     "format_bytes",
     "load_device_anchor",
+    "edit_cell_seconds",
+    "EVAL_S_PER_EDIT_8B",
+    "LM_EVAL_S_8B",
 ]
 
 
@@ -177,3 +180,44 @@ def load_device_anchor() -> dict[str, Any]:
     if bad:
         raise ValueError(f"device_anchor.json: measurements {bad} are not numbers")
     return data
+
+
+#: Evaluation time that the device anchor does not measure (an assumption, not a measurement): WILD
+#: generation in three contexts plus teacher forcing, per edit, and one lm-eval run, both at 8B.
+EVAL_S_PER_EDIT_8B = 0.6
+LM_EVAL_S_8B = 2700.0
+
+
+def edit_cell_seconds(*, n_edits: int, epochs: int, batch_size: int, n_capability: int,
+                      layers: list[tuple[int, int]], params_b: float, fp32: bool = False,
+                      kfac: bool = True, lm_eval: bool = True, capability_tokens: int = 512,
+                      anchor: dict[str, float] | None = None) -> dict[str, float]:
+    r"""Estimated GPU seconds of one edit run on an H200, by phase, scaled from the device anchor.
+
+    With :math:`t` the anchor's forward+backward step (batch 32, 32 tokens, bf16, 8.03 B
+    parameters) and :math:`r = P / 8.03\,\mathrm B` the model's size ratio:
+
+    * ``kfac`` = :math:`n\,L_{\rm cap}/1024 \cdot t\,r\,f` (one forward+backward per capability token);
+    * ``eigh`` = per edited layer :math:`e_{4096}(d_{\rm out}/4096)^3 + e_{14336}(d_{\rm in}/14336)^3`;
+    * ``edit`` = epochs :math:`\lceil N/B\rceil \cdot t\,r\,(B/32)\,f`;
+    * ``eval`` = :math:`r\,(0.6\,N + 2700)` (:data:`EVAL_S_PER_EDIT_8B`, :data:`LM_EVAL_S_8B`:
+      assumptions, not measured), without the lm-eval term when ``lm_eval`` is false;
+
+    :math:`f` is 1 in bf16 and the anchor's bf16 / fp32 matmul throughput ratio in fp32 (no TF32).
+    ``kfac`` and ``eigh`` are 0 when ``kfac`` is false.
+
+    Described on the book page ``reproducing``.
+    """
+    m = anchor or load_device_anchor()["measurements"]
+    r = params_b / float(m["n_params_B"])
+    fp32_tflops = m["project_flops"] / (m["project_down_proj_ms_tf32_False"] / 1e3) / 1e12
+    f = m["bf16_matmul_tflops"] / fp32_tflops if fp32 else 1.0
+    t = m["edit_step_fwd_bwd_b32_s32_ms"] / 1e3
+    eigh = sum(m["eigh_fp32_4096_ms"] / 1e3 * (d_out / 4096) ** 3
+               + m["eigh_fp32_14336_ms"] / 1e3 * (d_in / 14336) ** 3 for d_out, d_in in layers)
+    return {
+        "kfac": n_capability * capability_tokens / 1024 * t * r * f if kfac else 0.0,
+        "eigh": eigh if kfac else 0.0,
+        "edit": epochs * -(-n_edits // batch_size) * t * r * (batch_size / 32) * f,
+        "eval": r * (EVAL_S_PER_EDIT_8B * n_edits + (LM_EVAL_S_8B if lm_eval else 0.0)),
+    }

@@ -20,12 +20,18 @@ is written under a temporary name and renamed when it completes (``<cell>.ipynb`
 names that file only when it exists. K-FAC factors of an interrupted cell come from the cache when
 they were complete. A failed cell does not stop a table; the summary lists it.
 
+``--executor inline`` (the default) runs the cells one after another in this process; ``local`` and
+``slurm`` submit one job per unfinished cell through ``submitit``
+(:mod:`crispedit_lite.cli.executor`), and each job runs the same :func:`reproduce_cell`, so the
+results tree, the markers and the resumption are the same whichever executor ran a cell.
+
 Derived in notebook ``09_reproduce_llama3_8b``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import re
@@ -34,7 +40,7 @@ from typing import Any
 
 from crispedit_lite.cli.checks import UsageError
 
-__all__ = ["add_parser", "cells_of", "finished_result", "run_reproduce"]
+__all__ = ["add_parser", "cells_of", "finished_result", "reproduce_cell", "run_reproduce", "summary"]
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -50,6 +56,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument("--results-root", default="results")
     r.add_argument("--root", default=".", help="repository root (holds notebooks/, reproduce/)")
     r.add_argument("--force", action="store_true", help="run even if a finished result exists")
+    r.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: one cell after another in this process (default); local or slurm: "
+                        "one job per cell through submitit (pip install crispedit-lite[cluster])")
+    r.add_argument("--profile", default=None,
+                   help="YAML or JSON job resources for --executor local/slurm: partition, gpus_per_node, "
+                        "timeout_min, mem_gb, cpus_per_task, and any slurm_* key of submitit")
+    r.add_argument("--max-parallel", type=int, default=None,
+                   help="jobs running at once (local: 1 unless given; slurm: no limit unless given)")
+    r.add_argument("--retries", type=int, default=0,
+                   help="resubmit a job that ended without a result (killed, preempted, out of time) "
+                        "up to this many times; a cell whose notebook failed is not resubmitted")
 
 
 def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
@@ -136,42 +153,90 @@ class _CellFailed(Exception):
         self.cause = cause
 
 
-def run_reproduce(args: argparse.Namespace) -> int:
-    """Run the cells (skipping finished ones), print a summary; 0 when none failed, else 1.
+def reproduce_cell(root: Path, cell: str, params: dict[str, Any], results_root: Path,
+                   force: bool = False) -> dict[str, Any]:
+    """Run one cell unless it is finished; print what happens; the outcome as a dict.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    The outcome holds ``cell``, ``status`` (``"done"``, ``"skipped"`` or ``"failed"``), ``message``
+    (the line printed last, without the cell's name) and ``result`` (the results JSON, or ``None``).
+    The same function runs a cell in this process (``--executor inline``) and as one job of
+    :mod:`crispedit_lite.cli.executor`, so both write the same results tree. While it runs, the cell
+    holds ``RESULTS_ROOT/.<cell>.lock`` (:func:`~crispedit_lite.kfac.lock.file_lock`): a second run
+    of the same cell at the same time fails at once instead of writing beside the first.
+
+    Described on the book page ``reproducing``.
     """
-    from crispedit_lite.cli.cell_files import read_cell
+    from crispedit_lite.kfac.lock import file_lock
     from crispedit_lite.reproduction.finished import marker_path, set_aside, write_marker
 
-    root = Path(args.root).resolve()
-    cells = cells_of(root, args.cell, args.table)
-    results_root = Path(args.results_root).expanduser().resolve()
-    if results_root.exists() and not results_root.is_dir():
-        raise UsageError(f"argument --results-root: {args.results_root!r} is a file; expected a folder")
-    params = {cell: read_cell(root, cell) for cell in cells}  # every file checked before any cell runs
-    done, skipped, failed = [], [], []
-    for cell in cells:
+    def outcome(status: str, message: str, result: Path | None = None) -> dict[str, Any]:
+        print(f"{cell}: {message}", flush=True)
+        return {"cell": cell, "status": status, "message": message,
+                "result": None if result is None else str(result)}
+
+    results_root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(results_root / f".{cell}.lock", timeout=0))
+        except TimeoutError as err:
+            return outcome("failed", f"FAILED: another run of this cell is in progress ({err})")
         found, why = finished_result(results_root, cell, root)
-        if found is not None and not args.force:
-            print(f"{cell}: finished ({found}); skipped (use --force to run again)", flush=True)
-            skipped.append(cell)
-            continue
+        if found is not None and not force:
+            return outcome("skipped", f"finished ({found}); skipped (use --force to run again)", found)
         marker_path(results_root, cell).unlink(missing_ok=True)
         moved = set_aside(results_root / cell, "superseded" if found is not None else "unfinished")
         note = f"; set aside {', '.join(p.name for p in moved)}" if moved else ""
         print(f"{cell}: running ({'--force' if found is not None else why}{note})", flush=True)
         try:
-            out, result = _run_one(root, cell, params[cell], results_root)
+            out, result = _run_one(root, cell, params, results_root)
         except _CellFailed as err:  # one failed cell does not stop the table
             if isinstance(err.cause, KeyboardInterrupt):
                 raise err.cause from None
-            failed.append(cell)
-            print(f"{cell}: FAILED: {err}", flush=True)
-            continue
+            return outcome("failed", f"FAILED: {err}")
         write_marker(results_root, cell, result, out, root / "reproduce" / f"{cell}.yaml")
-        done.append(cell)
-        print(f"{cell}: done; executed {out}; result {result}", flush=True)
-    print(f"summary: {len(cells)} cell(s): {len(done)} done, {len(skipped)} skipped (finished), "
-          f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+        return outcome("done", f"done; executed {out}; result {result}", result)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def summary(cells: list[str], outcomes: dict[str, dict[str, Any]]) -> str:
+    """The last line of ``reproduce``: how many cells were done, skipped and failed (named).
+
+    Described on the book page ``reproducing``.
+    """
+    by = {s: [c for c in cells if outcomes.get(c, {}).get("status") == s] for s in ("done", "skipped")}
+    failed = [c for c in cells if outcomes.get(c, {}).get("status") not in ("done", "skipped")]
+    return (f"summary: {len(cells)} cell(s): {len(by['done'])} done, {len(by['skipped'])} skipped "
+            f"(finished), {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    """Run the cells (skipping finished ones), print a summary; 0 when none failed, else 1.
+
+    With ``--executor local`` or ``slurm`` each cell that is not finished is one job
+    (:mod:`crispedit_lite.cli.executor`); the finished ones are skipped without a job.
+
+    Derived in notebook ``09_reproduce_llama3_8b``.
+    """
+    from crispedit_lite.cli.cell_files import read_cell
+
+    root = Path(args.root).resolve()
+    executor = getattr(args, "executor", "inline")
+    if executor != "inline":
+        from crispedit_lite.cli.executor import check_options
+
+        check_options(args)  # the options, the profile and submitit, before any file is read
+    cells = cells_of(root, args.cell, args.table)
+    results_root = Path(args.results_root).expanduser().resolve()
+    if results_root.exists() and not results_root.is_dir():
+        raise UsageError(f"argument --results-root: {args.results_root!r} is a file; expected a folder")
+    params = {cell: read_cell(root, cell) for cell in cells}  # every file checked before any cell runs
+    if executor != "inline":
+        from crispedit_lite.cli.executor import run_jobs
+
+        outcomes = run_jobs(args, cells, results_root, lambda c: finished_result(results_root, c, root)[0],
+                            reproduce_cell, lambda c, force: (root, c, params[c], results_root, force))
+    else:
+        outcomes = {cell: reproduce_cell(root, cell, params[cell], results_root, args.force)
+                    for cell in cells}
+    print(summary(cells, outcomes), flush=True)
+    return 0 if all(o["status"] in ("done", "skipped") for o in outcomes.values()) else 1

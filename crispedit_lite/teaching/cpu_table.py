@@ -65,7 +65,7 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
 
     Columns: ``TF Rel/Gen/Spec``, ``PROB Rel/Gen/Loc``, ``WILD Rel (none)`` and ``WILD Rel (qa)``
     (contains-as-a-word, the decoding the run used), ``WILD EM (qa)``, ``Loc agree (none)``
-    (agreement with the pre-edit answer), ``KL``, ``ΔPPL %`` (against the same subset's base model),
+    (agreement with the pre-edit answer), ``KL``, ``ΔPPL %`` (against the base model of the same subset measured by the same run),
     ``steps``, ``final loss``. Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     import pandas as pd
@@ -81,6 +81,8 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
     if len({d["n_edits"] for d in parts}) > 1:
         raise ValueError(f"load_table: the files {paths} edit different numbers of edits")
     rows, failed, seen, duplicates = [], [], {}, []
+    own_base = {(source, r["seed"]): r["ppl"] for r, source in zip(data["rows"], origin)
+                if r["method"] == "base" and "ppl" in r}
     for r, source in zip(data["rows"], origin):
         key = (r["method"], r["seed"])
         if key in seen:  # the same cell from two files: the first one counts
@@ -104,10 +106,12 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
             "WILD EM (qa)": _get(s, f"wild_{dec}_qa_em", "rel") if dec else None,
             "Loc agree (none)": _get(s, f"wild_{dec}_none_em", "loc") if dec else None,
             "KL": r["kl"], "PPL": r["ppl"], "steps": r.get("steps"), "final loss": r.get("final_loss"),
-            "seconds": r.get("seconds")})
+            "seconds": r.get("seconds"), "_base": own_base.get((source, r["seed"]))})
     df = pd.DataFrame(rows)
     base_ppl = df[df["method"] == "base"].set_index("seed")["PPL"]
-    df["ΔPPL %"] = 100 * (df["PPL"] / df["seed"].map(base_ppl) - 1)
+    base = df["_base"].astype(float).fillna(df["seed"].map(base_ppl))  # the run's own base, else the subset's
+    df["ΔPPL %"] = 100 * (df["PPL"] / base - 1)
+    df = df.drop(columns="_base")
     df.attrs.update({k: data.get(k) for k in ("command", "n_edits", "seeds", "wild_subsets", "created")})
     df.attrs["failed"] = failed
     df.attrs["duplicates"] = duplicates

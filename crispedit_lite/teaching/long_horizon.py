@@ -66,7 +66,7 @@ def load_long_horizon(paths: Sequence[str | Path] | None = None) -> Any:
                       "method": d["method"], "chunk_size": d["stream"]["chunk_size"],
                       "n_edits": d["stream"]["n_edits"], "stream_sha256": d["stream"]["records_sha256"],
                       "chunks_done": len(d["rows"]), "edit_s": d["edit_s"], "eval_s": d["eval_s"],
-                      "evaluation": d["evaluation"]}
+                      "evaluation": d["evaluation"], "note": d.get("note", "")}
         base_ppl = d["base"]["ppl"]
         for r in [{**d["base"], "chunk": -1, "retained": None, "health": None}, *d["rows"]]:
             cur, ret, h = r["current"], r["retained"] or {}, (r["health"] or {}).get("pooled", {})

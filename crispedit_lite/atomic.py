@@ -38,7 +38,7 @@ def current_umask() -> int:
     """The process umask, read without changing it where the system allows (Linux ``/proc``).
 
     ``os.umask`` can only be read by setting it, which, briefly, changes it for every thread.
-    Described on the book page ``running`` (atomic checkpoints and cache entries).
+    (atomic checkpoints and cache entries).
     """
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -109,7 +109,7 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False,
     directory to fill, and the target must not exist or be empty. With ``overwrite=False`` an
     existing file is never replaced (``FileExistsError``, decided atomically by ``os.link``).
     The parent directory is created if needed. On any error the temporary is removed and the
-    target is left as it was. Described on the book page ``running`` (atomic checkpoints and cache
+    target is left as it was. (atomic checkpoints and cache
     entries).
     """
     path = Path(path)
@@ -139,7 +139,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
     """Open a temporary file next to ``path`` for writing; publish it as ``path`` when the block ends.
 
     ``mode`` is ``"w"`` (text, ``encoding`` and ``newline`` as for :func:`open`) or ``"wb"``.
-    Described on the book page ``running``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
@@ -150,7 +149,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically; return the path. Described on the book page ``running``."""
+    """Write ``data`` to ``path`` atomically; return the path."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -158,10 +157,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8",
                       overwrite: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path.
-
-    Described on the book page ``running``.
-    """
+    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path."""
     return write_bytes_atomic(path, text.encode(encoding), overwrite=overwrite)
 
 
@@ -197,7 +193,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     ``NaN`` and infinity are refused (``allow_nan=False``: they are not JSON, and most readers reject
     them) with a ``ValueError`` naming the file and the first offending key path, e.g.
     ``rows[3].kl``; nothing is written then. ``indent``, ``sort_keys``, ``ensure_ascii`` and
-    ``default`` are passed to :func:`json.dumps`. Described on the book page ``reproducing`` (the
+    ``default`` are passed to :func:`json.dumps`. (the
     results JSON is written atomically).
     """
     try:

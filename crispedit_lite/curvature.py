@@ -151,8 +151,6 @@ def softmax_kl(base_logits: Tensor, logits: Tensor) -> Tensor:
 
     The label-free capability constraint of softmax-CE models. Derived in notebook
     ``02_bregman_to_gauss_newton``.
-
-    Derived in notebook ``02_bregman_to_gauss_newton``.
     """
     logp0 = torch.log_softmax(base_logits, dim=-1)
     logp = torch.log_softmax(logits, dim=-1)

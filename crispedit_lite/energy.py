@@ -86,9 +86,7 @@ def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> 
     so less than :math:`\gamma` of the energy is protected, while the strict rule protects the whole
     tied group and keeps eq. 3's guarantee (protected energy :math:`\ge\gamma`). That guarantee is
     what the paper means, so ``"code"`` is the default everywhere. Derived in notebook
-    ``03_low_curvature_subspace``.
-
-    Derived in notebook ``03_low_curvature_subspace``.
+    ``04_kfac_step_by_step``.
     """
     gamma = _check_gamma(gamma)
     srt, cum = _sorted_energy(eigenvalues)  # one sort, on the eigenvalues' device

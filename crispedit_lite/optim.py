@@ -25,10 +25,7 @@ __all__ = ["Projector", "ProjectedAdam", "ProjectedSGD"]
 
 
 class Projector(Protocol):
-    """Anything with ``project(G) -> G'`` of the same shape (e.g. :class:`KroneckerProjector`).
-
-    Derived in notebook ``03_low_curvature_subspace``.
-    """
+    """Anything with ``project(G) -> G'`` of the same shape (e.g. :class:`KroneckerProjector`)."""
 
     def project(self, G: Tensor) -> Tensor:  # noqa: D102
         ...
@@ -103,8 +100,6 @@ class ProjectedSGD(torch.optim.Optimizer):
     With ``momentum`` :math:`\mu`, :math:`\mathbf m\leftarrow\mu\mathbf m+\mathbf P(\mathbf g+\lambda\theta)`;
     every step is a combination of projected vectors and stays in the subspace. Derived in notebook
     ``03_low_curvature_subspace``.
-
-    Derived in notebook ``03_low_curvature_subspace``.
     """
 
     def __init__(

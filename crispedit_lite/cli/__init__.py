@@ -17,7 +17,6 @@ tokenizer or the model's config runs before the weights load
 (:mod:`crispedit_lite.reproduction.preflight`). Trouble with the machine (a full disk, a network
 that cannot be reached, a lock held too long) and a diverged run are one line and exit 2 as well.
 Any other exception keeps its traceback.
-Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -41,10 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m crispedit_lite``.
-
-    Described on the book page ``running``.
-    """
+    """The argument parser of ``python -m crispedit_lite``."""
     from crispedit_lite.cli import collect, edit, reproduce
 
     common = argparse.ArgumentParser(add_help=False)

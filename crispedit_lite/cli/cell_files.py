@@ -7,8 +7,6 @@ that is not YAML, not a mapping, repeats a key, lacks parameters, has unknown on
 that the notebook's own parameter reader
 (:func:`crispedit_lite.reproduction.cells.config_from_parameters`) refuses, is one
 :class:`~crispedit_lite.cli.checks.UsageError` that names the file, the line and the key.
-
-Described on the book page ``reproducing``.
 """
 
 from __future__ import annotations
@@ -26,10 +24,7 @@ SET_BY_REPRODUCE = ("RESULTS_DIR",)
 
 
 def notebook_of(cell: str) -> str:
-    """The notebook that runs ``cell``: chapter 10 for Table 5 (Qwen), chapter 9 otherwise.
-
-    Described on the book page ``reproducing``.
-    """
+    """The notebook that runs ``cell``: chapter 10 for Table 5 (Qwen), chapter 9 otherwise."""
     return "10_reproduce_qwen2_5_1_5b" if cell.startswith("table5_") else "09_reproduce_llama3_8b"
 
 
@@ -41,10 +36,7 @@ def _declared(path: str, mtime: float) -> tuple[str, ...]:
 
 
 def notebook_parameters(path: Path) -> tuple[str, ...]:
-    """The names declared by the notebook's ``parameters`` cell (papermill's reading of it).
-
-    Described on the book page ``reproducing``.
-    """
+    """The names declared by the notebook's ``parameters`` cell (papermill's reading of it)."""
     if not path.is_file():
         raise UsageError(f"reproduce: notebook {path} does not exist; expected the repository root in --root")
     try:
@@ -98,10 +90,7 @@ def _key_of(message: str, params: dict[str, Any]) -> str | None:
 
 
 def read_cell(root: Path, cell: str) -> dict[str, Any]:
-    """The parameters of ``reproduce/<cell>.yaml``, checked against its notebook (see the module).
-
-    Described on the book page ``reproducing``.
-    """
+    """The parameters of ``reproduce/<cell>.yaml``, checked against its notebook (see the module)."""
     from crispedit_lite.reproduction.cells import PARAMETERS, config_from_parameters
 
     path, shown = root / "reproduce" / f"{cell}.yaml", f"reproduce/{cell}.yaml"

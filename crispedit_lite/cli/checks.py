@@ -25,10 +25,7 @@ _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class UsageError(ValueError):
-    """A mistake in the command line: printed as ``error: <message>``, exit status 2.
-
-    Described on the book page ``running``.
-    """
+    """A mistake in the command line: printed as ``error: <message>``, exit status 2."""
 
 
 def gamma(value: float | None, arg: str = "--gamma") -> float | None:
@@ -142,10 +139,7 @@ def settings(method_name: str, assignments: Sequence[str], flags: Mapping[str, s
 
 
 def evals(text: str) -> list[str]:
-    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation.
-
-    Described on the book page ``running``.
-    """
+    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation."""
     from crispedit_lite.evaluation.runner import EVALS
 
     names = [e.strip() for e in text.split(",") if e.strip()]

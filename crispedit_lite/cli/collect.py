@@ -9,7 +9,7 @@ split over the K processes (the process group comes from the environment: gloo o
 CUDA) and only rank 0 prints; ``--checkpoint-every N`` checkpoints the running sums every N
 batches so that a killed collection resumes.
 
-Derived in notebook ``06_crispedit_on_a_small_lm``.
+Derived in notebook ``04_kfac_step_by_step``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,7 @@ FLAGS = {"layers": "--layers", "module_pattern": "--module-pattern", "seed": "--
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``).
-
-    Described on the book page ``running``.
-    """
+    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``)."""
     import torch
 
     c = sub.add_parser("collect-kfac", parents=[common],
@@ -108,10 +105,7 @@ def _init_distributed(device: str) -> tuple[str, bool]:
 
 
 def run_collect(args: argparse.Namespace) -> dict[str, Any]:
-    """Collect (or find in the cache) the capability K-FAC factors; ``info`` of the cache entry.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Collect (or find in the cache) the capability K-FAC factors; ``info`` of the cache entry."""
     import torch.distributed as dist
 
     from crispedit_lite.data.capability import capability_texts

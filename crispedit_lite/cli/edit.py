@@ -37,10 +37,7 @@ FLAGS = {**{f: "--" + f.replace("_", "-") for f in _FIELDS}, "layers": "--layers
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``edit`` subcommand's arguments.
-
-    Described on the book page ``running``.
-    """
+    """The ``edit`` subcommand's arguments."""
     import torch
 
     e = sub.add_parser("edit", parents=[common], help="edit a model and write a results JSON")
@@ -127,10 +124,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | None]:
-    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so.
-
-    Described on the book page ``running``.
-    """
+    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so."""
     from crispedit_lite.data import read_records
     from crispedit_lite.editing import EditConfig, cpu_config, paper_config
     from crispedit_lite.reproduction.experiment import load_requests
@@ -170,10 +164,7 @@ def wild_decoding_for(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    """Check the arguments, then :func:`crispedit_lite.reproduction.experiment.run_experiment`; the record.
-
-    Described on the book page ``running``.
-    """
+    """Check the arguments, then :func:`crispedit_lite.reproduction.experiment.run_experiment`; the record."""
     from crispedit_lite.cli.readers import unread_settings
     from crispedit_lite.reproduction.experiment import run_experiment
 
@@ -211,7 +202,6 @@ def headline_rows(metrics: Mapping[str, Any]) -> list[tuple[str, float | None, f
 
     Teacher-forced reliability / generalization / specificity, WILD reliability / generalization /
     locality per context, the perplexity and KL proxies, probe accuracy and lm-eval task scores.
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     paths = [(f"teacher_forced.scores.{k}", f"TF {name} (%)")

@@ -15,8 +15,6 @@ and WikiBigEdit). :func:`paper_dataset_for` decides it, in this order:
    method the same :math:`(n, \gamma)`.
 
 A name or file that contradicts the records' format, and a case nothing decides, are errors.
-
-Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -38,10 +36,7 @@ _FORMAT_DATASETS = {"zsre": ("zsre",), "rome": ("counterfact",),
 
 
 def record_format(records: Sequence[Any]) -> str | None:
-    """The format of the records (all must agree), or ``None`` when it cannot be told.
-
-    Described on the book page ``running``.
-    """
+    """The format of the records (all must agree), or ``None`` when it cannot be told."""
     from crispedit_lite.data.edits import _detect
 
     found = set()
@@ -68,7 +63,7 @@ def paper_dataset_for(method: str, model: str, dataset_name: str | None, data: s
 
     ``data_format`` (``--format``) other than ``"auto"`` stands for the detected record format.
     Raises :class:`~crispedit_lite.cli.checks.UsageError` when the name, the file and the records
-    disagree or nothing decides. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    disagree or nothing decides.
     """
     fmt = record_format(records) if data_format == "auto" else \
         {"wikibigedit": "wikibigedit-upstream"}.get(data_format, data_format)

@@ -23,8 +23,6 @@ its ``update``, its ``statistics``, whether it is ``sequential``, its settings):
 The rule errs on the side of accepting: a setting is refused only where the method provably does not
 read it (a test changes every refused setting at once and checks that the edited weights stay the
 same bit for bit).
-
-Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -76,10 +74,7 @@ READ_BY: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def readers(field: str) -> list[str]:
-    """The methods that read ``field`` with their default settings.
-
-    Described on the book page ``running``.
-    """
+    """The methods that read ``field`` with their default settings."""
     from crispedit_lite.editing import EditConfig
     from crispedit_lite.editing.registry import registry
 
@@ -91,7 +86,6 @@ def unread_settings(config: Any, given: Mapping[str, str]) -> list[tuple[str, st
     """``(field, how it was given, who reads it)`` for each given field that ``config.method`` ignores.
 
     ``given`` maps field names to how the command line gave them (``{"gamma": "--gamma"}``).
-    Described on the book page ``running``.
     """
     from crispedit_lite.editing.registry import get_editor
 

@@ -37,10 +37,7 @@ WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
 
 @dataclasses.dataclass(frozen=True)
 class CapabilityCorpus(Sequence):
-    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy)."""
 
     texts: tuple[str, ...]
     meta: dict[str, Any]
@@ -67,8 +64,6 @@ def offline_documents(chunk_chars: int = 2000) -> list[str]:
     code) are kept verbatim. Consecutive paragraphs of one topic are packed into documents of at
     most about ``chunk_chars`` characters (a longer paragraph stands alone), roughly the paper's
     512-token truncation for ``chunk_chars=2000``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if chunk_chars < 100:
         raise ValueError(f"chunk_chars must be at least 100, got {chunk_chars}")

@@ -66,8 +66,6 @@ class EditRequest:
         ground_truth: the answer before the edit, when the dataset has it.
         case_id: the record's id in its dataset (its index when the dataset has none).
         extra: every other field of the source record.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     prompt: str
@@ -183,8 +181,6 @@ def parse_records(records: Sequence[Any], format: str = "auto") -> list[EditRequ
     Raises:
         ValueError: naming the record index and field, e.g. ``record 17: field 'alt' is missing
             (ZsRE MEND format expects subject, src, alt, rephrase, loc, loc_ans)``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -239,10 +235,7 @@ def records_digest(records: Sequence[Any]) -> str:
 
 
 def read_records(source: str | Path, split: str = "train") -> list[Any]:
-    """Read raw records from a built-in set, a local JSON / JSONL file, a URL or ``hf:owner/name``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Read raw records from a built-in set, a local JSON / JSONL file, a URL or ``hf:owner/name``."""
     src = str(source)
     if src in BUILTIN_EDIT_SETS:
         ref = resources.files("crispedit_lite") / "resources" / BUILTIN_EDIT_SETS[src]
@@ -277,7 +270,7 @@ def drop_duplicates(requests: Sequence[EditRequest]) -> tuple[list[EditRequest],
     """The requests without repeats of the same edit (same ``prompt`` and ``target_new``).
 
     Returns ``(kept, dropped)`` where ``dropped`` lists ``(index, index of the first copy)``; the
-    first copy of each edit is kept, in order. Described on the book page ``running``.
+    first copy of each edit is kept, in order.
     """
     first: dict[tuple[str, str], int] = {}
     kept, dropped = [], []

@@ -71,7 +71,7 @@ class EditConfig:
         seed: seeds shuffling and label sampling.
         settings: the method's own settings (an instance of ``Editor.settings``), or ``None``.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
 
     method: str = "crispedit"
@@ -162,8 +162,7 @@ class EditConfig:
         Records written before the settings moved into each editor listed every method's settings
         and an ``extra`` dict: those other methods' keys are ignored, and a block of ``extra`` named
         after the method's family holds its settings without their prefix (``{"mend": {"rank": 8}}``
-        is ``mend_rank=8``). Any other unknown key is an error. Derived in notebook
-        ``06_crispedit_on_a_small_lm``.
+        is ``mend_rank=8``). Any other unknown key is an error.
         """
         from crispedit_lite.editing.registry import get_editor, settings_owners
 
@@ -222,7 +221,6 @@ def setting_error(method: str, key: str, shown: str | None = None) -> str:
     """Why ``key`` is no setting of ``method``: another method's (naming it) or unknown (with a hint).
 
     ``shown`` is how the caller names the setting (``lora_rank=4``).
-    Described on the book page ``running``.
     """
     import difflib
 
@@ -253,7 +251,7 @@ def paper_config(method: str = "crispedit", dataset: str = "zsre", *, model: str
     n = 1,000 with the same :math:`\gamma`, CrispEdit-Seq (30, 0.995)
     (:mod:`crispedit_lite.editing.paper_presets`). ``dataset`` takes the names of
     :data:`~crispedit_lite.editing.paper_presets.PAPER_DATASET_NAMES`; ``changes`` override any
-    shared field or setting of the method. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    shared field or setting of the method. Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.editing.paper_presets import paper_values
 

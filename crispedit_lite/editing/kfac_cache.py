@@ -73,10 +73,7 @@ def _writable(folder: Path) -> bool:
 
 
 def corpus_fingerprint(texts: Sequence[str]) -> str:
-    """SHA-256 over the texts' own SHA-256 digests, in order (unambiguous for any separator).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """SHA-256 over the texts' own SHA-256 digests, in order (unambiguous for any separator)."""
     h = hashlib.sha256()
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
@@ -88,7 +85,7 @@ def cache_key(model_id: str, modules: Sequence[str], texts: Sequence[str], *, ma
     """Hash of everything that determines the factors (the texts enter by :func:`corpus_fingerprint`).
 
     ``dtype`` is the model's parameter dtype (``"bfloat16"``), ``approx`` K-FAC's ``"expand"`` or
-    ``"reduce"``. Derived in notebook ``06_crispedit_on_a_small_lm``.
+    ``"reduce"``.
     """
     payload = json.dumps({"model": model_id, "modules": list(modules),
                           "corpus": corpus_fingerprint(texts), "n": len(texts),
@@ -252,7 +249,7 @@ def build_projectors(
     protected rank, editable fraction and threshold. ``projection="fast"`` applies each Kronecker
     projector through :func:`~crispedit_lite.fastproject.guard.guarded_projector` (the same
     projection, cheaper, where a precision check passes) and records its choice in ``stats``.
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Derived in notebook ``08_one_framework``.
     """
     if projection not in ("reference", "fast"):
         raise ValueError(f"projection must be 'reference' or 'fast', got {projection!r}")

@@ -6,7 +6,7 @@ LoRA-Seq, Adam-NSCL, and the closed-form MEMIT, AlphaEdit and UltraEdit families
 the model **in memory**; :class:`EditResult` keeps the original weights so that
 :meth:`EditResult.restore` undoes an edit, and nothing is ever written over a model on disk.
 
-Derived in notebooks ``06_crispedit_on_a_small_lm``, ``07_sequential_editing`` and ``08_one_framework``.
+Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations

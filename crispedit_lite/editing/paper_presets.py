@@ -7,8 +7,6 @@ CrispEdit's. :func:`~crispedit_lite.editing.config.paper_config` reads them thro
 :func:`paper_values`, and the command line's ``--preset paper`` also records which entry it used.
 Sources: CrispEdit Table 2 / App. E (LLaMA-3-8B-Instruct, Table 1), Table 4 (10,000 ZsRE edits) and
 Table 5 (Qwen-2.5-1.5B-Instruct).
-
-Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -35,10 +33,7 @@ def _squash(text: str) -> str:
 
 
 def paper_dataset(name: str | None) -> str | None:
-    """The preset dataset a name stands for (:data:`PAPER_DATASET_NAMES`), or ``None`` if none.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """The preset dataset a name stands for (:data:`PAPER_DATASET_NAMES`), or ``None`` if none."""
     return PAPER_DATASET_NAMES.get(_squash(name)) if name else None
 
 
@@ -47,7 +42,7 @@ def paper_model(model: str | None) -> str | None:
 
     Hub ids, local folder names and ``random:<shape>`` names are matched without case and
     punctuation (``Qwen/Qwen2.5-1.5B-Instruct``, ``random:qwen2.5-1.5b-shape``); else ``None``.
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     key = _squash(model or "")
     if "qwen2515b" in key:
@@ -63,7 +58,6 @@ def paper_values(method: str, dataset: str, model: str | None = None) -> dict[st
     The values are the editor's ``paper_n_gamma`` (else :data:`DEFAULT_VALUES_FROM`'s). Returns
     ``{"n_capability", "gamma", "dataset", "model_family", "model_basis"}``; a model that is not one
     of the paper's gets LLaMA-3-8B's values (the main tables), and ``model_basis`` says so.
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     ds = paper_dataset(dataset)
     if ds is None:

@@ -115,8 +115,6 @@ class EditJob:
             and AlphaEdit-Seq's key cache and covariance, UltraEdit's normalisers): statistics of the
             model the stream started from, never recomputed on the edited model. ``None``: a fresh run that
             hands nothing on. An empty dict starts a stream; the editor fills it in place.
-
-    Derived in notebook ``08_one_framework``.
     """
 
     model: nn.Module
@@ -183,8 +181,6 @@ class Editor:
         sequential_form: the name of its chunked variant (``"memit_seq"``), if it has one.
         summary: one line for listings.
         chunk_hook: its ``run`` calls :attr:`EditJob.after_chunk` after every chunk.
-
-    Derived in notebook ``08_one_framework``.
     """
 
     name: str
@@ -286,18 +282,12 @@ def _check_table(table: Mapping[str, Editor]) -> None:
 
 
 def editor_names() -> tuple[str, ...]:
-    """Names of every registered editor, in registry order.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """Names of every registered editor, in registry order."""
     return tuple(registry())
 
 
 def get_editor(name: str) -> Editor:
-    """The editor called ``name``; an unknown name is an error that lists the known ones.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """The editor called ``name``; an unknown name is an error that lists the known ones."""
     table = registry()
     if name not in table:
         import difflib
@@ -309,10 +299,7 @@ def get_editor(name: str) -> Editor:
 
 
 def needs_capability(name: str) -> bool:
-    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance).
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance)."""
     stats = get_editor(name).statistics
     return "capability_kfac" in stats or "input_covariance" in stats
 

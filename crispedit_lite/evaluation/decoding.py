@@ -68,8 +68,6 @@ def format_prompt(question: str, context: str, tokenizer: Any = None, decoding: 
     and the tokenizer would add again is dropped from the text, so the prompt has one BOS. With
     ``decoding="robust"`` and a tokenizer that has a chat template, ``"qa"`` is the QA template as the
     user turn of the chat template.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if context not in CONTEXTS:
         raise ValueError(f"unknown WILD context {context!r}; expected one of {sorted(CONTEXTS)}")
@@ -86,10 +84,7 @@ def format_prompt(question: str, context: str, tokenizer: Any = None, decoding: 
 
 
 def default_decoding(tokenizer: Any) -> str:
-    """``"robust"`` for an instruct model (the tokenizer has a chat template), else ``"official"``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """``"robust"`` for an instruct model (the tokenizer has a chat template), else ``"official"``."""
     return "robust" if _has_chat_template(tokenizer) else "official"
 
 
@@ -98,8 +93,6 @@ def resolve_decodings(decoding: str | Sequence[str] | None, tokenizer: Any) -> l
 
     ``None``: :func:`default_decoding`; ``"both"``: the default, then the other; a name or a list of
     names from :data:`WILD_DECODINGS`.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     first = default_decoding(tokenizer)
     if decoding is None:
@@ -115,10 +108,7 @@ def resolve_decodings(decoding: str | Sequence[str] | None, tokenizer: Any) -> l
 
 
 def decoding_settings(decoding: str, tokenizer: Any) -> dict[str, Any]:
-    """What a decoding does with this tokenizer (recorded next to the scores).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """What a decoding does with this tokenizer (recorded next to the scores)."""
     _check_decoding(decoding)
     robust = decoding == "robust"
     return {"wild_decoding": decoding, "stop_after_first_token": robust,

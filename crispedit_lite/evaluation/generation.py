@@ -37,19 +37,13 @@ __all__ = ["greedy_generate", "left_padding", "pad_right", "eos_token_ids", "mod
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless module).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """The device of the model's first parameter (CPU for a parameterless module)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer."""
     ids: list[int] = []
     gen = getattr(model, "generation_config", None)
     for source in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
@@ -63,10 +57,7 @@ def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
 
 @contextlib.contextmanager
 def left_padding(tokenizer: Any) -> Iterator[Any]:
-    """Temporarily pad on the left (and with EOS when there is no pad token); restore on exit.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Temporarily pad on the left (and with EOS when there is no pad token); restore on exit."""
     side, pad = tokenizer.padding_side, tokenizer.pad_token
     if pad is None:
         if tokenizer.eos_token is None:
@@ -82,10 +73,7 @@ def left_padding(tokenizer: Any) -> Iterator[Any]:
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into ``(input_ids, attention_mask)``, both ``(B, T_max)`` int64.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Right-pad token id lists into ``(input_ids, attention_mask)``, both ``(B, T_max)`` int64."""
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError("pad_right needs at least one sequence and no empty sequence")
     width = max(len(s) for s in sequences)

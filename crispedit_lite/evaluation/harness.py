@@ -17,7 +17,7 @@ The paper does not say which key it reports (App. E names the tasks only), so th
 off the same run. Scores are ×100. The tasks download their data from the Hugging Face hub; offline
 (``HF_DATASETS_OFFLINE=1``) and without a warm cache they fail, with a message that says so.
 
-Derived in notebook ``06_crispedit_on_a_small_lm``.
+Derived in notebook ``09_reproduce_llama3_8b``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class HarnessTask:
         name: lm-eval task (or group) name. num_fewshot: in-context examples.
         metric: the ``"metric,filter"`` key reported as the task's score.
         batch_size: the paper's runner setting (``"auto"``, or a fixed size for long prompts).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     name: str
@@ -89,8 +87,6 @@ def harness_config(
 
     ``batch_size=None`` keeps each task's paper setting; ``fewshot_as_multiturn`` needs the chat
     template and is switched off with it.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive or None, got {limit!r}")
@@ -115,8 +111,6 @@ def extract_harness_metrics(
     ``results`` is what ``simple_evaluate`` returns (its ``"results"`` entry is read), possibly
     merged over several calls. A missing task or metric key is a ``ValueError`` listing the keys
     that are there.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     table = results.get("results", results)
     out: dict[str, dict[str, Any]] = {}
@@ -179,8 +173,6 @@ def run_harness(
     Raises:
         RuntimeError: a task's data could not be loaded (no network, or offline mode without the
             dataset in the Hugging Face cache); the message names the task and the cause.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     simple_evaluate, HFLM = _lm_eval_api()
     if task_manager is None:

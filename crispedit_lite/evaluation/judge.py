@@ -80,8 +80,6 @@ def parse_grade(reply: str | None) -> float:
     The official code requires the reply to equal ``"A"``; we also accept surrounding whitespace,
     quotes or a final period (``" A."``), which a temperature-0 judge occasionally adds. Any other
     reply, ``"CORRECT"`` spelled out included, counts as not correct, as in the official code.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if reply is None:
         return 0.0
@@ -100,8 +98,6 @@ class OpenAIJudge:
         client: an ``openai.OpenAI``-like object; when given, requests go through
             ``client.chat.completions.create`` instead of ``urllib``.
         prompt: the grader template with ``{question}``, ``{target}``, ``{predicted_answer}``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     def __init__(
@@ -171,8 +167,6 @@ def make_judge(
 
     The key is ``api_key`` or the ``OPENAI_API_KEY`` environment variable; the endpoint is
     ``base_url``, ``OPENAI_BASE_URL``, or OpenAI's.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     key = api_key or os.environ.get("OPENAI_API_KEY")
     if not key:

@@ -30,10 +30,7 @@ Answers = dict[str, dict[str, str]]
 
 
 def answers_of(records: list[dict[str, Any]], contexts: list[str]) -> Answers:
-    """``{context: {locality prompt: answer}}`` from :func:`~.wild.wild_evaluate`'s records.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """``{context: {locality prompt: answer}}`` from :func:`~.wild.wild_evaluate`'s records."""
     return {c: {e["question"]: e["answer"] for r in records for e in r[c]["loc"]} for c in contexts}
 
 
@@ -44,8 +41,6 @@ def base_answers(base: Mapping[str, Any] | None) -> dict[str, Answers]:
     ``base["metrics"]["wild"]["base_answers"]`` (what a results file keeps), then in the older
     ``base["state"]["pre_edit_locality"]`` (the decoding named in the base's WILD settings, else
     ``"official"``). A value that is not a mapping is a ``ValueError``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if not base:
         return {}

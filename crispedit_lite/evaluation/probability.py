@@ -46,9 +46,9 @@ def sequence_logprobs(
     *,
     batch_size: int = 16,
 ) -> tuple[list[float], list[int]]:
-    r"""Per pair, :math:`\log P_\theta(y \mid x)` (nats, summed over the target tokens) and the token count.
+    r"""Per pair, :math:`\log P_\theta(y \mid x)` and the token count.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    The log-probability is in nats, summed over the target tokens.
     """
     _, nlls = score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)
     counts = []
@@ -86,8 +86,6 @@ def probability_evaluate(
     Returns:
         ``{"settings", "scores": {"rel", "gen", "loc", "rel_token_mean", ..., "rel_margin", ...,
         "n_rel", "n_gen", "n_loc"}, "records"}``; rates ×100 (``None`` with no item), margins in nats.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if context not in ("none", "qa"):
         raise ValueError(f"probability_evaluate: context must be 'none' or 'qa', got {context!r}")

@@ -84,7 +84,7 @@ def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, ma
     model; they take ``4 T V`` bytes per text (SmolLM2: ~50 MB for 256 tokens), so keep the capability
     texts few and short, or pass the base model instead.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Derived in notebook ``07_sequential_editing``.
     """
     out: list[torch.Tensor] = []
     for logp, _, mask in _batches(model, tokenizer, texts, max_length, batch_size):

@@ -19,7 +19,7 @@ and ``"lm_eval"`` (:func:`~.harness.run_harness`, GPU and network).
 neighbourhood prompts), and per WILD context exact match and contains-as-a-word (``loc`` = agreement
 with the pre-edit model's answer; ``loc_absolute`` = against the dataset answer).
 
-Derived in notebook ``06_crispedit_on_a_small_lm``.
+Derived in notebook ``07_sequential_editing``.
 """
 
 from __future__ import annotations

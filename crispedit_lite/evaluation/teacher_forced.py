@@ -99,19 +99,13 @@ def score_targets(
 
 def target_token_accuracy(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                           targets: Sequence[str], *, batch_size: int = 16) -> list[float]:
-    """Teacher-forced token accuracy of each target given its prompt (see :func:`score_targets`).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Teacher-forced token accuracy of each target given its prompt (see :func:`score_targets`)."""
     return score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)[0]
 
 
 def target_nll(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                targets: Sequence[str], *, batch_size: int = 16) -> list[float]:
-    """Mean per-token NLL (nats) of each target given its prompt (see :func:`score_targets`).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Mean per-token NLL (nats) of each target given its prompt (see :func:`score_targets`)."""
     return score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)[1]
 
 
@@ -141,7 +135,7 @@ def teacher_forced_evaluate(
         a record's ``spec`` is the mean over its locality prompts, ``scores["spec"]`` the mean over
         all locality prompts.
 
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
+    Derived in notebook ``07_sequential_editing``.
     """
     if specificity not in ("accuracy", "nll_comparison"):
         raise ValueError(f"specificity must be 'accuracy' or 'nll_comparison', got {specificity!r}")

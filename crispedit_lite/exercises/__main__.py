@@ -4,8 +4,7 @@ r"""``python -m crispedit_lite.exercises``: hand out student versions and grade 
 (:mod:`crispedit_lite.exercises.student`); ``grade PATH... --out grades`` executes each submitted
 notebook in a confined kernel under a hard time limit, judges every exercise in a separate process,
 prints the table and rewrites ``grades.csv`` and ``grades.json`` after each notebook
-(:mod:`crispedit_lite.exercises.grade`). Derived in notebook
-``01_editing_as_constrained_optimization``.
+(:mod:`crispedit_lite.exercises.grade`).
 """
 
 from __future__ import annotations

@@ -58,10 +58,7 @@ def _libc():
 
 
 def abi_version() -> int:
-    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable.
-
-    Described on the book page ``instructors``.
-    """
+    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -87,8 +84,6 @@ def restrict(read: list[str], write: list[str], listing: list[str] = (), bind: l
 
     Paths that do not exist are skipped. Raises ``OSError`` when Landlock is unavailable or a
     system call fails, so that a caller never runs unconfined by accident.
-
-    Described on the book page ``instructors``.
     """
     abi = abi_version()
     if abi < 1:

@@ -33,10 +33,7 @@ session: Any = None
 
 
 class RemoteFunction:
-    """A student function that lives in the runner process (the judge only holds its name and source).
-
-    Described on the book page ``instructors``.
-    """
+    """A student function that lives in the runner process (the judge only holds its name and source)."""
 
     def __init__(self, name: str, source: str, call: Callable[[str, tuple], Any]) -> None:
         self.__name__ = self.name = name
@@ -187,10 +184,7 @@ def self_contained(fn: Callable) -> None:
 
 
 def source_of(fn: Callable | RemoteFunction) -> str:
-    """The source of a function answer and of the notebook functions it calls.
-
-    Described on the book page ``instructors``.
-    """
+    """The source of a function answer and of the notebook functions it calls."""
     if isinstance(fn, RemoteFunction):
         return fn.source
     parts = []

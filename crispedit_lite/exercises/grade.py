@@ -22,8 +22,7 @@ into memory. Then, for each submission in turn:
 
 An error before the ``## Exercises`` heading, or the deadline, stops the notebook: the exercises
 graded so far keep their score, the rest score zero with the reason. The grader never raises on a
-bad submission, and one submission cannot change another's grade. Derived in notebook
-``01_editing_as_constrained_optimization`` (the first chapter with graded exercises).
+bad submission, and one submission cannot change another's grade.
 """
 
 from __future__ import annotations
@@ -65,9 +64,7 @@ class ExerciseScore:
 
     ``status`` is ``passed``, ``failed`` (the grader or the solution raised), ``not run`` (the
     notebook stopped before it), ``missing`` (no grader cell) or ``manual`` (a written answer,
-    graded by hand). Derived in notebook ``01_editing_as_constrained_optimization``.
-
-    Described on the book page ``instructors``.
+    graded by hand).
     """
 
     notebook: str
@@ -83,8 +80,6 @@ def exercise_cells(nb: nbformat.NotebookNode) -> dict[str, int | None]:
 
     Raises:
         ValueError: when an ``{exercise}`` directive has no ``:label: ex-NN-k``.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     starts = []
     for i, c in enumerate(nb.cells):
@@ -393,10 +388,7 @@ def grade_notebook(
     points: Mapping[str, float] | None = None,
     confine: bool = True,
 ) -> list[ExerciseScore]:
-    """Grade one submitted notebook (see :func:`grade_paths`, which grades many).
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """Grade one submitted notebook (see :func:`grade_paths`, which grades many)."""
     return grade_paths(
         [path],
         timeout=timeout,
@@ -444,8 +436,6 @@ def grade_paths(
 
     Raises:
         ValueError: when a path does not exist or no notebook is found.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     files: list[Path] = []
     roots = []
@@ -693,10 +683,7 @@ def _run_cells(
 
 
 def write_reports(scores: list[ExerciseScore], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``grades.csv`` (one row per exercise) and ``grades.json`` (per notebook, with totals).
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """Write ``grades.csv`` (one row per exercise) and ``grades.json`` (per notebook, with totals)."""
     import csv
     import io
 

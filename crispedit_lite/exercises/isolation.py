@@ -51,10 +51,7 @@ _DEV_READ = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
 
 
 def landlock_abi() -> int:
-    """The Landlock ABI of this kernel (0: unavailable).
-
-    Described on the book page ``instructors``.
-    """
+    """The Landlock ABI of this kernel (0: unavailable)."""
     from crispedit_lite.exercises import confine
 
     return confine.abi_version()
@@ -82,8 +79,6 @@ def make_workspace(base: Path) -> dict[str, Path]:
     """Create the private folders of one process under ``base``: ``home``, ``tmp``, ``ipython``, ``mpl``.
 
     ``mpl`` is seeded with matplotlib's font list, to skip its rebuild in every kernel.
-
-    Described on the book page ``instructors``.
     """
     paths = {k: base / k for k in ("home", "tmp", "ipython", "mpl")}
     for p in paths.values():
@@ -101,8 +96,6 @@ def make_checkout(root: Path) -> dict[str, Path]:
     link to the real checkout's (read-only under the allow-list), so that the chapters find their
     data; ``cache`` is a model cache whose entries link to the real one, so that reads hit it and
     writes stay here.
-
-    Described on the book page ``instructors``.
     """
     paths = {"work": root / "work", "cwd": root / "work" / "notebooks", "cache": root / "cache"}
     for p in paths.values():
@@ -125,10 +118,7 @@ def make_checkout(root: Path) -> dict[str, Path]:
 
 
 def scrubbed_env(paths: dict[str, Path], extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The only environment a submission sees: its own folders, thread counts, offline switches.
-
-    Described on the book page ``instructors``.
-    """
+    """The only environment a submission sees: its own folders, thread counts, offline switches."""
     bindir = str(Path(sys.executable).parent)
     env = {
         "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
@@ -188,8 +178,6 @@ def allow_list(writable: Path, protected: Iterable[str | os.PathLike]) -> dict[s
     the interpreter and its ``sys.path``, the package, the checkout's ``reproduce`` and
     ``benchmarks``, and the model cache; each minus anything inside ``protected``. Writable:
     ``writable`` and ``/dev/null``. GPU device files are added where they exist.
-
-    Described on the book page ``instructors``.
     """
     prot = [Path(p).resolve() for p in protected]
     repo = checkout()
@@ -259,8 +247,6 @@ class ProcessJail:
     Made before the submission's first process; :meth:`kill_all` sends ``SIGKILL`` to the groups
     registered with :meth:`add_group` and to every descendant of this process that did not exist
     before (orphans that left their group are adopted by this process, on Linux), and reaps them.
-
-    Described on the book page ``instructors``.
     """
 
     def __init__(self) -> None:
@@ -312,8 +298,6 @@ class FileGuard:
     Watched: the given files and folders (recursively, up to ``max_bytes`` in all), and the
     interpreter's start-up hooks (``*.pth``, ``sitecustomize.py``, ``usercustomize.py`` in the site
     folders), whose new entries would run code in every later Python process.
-
-    Described on the book page ``instructors``.
     """
 
     def __init__(self, paths: Iterable[str | os.PathLike], max_bytes: int = 512 << 20) -> None:

@@ -33,10 +33,7 @@ GRADER_MODULES = [f"crispedit_lite.exercises.ch{n:02d}" for n in range(1, 12)]
 
 
 class Runner:
-    """The judge's handle on one runner process (started lazily, killed on time-out or failure).
-
-    Described on the book page ``instructors``.
-    """
+    """The judge's handle on one runner process (started lazily, killed on time-out or failure)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg

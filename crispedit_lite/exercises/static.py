@@ -7,7 +7,7 @@ literal constants (the parameters cell), in notebook order; a runner process exe
 nothing else, so a graded function may use its arguments, the notebook's imports, functions and
 constants, but not values the chapter computed (pass those as arguments). :func:`free_names` lists
 the names a grader cell needs, so that the harness can fetch exactly those from the kernel or the
-runner. Described on the book page ``instructors``.
+runner.
 """
 
 from __future__ import annotations
@@ -31,10 +31,7 @@ _TOP_KINDS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
 
 
 def python_source(cell_source: str) -> str:
-    """The cell as plain Python: IPython's ``%magics`` and ``!shell`` lines become calls.
-
-    Described on the book page ``instructors``.
-    """
+    """The cell as plain Python: IPython's ``%magics`` and ``!shell`` lines become calls."""
     try:
         from IPython.core.inputtransformer2 import TransformerManager
     except ImportError:  # without IPython, drop the lines that are not Python
@@ -80,8 +77,6 @@ def replay_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
     Replayable: ``import``, ``from ... import``, ``def``, ``class`` and ``NAME = <literal>``.
     Everything else (calls, loops, assignments of computed values, magics) is left out. A cell that
     is not valid Python contributes nothing.
-
-    Described on the book page ``instructors``.
     """
     out = []
     for src in sources:
@@ -97,18 +92,12 @@ def replay_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
 
 
 def import_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
-    """``(bound names, source)`` of the top-level import statements of the given cells.
-
-    Described on the book page ``instructors``.
-    """
+    """``(bound names, source)`` of the top-level import statements of the given cells."""
     return [(names, src) for names, src in replay_statements(sources) if src.startswith(("import ", "from "))]
 
 
 def defined_functions(sources: Iterable[str]) -> set[str]:
-    """Names bound by a top-level ``def`` in the given cells.
-
-    Described on the book page ``instructors``.
-    """
+    """Names bound by a top-level ``def`` in the given cells."""
     names = set()
     for src in sources:
         tree = _parse(src)
@@ -119,10 +108,7 @@ def defined_functions(sources: Iterable[str]) -> set[str]:
 
 
 def function_names(replay: list[tuple[list[str], str]]) -> set[str]:
-    """Names that the replayed statements bind with ``def`` or ``class``.
-
-    Described on the book page ``instructors``.
-    """
+    """Names that the replayed statements bind with ``def`` or ``class``."""
     return {names[0] for names, src in replay if re.match(r"(async\s+)?(def|class)\s", src)}
 
 
@@ -157,8 +143,6 @@ def free_names(code: str) -> list[str]:
 
     Raises:
         SyntaxError: when ``code`` is not Python.
-
-    Described on the book page ``instructors``.
     """
     v = _Names()
     v.visit(ast.parse(python_source(code)))
@@ -171,10 +155,7 @@ def free_names(code: str) -> list[str]:
 
 
 def referenced_names(source: str) -> set[str]:
-    """Every identifier that ``source`` mentions: names, attribute names and imported names.
-
-    Described on the book page ``instructors``.
-    """
+    """Every identifier that ``source`` mentions: names, attribute names and imported names."""
     tree = ast.parse(source)
     out: set[str] = set()
     for node in ast.walk(tree):

@@ -15,8 +15,7 @@ and checks that must not be shown with ``### BEGIN HIDDEN TESTS`` / ``### END HI
 cell, clears the outputs of the cells a student answers or grades and of the chapter cells whose
 output would give an answer away (an exercise's markdown cell lists them in its metadata,
 ``{"exercise": {"clear_outputs_of": [a substring of the cell's source, ...]}}``), and points the Colab
-badge at the student version. Derived in notebook ``01_editing_as_constrained_optimization``
-(its exercises are the first to use the markers).
+badge at the student version.
 """
 
 from __future__ import annotations
@@ -77,8 +76,6 @@ def student_source(source: str, where: str = "cell") -> str:
 
     Raises:
         ValueError: when markers are unbalanced or nested.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     lines = source.split("\n")
     cut = {}
@@ -107,20 +104,14 @@ def student_source(source: str, where: str = "cell") -> str:
 
 
 def hidden_tests(source: str, where: str = "cell") -> str:
-    """The code inside the hidden-test regions of ``source`` (markers dropped), ``""`` if none.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """The code inside the hidden-test regions of ``source`` (markers dropped), ``""`` if none."""
     lines = source.split("\n")
     parts = ["\n".join(lines[a + 1 : b]) for a, b in _regions(lines, BEGIN_HIDDEN, END_HIDDEN, where)]
     return "\n".join(p for p in parts if p.strip())
 
 
 def is_solution_cell(cell: dict) -> bool:
-    """A code cell holding a reference solution: solution markers, or the hidden ``# reference solution``.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """A code cell holding a reference solution: solution markers, or the hidden ``# reference solution``."""
     if cell.get("cell_type") != "code":
         return False
     src = cell.get("source", "")
@@ -129,10 +120,7 @@ def is_solution_cell(cell: dict) -> bool:
 
 
 def is_grader_cell(cell: dict) -> bool:
-    """A code cell that calls a grader ``chNN.check_...``.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """A code cell that calls a grader ``chNN.check_...``."""
     return cell.get("cell_type") == "code" and bool(_GRADER.search(cell.get("source", "")))
 
 
@@ -150,8 +138,6 @@ def student_notebook(nb: nbformat.NotebookNode, filename: str, colab_base: str =
         filename: the student file's name (for the badge), such as
             ``01_editing_as_constrained_optimization.ipynb``.
         colab_base: URL prefix of the published student notebooks.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     out = copy.deepcopy(nb)
     revealing = [m for c in out.cells if c.cell_type == "markdown"
@@ -185,8 +171,6 @@ def write_student_versions(paths: Iterable[str | os.PathLike], out_dir: str | os
 
     Raises:
         ValueError: when a path is not a notebook.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ tagged dicts, NumPy arrays tensors), serialised with ``torch.save`` and read bac
 ``torch.load(weights_only=True)``, which builds those types and nothing else: a submission can send
 wrong values, never code. Frames on a pipe are a length and a payload (:func:`write_frame`,
 :func:`read_frame`). :func:`export` is what the grading command runs in the student's kernel to
-fetch the values a grader cell needs. Described on the book page ``instructors``.
+fetch the values a grader cell needs.
 """
 
 from __future__ import annotations
@@ -40,17 +40,11 @@ MAX_BYTES = 1 << 30
 
 
 class ExportError(Exception):
-    """A value that cannot be sent to the grader (its message says which and why).
-
-    Described on the book page ``instructors``.
-    """
+    """A value that cannot be sent to the grader (its message says which and why)."""
 
 
 class FunctionRef(dict):
-    """A reference to a student function by name (the runner holds the function itself).
-
-    Described on the book page ``instructors``.
-    """
+    """A reference to a student function by name (the runner holds the function itself)."""
 
     def __init__(self, name: str) -> None:
         super().__init__({_FN: str(name)})
@@ -62,10 +56,7 @@ class FunctionRef(dict):
 
 
 def to_data(obj: Any, depth: int = 0) -> Any:
-    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent.
-
-    Described on the book page ``instructors``.
-    """
+    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent."""
     if depth > 20:
         raise ExportError("the value is nested more than 20 levels deep")
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -116,10 +107,7 @@ def to_data(obj: Any, depth: int = 0) -> Any:
 
 
 def from_data(obj: Any) -> Any:
-    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side).
-
-    Described on the book page ``instructors``.
-    """
+    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side)."""
     if isinstance(obj, dict):
         if set(obj) == {_FN}:
             return FunctionRef(obj[_FN])
@@ -145,30 +133,21 @@ def from_data(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialise plain data (the output of :func:`to_data`).
-
-    Described on the book page ``instructors``.
-    """
+    """Serialise plain data (the output of :func:`to_data`)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def loads(data: bytes) -> Any:
-    """Read plain data back; anything but tensors, numbers, strings and containers is refused.
-
-    Described on the book page ``instructors``.
-    """
+    """Read plain data back; anything but tensors, numbers, strings and containers is refused."""
     if len(data) > MAX_BYTES:
         raise ValueError(f"a message of {len(data)} bytes is over the {MAX_BYTES} byte limit")
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def write_frame(fd: int, payload: bytes) -> None:
-    """Write one frame (8-byte length, then the payload) to a file descriptor.
-
-    Described on the book page ``instructors``.
-    """
+    """Write one frame (8-byte length, then the payload) to a file descriptor."""
     data = struct.pack(">Q", len(payload)) + payload
     view = memoryview(data)
     while view:
@@ -177,10 +156,7 @@ def write_frame(fd: int, payload: bytes) -> None:
 
 
 def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_BYTES) -> bytes:
-    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end.
-
-    Described on the book page ``instructors``.
-    """
+    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end."""
     header = _read_exact(fd, 8, deadline)
     (n,) = struct.unpack(">Q", header)
     if n > limit:

@@ -205,7 +205,5 @@ def corner_project(proj: KroneckerProjector, G: Tensor) -> Tensor:
     with eigenbases sorted by decreasing eigenvalue; equals ``proj.project(G)``. A one-off
     convenience: for repeated use build a
     :class:`FastProjector` once (it sorts, checks the staircase and plans the blocks up front).
-
-    Described on the book page ``performance``.
     """
     return FastProjector.from_projector(proj, method="corner", plan="corner").project(G)

@@ -9,8 +9,6 @@ receives the gradient. :class:`LayerCapture` runs the curvature pass of
 :func:`~crispedit_lite.kfac.collect_kfac` and :func:`~crispedit_lite.ekfac.collect_ekfac` with it:
 model in eval mode, parameters frozen (so the backward stops at the lowest hooked layer), one
 backward pass per vector of the label mode, and returns what each layer saw.
-
-Derived in notebook ``04_kfac_step_by_step``.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ def hook_inputs_and_output_grads(
     below it frozen) is skipped, or, with ``force_grad``, made to need one, so that the gradient still
     reaches it; the gradient is then cloned, since autograd may reuse the buffer of a leaf output to
     accumulate its ``.grad``. Returns the handles (``handle.remove()`` takes the hooks off).
-    Derived in notebook ``04_kfac_step_by_step`` (section 4.2, the forward and tensor hooks).
     """
 
     def make(name: str):
@@ -69,10 +66,7 @@ def hook_inputs_and_output_grads(
 
 @dataclass
 class Captured:
-    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector.
-
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
+    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector."""
 
     a: Tensor
     g: list[Tensor] = field(default_factory=list)
@@ -91,8 +85,6 @@ class LayerCapture:
             :func:`~crispedit_lite.kfac.resolve_modules`).
         loss, labels, ignore_index, max_type2_classes: as :func:`~crispedit_lite.kfac.collect_kfac`.
         generator: the label sampler of ``labels="sampled"``.
-
-    Derived in notebook ``04_kfac_step_by_step``.
     """
 
     def __init__(self, model: nn.Module, modules: Mapping[str, nn.Module], *, loss: LossName,

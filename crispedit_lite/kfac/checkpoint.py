@@ -12,8 +12,6 @@ Sums are what can be added: over checkpoints (a resumed run adds the remaining b
 sums in the same order, so its factors are bit-identical to an uninterrupted run) and over ranks of a
 distributed run (an all-reduce, :mod:`crispedit_lite.kfac.distributed`). A checkpoint also stores
 the number of batches done and the state of the label sampler of ``labels="sampled"``.
-
-Derived in notebook ``04_kfac_step_by_step``.
 """
 
 from __future__ import annotations
@@ -46,8 +44,6 @@ class KFACSums:
         batches: number of batches consumed so far (including batches without valid tokens).
         rng: ``torch.Generator.get_state()`` of the label sampler after those batches, or ``None``.
         meta: ``{module: metadata}`` that :meth:`to_factors` attaches (JSON-serialisable).
-
-    Derived in notebook ``04_kfac_step_by_step``.
     """
 
     A: dict[str, Tensor]
@@ -61,8 +57,6 @@ class KFACSums:
         r"""Normalise by the term count, on each module's device, then move to the CPU.
 
         :math:`\mathbf A = \Sigma_{\mathbf A}/T`, :math:`\mathbf S = \Sigma_{\mathbf S}/T`.
-
-        Derived in notebook ``04_kfac_step_by_step``.
         """
         if self.count == 0:
             raise ValueError("collect_kfac saw no valid tokens: batches are empty or every label is ignored")
@@ -77,7 +71,7 @@ def save_checkpoint(sums: KFACSums, path: str | os.PathLike, info: dict[str, Any
     """Write ``sums`` (copied to the CPU, dtype kept) atomically to ``path``.
 
     ``info`` (JSON-serialisable, e.g. the cache key and batch size) is stored for
-    :func:`load_checkpoint` to compare. Derived in notebook ``04_kfac_step_by_step``.
+    :func:`load_checkpoint` to compare.
     """
     tensors = {}
     for name in sums.A:
@@ -97,8 +91,6 @@ def load_checkpoint(path: str | os.PathLike, info: dict[str, Any] | None = None)
         FileNotFoundError: no checkpoint at ``path``.
         ValueError: unreadable, incomplete, or written for other settings (``info`` differs); the
             message names the file and the field.
-
-    Derived in notebook ``04_kfac_step_by_step``.
     """
     tensors, header = read_tensors(path, _FIELD)
     if header.get("version") != CHECKPOINT_VERSION:

@@ -11,7 +11,7 @@ of the whole data set follow from summing sums and counts over ranks,
 
 which equals the single-process result up to floating-point summation order. The reduction runs on
 ``torch.distributed`` (gloo on CPU tensors, nccl on the rank's GPU), so every rank ends with the same
-factors. Derived in notebook ``04_kfac_step_by_step``.
+factors.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def use_distributed(flag: bool | None) -> bool:
     """Resolve ``distributed=``: ``None`` means yes iff a process group of more than one rank is up.
 
     ``True`` without an initialised process group raises ``ValueError``.
-    Derived in notebook ``04_kfac_step_by_step``.
     """
     if flag is None:
         return _initialised() and torch.distributed.get_world_size() > 1
@@ -48,10 +47,7 @@ def use_distributed(flag: bool | None) -> bool:
 
 
 def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one.
-
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
     if not _initialised():
         return 0, 1
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -62,7 +58,6 @@ def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
 
     Rank :math:`r` gets items :math:`[\lfloor rn/W\rfloor, \lfloor (r+1)n/W\rfloor)`; the blocks
     partition the items in order, and depend only on ``(n, rank, world)``.
-    Derived in notebook ``04_kfac_step_by_step``.
     """
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard: need 0 <= rank < world, got rank={rank}, world={world}")
@@ -80,7 +75,7 @@ def all_reduce_sums(sums: KFACSums) -> KFACSums:
     """Sum the ``A`` and ``S`` sums and the term counts over all ranks; every rank gets the total.
 
     Modules are reduced in sorted order (every rank runs the same collectives); each result goes
-    back to the device its sums were on. Derived in notebook ``04_kfac_step_by_step``.
+    back to the device its sums were on.
     """
     dev = _comm_device()
     out = KFACSums(A={}, S={}, batches=sums.batches, rng=sums.rng, meta=sums.meta)
@@ -98,19 +93,13 @@ def all_reduce_sums(sums: KFACSums) -> KFACSums:
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (a picklable object).
-
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
+    """``obj`` of rank ``src`` on every rank (a picklable object)."""
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=src)
     return box[0]
 
 
 def barrier() -> None:
-    """Wait for every rank (no-op without a process group).
-
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
+    """Wait for every rank (no-op without a process group)."""
     if _initialised():
         torch.distributed.barrier()

@@ -25,8 +25,6 @@ class KFACFactors:
         n_tokens: number of averaged terms (valid tokens for ``expand``, sequences for ``reduce``);
             the weight used by :func:`merge_kfac` (so expand and reduce factors must not be merged).
         meta: provenance (model id, module, label mode, approx, dtype, seed, ...); JSON-serialisable.
-
-    Derived in notebook ``04_kfac_step_by_step``.
     """
 
     A: Tensor

@@ -129,8 +129,6 @@ def accumulate_kfac(
 
     Returns:
         :class:`KFACSums` (:meth:`KFACSums.to_factors` divides by the term count).
-
-    Derived in notebook ``04_kfac_step_by_step``.
     """
     if labels not in ("true", "sampled", "type2"):
         raise ValueError(f"labels must be 'true', 'sampled' or 'type2', got {labels!r}")

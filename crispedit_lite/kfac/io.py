@@ -18,7 +18,7 @@ want the sum. The checksum covers the tensors *and* the header (every module's `
 metadata, the plain-string summary), so a changed byte anywhere is detected. Loading checks it and,
 when asked, that the cache was made for the requested settings. Collection holds a lock file
 (:func:`file_lock`) that names its holder; a waiting process says whom it waits for and gives up after
-:func:`lock_timeout` seconds. Derived in notebook ``04_kfac_step_by_step``; reused across runs by
+:func:`lock_timeout` seconds. Reused across runs by
 ``crispedit_lite.editing``.
 """
 
@@ -74,10 +74,7 @@ def _checksum(tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any] | N
 
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                         metadata: Mapping[str, str]) -> Path:
-    """Write a safetensors file atomically (:func:`crispedit_lite.atomic.atomic_path`).
-
-    Derived in notebook ``04_kfac_step_by_step``.
-    """
+    """Write a safetensors file atomically (:func:`crispedit_lite.atomic.atomic_path`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(dict(tensors), tmp, metadata=dict(metadata))
@@ -88,7 +85,7 @@ def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.T
     """Read every tensor of a safetensors file and the JSON header stored under ``field``.
 
     Raises ``FileNotFoundError`` when absent and ``ValueError`` (naming the file and the reason)
-    when unreadable or lacking the header. Derived in notebook ``04_kfac_step_by_step``.
+    when unreadable or lacking the header.
     """
     path = Path(path)
     if not path.exists():
@@ -117,7 +114,7 @@ def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.T
 def move_aside(path: str | os.PathLike, reason: str) -> Path:
     """Rename an unusable file to ``<name>.corrupt-<UTC timestamp>`` and warn, naming both and why.
 
-    Returns the new path. Derived in notebook ``04_kfac_step_by_step``.
+    Returns the new path.
     """
     path = Path(path)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -32,10 +32,7 @@ DEFAULT_LOCK_TIMEOUT = 7200.0
 
 
 def lock_timeout() -> float:
-    """Seconds to wait for a lock: ``$CRISPEDIT_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`.
-
-    Described on the book page ``running``.
-    """
+    """Seconds to wait for a lock: ``$CRISPEDIT_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`."""
     raw = os.environ.get("CRISPEDIT_LOCK_TIMEOUT", "")
     try:
         value = float(raw) if raw.strip() else DEFAULT_LOCK_TIMEOUT
@@ -47,10 +44,7 @@ def lock_timeout() -> float:
 
 
 def lock_holder(path: str | os.PathLike) -> str:
-    """Who holds the lock at ``path``, in words (from what the holder wrote), or ``"an unknown process"``.
-
-    Described on the book page ``running``.
-    """
+    """Who holds the lock at ``path``, in words (from what the holder wrote), or ``"an unknown process"``."""
     try:
         info = json.loads(Path(path).read_text(encoding="utf-8"))
         return (f"process {info['pid']} on {info['host']} (since {info['since']}, "
@@ -76,7 +70,6 @@ def file_lock(path: str | os.PathLike, timeout: float | None = None, poll: float
     ``TimeoutError`` names the lock and its holder. While waiting, one line on stderr says whom it
     waits for and for how long at most. The lock file is removed when the block ends. Without
     ``fcntl`` (Windows) nothing is locked.
-    Described on the book page ``running``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

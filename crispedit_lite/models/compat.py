@@ -43,10 +43,7 @@ DTYPE_KEYWORD_SINCE = (4, 56)
 
 @functools.lru_cache(maxsize=1)
 def transformers_version() -> tuple[int, int]:
-    """``(major, minor)`` of the installed transformers (``"4.46.2"`` -> ``(4, 46)``).
-
-    Described on the book page ``running``.
-    """
+    """``(major, minor)`` of the installed transformers (``"4.46.2"`` -> ``(4, 46)``)."""
     import transformers
 
     found = re.match(r"(\d+)\.(\d+)", transformers.__version__)

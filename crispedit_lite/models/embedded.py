@@ -40,10 +40,7 @@ __all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "WheelPart", "cache_root", "conve
 
 @dataclasses.dataclass(frozen=True)
 class WheelPart:
-    """One wheel of an embedded model: the package, its pinned digest and the file it contributes.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """One wheel of an embedded model: the package, its pinned digest and the file it contributes."""
 
     package: str
     version: str
@@ -58,8 +55,6 @@ class EmbeddedModel:
     ``parts`` are concatenated in order; ``gguf_name`` is the assembled file's name. ``package``,
     ``version`` and ``member`` are those of the first part (for messages and provenance).
     ``min_transformers`` is the first transformers release whose GGUF reader knows the architecture.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
 
     parts: tuple[WheelPart, ...]
@@ -116,10 +111,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 
 def cache_root(path: str | os.PathLike | None = None) -> Path:
-    """Return the cache root: ``path``, else ``$CRISPEDIT_CACHE``, else ``~/.cache/crispedit_lite``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Return the cache root: ``path``, else ``$CRISPEDIT_CACHE``, else ``~/.cache/crispedit_lite``."""
     root = path or os.environ.get("CRISPEDIT_CACHE") or Path.home() / ".cache" / "crispedit_lite"
     return Path(root).expanduser()
 
@@ -140,8 +132,6 @@ def fetch_embedded(
     Each wheel is verified against its pinned digest (pip's ``--require-hashes``), the GGUF file
     (the parts' members concatenated in order) against its own digest, and the file is moved into
     ``<cache>/gguf/`` atomically. A second call returns the cached file without the network.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
@@ -187,8 +177,6 @@ def convert_embedded(name: str, cache: Path) -> Path:
     GGUF reader gets the file's tied embeddings or special tokens wrong,
     :func:`~crispedit_lite.models.compat.repair_gguf_load` sets them right from the file, and
     ``crispedit_source.json`` lists the repairs.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -7,8 +7,6 @@ formulas of :mod:`crispedit_lite.costs`), :data:`SHAPE_PRESETS` the published co
 paper's models, for random-weight timing runs; :func:`resolve_edit_modules` expands
 ``model.layers.{i}.mlp.down_proj`` over the edited layers (an unknown pattern is an error listing the
 model's linear-module patterns).
-
-Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -115,10 +113,7 @@ SHAPE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def default_layers(model: nn.Module) -> list[int]:
-    """Return the preset edited layers of a model, recognised by its shape (:data:`LAYER_PRESETS`).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Return the preset edited layers of a model, recognised by its shape (:data:`LAYER_PRESETS`)."""
     shape = _model_shape(model)
     for preset in LAYER_PRESETS.values():
         if preset["shape"] == shape:

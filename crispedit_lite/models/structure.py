@@ -7,8 +7,6 @@ config comes from :data:`~crispedit_lite.models.presets.SHAPE_PRESETS` for ``ran
 ``config.json`` for a saved folder, the embedded model's converted folder (once it has been
 converted) or the Hugging Face cache for a hub id. A model whose config cannot be had cheaply (an
 embedded model not converted yet) gets ``None``, and its checks run after loading, as before.
-
-Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -23,9 +21,9 @@ __all__ = ["context_length", "model_config", "model_folder", "skeleton"]
 
 
 def model_folder(name: str) -> Path | None:
-    """The local folder of a model's ``config.json`` and tokenizer (``None``: a random or unconverted model).
+    """The local folder of a model's ``config.json`` and tokenizer.
 
-    Described on the book page ``running``.
+    ``None`` for a random or unconverted model.
     """
     from crispedit_lite.models.embedded import EMBEDDED_MODELS, cache_root
 
@@ -50,7 +48,6 @@ def model_config(name: str) -> Any | None:
     """The transformers config of model ``name`` without its weights, or ``None`` when not at hand.
 
     Raises ``ValueError`` when the config exists but cannot be read.
-    Described on the book page ``running``.
     """
     from transformers import AutoConfig
 
@@ -70,10 +67,7 @@ def model_config(name: str) -> Any | None:
 
 
 def skeleton(config: Any) -> nn.Module:
-    """The model of ``config`` with every parameter on the meta device (no memory, no initialisation).
-
-    Described on the book page ``running``.
-    """
+    """The model of ``config`` with every parameter on the meta device (no memory, no initialisation)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -81,10 +75,7 @@ def skeleton(config: Any) -> nn.Module:
 
 
 def context_length(config: Any) -> int | None:
-    """The number of positions the model was built for (``max_position_embeddings``), if it states one.
-
-    Described on the book page ``running``.
-    """
+    """The number of positions the model was built for (``max_position_embeddings``), if it states one."""
     cfg = getattr(config, "text_config", None) or config
     value = getattr(cfg, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else None

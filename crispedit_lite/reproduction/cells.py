@@ -133,8 +133,6 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
     ``DATA_PATH`` (when it names a file) and ``RESULTS_DIR`` are resolved with :func:`resolve_path`.
     The record's ``command`` is the papermill call that repeats the run. Derived in notebook
     ``09_reproduce_llama3_8b``.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.reproduction.experiment import run_experiment
 
@@ -158,8 +156,7 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
 def run_metrics(result: Mapping[str, Any]) -> pd.DataFrame:
     """A run's paper columns (WILD and teacher-forced) before and after the edit, in percent.
 
-    Columns ``metric, before, after``; metrics the run did not measure are left out. Derived in
-    notebook ``09_reproduce_llama3_8b``.
+    Columns ``metric, before, after``; metrics the run did not measure are left out.
     """
     import pandas as pd
 
@@ -176,7 +173,6 @@ def editable_fractions(result: Mapping[str, Any]) -> pd.DataFrame:
     One row (``"batch"``) for CrispEdit / Adam-NSCL, one per chunk for CrispEdit-Seq (the projector
     each chunk was trained under: chunk :math:`k` protects the capability factors merged with the
     K-FAC of chunks :math:`1..k-1`); columns ``layer <i>``. Empty for methods without a projector.
-    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     import pandas as pd
 

@@ -29,10 +29,7 @@ def _folder() -> Path:
 
 
 def committed_names(pattern: str = "*.json") -> list[str]:
-    """File names of the committed results that match ``pattern`` (``fnmatch``), sorted.
-
-    Derived in notebook ``11_results``.
-    """
+    """File names of the committed results that match ``pattern`` (``fnmatch``), sorted."""
     folder = _folder()
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))

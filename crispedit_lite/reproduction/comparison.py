@@ -118,10 +118,7 @@ def load_runs(*roots: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str
 
 
 def scale_notes(frame: pd.DataFrame) -> list[str]:
-    """The distinct ``scale notes`` of a :func:`compare_runs` frame, unmeasured columns merged in one.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
+    """The distinct ``scale notes`` of a :func:`compare_runs` frame, unmeasured columns merged in one."""
     notes = {n for s in frame["scale notes"] for n in str(s).split("; ") if n}
     prefix = "the run did not measure "
     unmeasured = sorted(n[len(prefix):] for n in notes if n.startswith(prefix))
@@ -151,7 +148,6 @@ def benchmark_summary(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Headline figures of ``benchmarks/scale.py`` JSON files, one row per (file, preset).
 
     Random-init weights: timings and memory only. Fields absent from a file are NaN.
-    Derived in notebook ``11_results``.
     """
     import pandas as pd
 
@@ -213,10 +209,7 @@ def editor_rows(paper: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
 def coverage(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of each editor's paper cells, per table, that have a matching run (0 to 1; NaN: no such row).
 
-    Rows are the methods (the base model left out), columns the tables. Derived in notebook
-    ``11_results``.
-
-    Derived in notebook ``11_results``.
+    Rows are the methods (the base model left out), columns the tables.
     """
     f = frame[frame["method"] != "base"].assign(ran=frame["run id"].notna())
     order = list(dict.fromkeys(f["method"]))
@@ -226,10 +219,7 @@ def coverage(frame: pd.DataFrame) -> pd.DataFrame:
 def missing_cells(frame: pd.DataFrame) -> list[str]:
     """One line per table: the methods without a run, grouped by the datasets they lack.
 
-    E.g. ``table1: no run of memit, ft (counterfact, wikibigedit, zsre)``. Derived in notebook
-    ``11_results``.
-
-    Derived in notebook ``11_results``.
+    E.g. ``table1: no run of memit, ft (counterfact, wikibigedit, zsre)``.
     """
     lines = []
     f = frame[frame["method"] != "base"]

@@ -31,7 +31,7 @@ def resolve_path(path: str | os.PathLike, root: Path | None = None) -> Path:
     The yaml files give paths relative to the root; papermill may run the notebook from ``notebooks/``
     (``python -m crispedit_lite reproduce``) or from the root, and both must write to the same place.
 
-    Derived in notebook ``09_reproduce_llama3_8b``.
+    Derived in notebook ``11_results``.
     """
     p = Path(path)
     if p.is_absolute():

@@ -10,8 +10,6 @@ match a pinned digest and have been trained for the model's edited matrices (its
 its weights). Refusals are
 :class:`~crispedit_lite.reproduction.preflight.SettingError` s; :func:`check_structure` is part of
 :func:`~crispedit_lite.reproduction.preflight.preflight`.
-
-Described on the book page ``running``.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
 
     Returns ``{"modules": [...], "context": int | None, "names": [every module name]}`` (empty when
     the config is not at hand).
-    Described on the book page ``running``.
     """
     from crispedit_lite.editing.registry import get_editor
     from crispedit_lite.models.presets import SHAPE_PRESETS, resolve_edit_modules

@@ -92,10 +92,7 @@ def _git_commit() -> str | None:
 
 
 def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Python, torch, hardware, package versions and git commit of this run.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
+    """Python, torch, hardware, package versions and git commit of this run."""
     device = torch.device(device)
     packages = {}
     for name in _PACKAGES:
@@ -112,10 +109,7 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
-    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
-    """
+    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return {"gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
@@ -128,10 +122,7 @@ def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
 
 
 def nonfinite_paths(obj: Any, where: str = "") -> list[str]:
-    """Key paths (``metrics.after.proxies.perplexity``, ``edit.train[0].epoch_losses[3]``) of NaN or inf.
-
-    Described on the book page ``reproducing``.
-    """
+    """Key paths (``metrics.after.proxies.perplexity``, ``edit.train[0].epoch_losses[3]``) of NaN or inf."""
     if isinstance(obj, float):
         return [] if math.isfinite(obj) else [where or "(the value)"]
     if isinstance(obj, dict):
@@ -165,7 +156,7 @@ def result_problem(result: dict[str, Any]) -> str | None:
     """Why ``result`` does not count as a finished run (``None``: it does).
 
     It must pass :func:`validate_result`, must not be a diverged run, and must hold metrics measured
-    after the edit. Described on the book page ``reproducing``.
+    after the edit.
     """
     try:
         validate_result(result)
@@ -194,7 +185,7 @@ def write_result(result: dict[str, Any], results_dir: str | os.PathLike) -> Path
 
     A record with NaN or infinite numbers is a diverged run: it is written with ``null`` in their
     places and ``diverged = {"nonfinite": [key paths]}`` (strict JSON), and never counts as a finished
-    result (:func:`result_problem`). Derived in notebook ``09_reproduce_llama3_8b``.
+    result (:func:`result_problem`).
     """
     result = dict(result)
     bad = nonfinite_paths(result)
@@ -220,8 +211,6 @@ def read_results(results_dir: str | os.PathLike, include_diverged: bool = False)
 
     An invalid file is an error naming the file and field, not a silent skip. Diverged runs
     (:func:`write_result`) are left out unless ``include_diverged``.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     out = []
     for path in sorted(Path(results_dir).rglob("*.json")):

@@ -1,7 +1,4 @@
-"""The error of a setting refused before any weights load: it names the setting (and the CLI its flag).
-
-Described on the book page ``running``.
-"""
+"""The error of a setting refused before any weights load: it names the setting (and the CLI its flag)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,6 @@ class SettingError(ValueError):
     """A setting refused before any weights load: ``setting`` names it (``"layers"``, ``"device_map"``).
 
     ``str(err)`` is ``"<setting>: <message>"``; the command line prints ``argument <flag>: <message>``.
-    Described on the book page ``running``.
     """
 
     def __init__(self, setting: str, message: str) -> None:

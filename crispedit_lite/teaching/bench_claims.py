@@ -4,8 +4,6 @@ Each function takes the tables of :mod:`crispedit_lite.teaching.bench_evidence` 
 (:mod:`crispedit_lite.teaching.paper_side`) and returns claim rows
 (:func:`~crispedit_lite.teaching.verdicts.claim_row`) by the rules of
 :mod:`crispedit_lite.teaching.verdicts`; missing evidence gives no row.
-
-Derived in notebook ``11_results``.
 """
 
 from __future__ import annotations
@@ -53,7 +51,6 @@ def sweep_claims(
 
     ``sweeps`` maps a file name to :func:`~crispedit_lite.teaching.bench_evidence.sweep_frames`; damage
     is the KL along the sweep, set beside the paper's capability loss per dataset.
-    Used in notebook ``11_results``.
     """
     rows = []
     t8, t7 = paper_sweep("table8", paper), paper_sweep("table7", paper)
@@ -118,7 +115,7 @@ def cost_claims(steps: pd.DataFrame, scale: pd.DataFrame, p: pd.DataFrame) -> li
     ``steps`` and ``scale`` are :func:`~crispedit_lite.teaching.bench_evidence.step_ratio_summary` and
     ``scale_summary``; ``p`` is :func:`~crispedit_lite.teaching.paper_side.paper_editors`. The step claim
     holds when the fastest exact form is within 1.5x FT on every device, the curvature claim when K-FAC
-    costs at most two forward-backward passes per token. Used in notebook ``11_results``.
+    costs at most two forward-backward passes per token.
     """
     rows = []
     time = p["time"].unstack("method")
@@ -178,7 +175,7 @@ def sequential_claims(lh: pd.DataFrame, p: pd.DataFrame) -> list[dict[str, Any]]
 
     ``lh`` is :func:`~crispedit_lite.teaching.bench_evidence.long_horizon_summary`. No row unless both
     editors ran; the KL ratio is set beside the paper's capability-loss ratio.
-    Used in notebook ``11_results`` when a long-horizon run is committed.
+    when a long-horizon run is committed.
     """
     have = dict(zip(lh["editor"], lh.index)) if len(lh) else {}
     if "crispedit_seq" not in have or "ft_seq" not in have:

@@ -42,7 +42,7 @@ def ultraedit_eta_tables(record: Mapping[str, Any], official_eta: float = 1e-6) 
     the edit (%), the KL to the base model on held-out text (nats per token) and the perplexity, with
     a line giving the scores before the edit and the command that produced the JSON.
 
-    Rendered into book page ``ultraedit`` (``book/_generated/ultraedit_eta_sweep.md``).
+    Rendered into the book's UltraEdit page (``book/_generated/ultraedit_eta_sweep.md``).
     """
     rows = list(record["rows"])
     out = [
@@ -107,7 +107,7 @@ _STEP_NAMES = [
 def step_ratio_command(record: Mapping[str, Any]) -> str:
     """The command that repeats a ``benchmarks/step_ratio.py`` run: recorded, or rebuilt from its settings.
 
-    Used by book page ``performance``.
+    Used by the book's performance page.
     """
     if record.get("command"):
         return str(record["command"])
@@ -121,7 +121,7 @@ def step_ratio_command(record: Mapping[str, Any]) -> str:
 def step_ratio_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     """Median step and ratio to FT per projection form, one column pair per ``step_ratio`` run.
 
-    Rendered into book page ``performance``.
+    Rendered into the book's performance page.
     """
     names = list(runs)
     forms = [f for f in _FORM_NAMES if any(f in {r["form"] for r in runs[n]["rows"]} for n in names)]
@@ -162,7 +162,7 @@ def scale_tables(
 
     Returns the setup lines, LLaMA-3-8B's phases, edit steps and schedule, and the Qwen-2.5-1.5B summary.
 
-    Rendered into book page ``performance``.
+    Rendered into the book's performance page.
     """
     hw, st = record["hardware"], record["settings"]
     command = re.sub(r"\s--out\s+\S+", "", record["command"])
@@ -267,7 +267,7 @@ def scale_tables(
 def rehearsal_line(record: Mapping[str, Any]) -> str:
     """The timings of the CPU rehearsal of the command line (a results JSON of ``run_experiment``).
 
-    Rendered into book page ``performance``.
+    Rendered into the book's performance page.
     """
     t = record["timings"]
     epochs = record["edit"]["config"]["epochs"]
@@ -293,7 +293,7 @@ ULTRAEDIT_JSON = "crispedit_lite/resources/results/ultraedit-eta-sweep-smollm2.j
 def render_all(root: str | Path) -> dict[str, str]:
     """``{file name under book/_generated: text}`` rendered from the committed JSON under ``root``.
 
-    Checked against the files that book page ``performance`` and book page ``ultraedit`` include.
+    Checked against the files that the book's performance page and the book's UltraEdit page include.
     """
     root = Path(root)
 
@@ -313,7 +313,7 @@ def render_all(root: str | Path) -> dict[str, str]:
 def write_all(root: str | Path) -> list[Path]:
     """Write every generated include (atomically) and return the paths.
 
-    Writes the includes of book page ``performance`` and book page ``ultraedit``.
+    Writes the includes of the book's performance page and the book's UltraEdit page.
     """
     root = Path(root)
     written = []

@@ -65,7 +65,8 @@ def load_table(path: str | Path | Sequence[str | Path]) -> Any:
 
     Columns: ``TF Rel/Gen/Spec``, ``PROB Rel/Gen/Loc``, ``WILD Rel (none)`` and ``WILD Rel (qa)``
     (contains-as-a-word, the decoding the run used), ``WILD EM (qa)``, ``Loc agree (none)``
-    (agreement with the pre-edit answer), ``KL``, ``ΔPPL %`` (against the base model of the same subset measured by the same run),
+    (agreement with the pre-edit answer), ``KL``, ``ΔPPL %`` (against the base model of the same subset
+    measured by the same run),
     ``steps``, ``final loss``. Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     import pandas as pd

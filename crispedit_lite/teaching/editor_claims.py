@@ -4,8 +4,6 @@ Each function takes an :class:`EditorEvidence` (a group's comparison at its usua
 the paper's method, with the paper's rows of the same editors) and returns claim rows
 (:func:`~crispedit_lite.teaching.verdicts.claim_row`), or none when the group lacks an editor the
 claim needs. The rules are those of :mod:`crispedit_lite.teaching.verdicts`.
-
-Derived in notebook ``11_results``.
 """
 
 from __future__ import annotations
@@ -183,7 +181,7 @@ def editor_claims(
 
     ``p`` is :func:`~crispedit_lite.teaching.paper_side.paper_editors`, ``paper`` the transcription;
     ``eta`` (UltraEdit's step-size sweep, :func:`~crispedit_lite.teaching.bench_evidence.eta_summary`)
-    adds its best reliability to the UltraEdit claim. Derived in notebook ``11_results``.
+    adds its best reliability to the UltraEdit claim.
     """
     gs = [EditorEvidence(g, p, paper) for g in groups]
     eta_text = ""

@@ -41,7 +41,7 @@ class EditorGroup:
     ``rows`` columns: ``editor`` (registry name, or the benchmark's own row name such as
     ``crispedit+nbhd``), ``label`` (display name, with the setting), ``setting`` (``{key: value}``
     where it differs from the group's usual value), ``seed``, :data:`COLUMNS`, ``file``, ``created``
-    and ``details`` (the run's recorded details). Derived in notebook ``11_results``.
+    and ``details`` (the run's recorded details).
     """
 
     model: str

@@ -12,8 +12,6 @@ quantities:
 * :func:`paper_sweep`: Table 8 (:math:`\gamma`) or Table 7 (:math:`n`) as reliability and capability
   loss against the swept setting;
 * :func:`paper_method`: the paper row that a registered editor runs.
-
-Derived in notebook ``11_results``.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ def paper_method(editor: str, paper: pd.DataFrame | None = None) -> str | None:
     """The paper's Table 1 method that ``editor`` runs: its own name, else the row its ``paper_row`` names.
 
     ``None`` for rows the paper does not have (``crispedit+nbhd``, ``base``).
-    Derived in notebook ``11_results``.
     """
     from crispedit_lite.editing.registry import registry
 
@@ -57,7 +54,6 @@ def paper_editors(paper: pd.DataFrame | None = None) -> pd.DataFrame:
     Columns ``WILD Rel`` (mean of QA Rel and NoCtx Rel), ``TF Rel``, ``TF Spec`` (Table 3),
     ``capability`` (mean of :data:`CAPABILITIES`), ``capability loss`` (the unedited model's mean minus
     the method's, points; negative: a gain), ``time`` (s). The ``base`` rows are kept.
-    Derived in notebook ``11_results``.
     """
     p = _paper(paper)
     t1 = p[p["table"] == "table1"].pivot_table(
@@ -82,7 +78,7 @@ def paper_sweep(table: str, paper: pd.DataFrame | None = None) -> pd.DataFrame:
 
     One row per (dataset, setting) of CrispEdit (Table 7: FT is :math:`n = 0`), columns
     ``dataset``, ``setting`` (:math:`\gamma` or :math:`n`), ``QA Rel`` and ``capability loss`` (points,
-    against the unedited model of Table 1). Derived in notebook ``11_results``.
+    against the unedited model of Table 1).
     """
     p = _paper(paper)
     key = {"table8": "gamma", "table7": "n_capability"}.get(table)

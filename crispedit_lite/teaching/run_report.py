@@ -108,8 +108,6 @@ def scale_report(record: Mapping[str, Any], tables: Sequence[str], paper_model: 
 
     A run of another model is never at the paper's scale (checked). Derived in notebook
     ``09_reproduce_llama3_8b``.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.reproduction.comparison import compare_runs, scale_notes
 
@@ -129,8 +127,6 @@ def headline(record: Mapping[str, Any], gamma: float) -> tuple[Any, list[str]]:
 
     The edit must raise teacher-forced reliability (checked). Derived in notebook
     ``09_reproduce_llama3_8b``.
-
-    Derived in notebook ``09_reproduce_llama3_8b``.
     """
     from crispedit_lite.reproduction.cells import editable_fractions, run_metrics
 

@@ -46,8 +46,6 @@ def sweep_point(model: nn.Module, tokenizer: Any, requests: Sequence[Any], confi
 
     ``base`` is :func:`~crispedit_lite.evaluation.evaluate_run` of the unedited model with the same
     ``proxy_texts`` (it holds the base log-probabilities the KL is measured against).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()

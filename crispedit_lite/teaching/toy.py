@@ -37,10 +37,7 @@ __all__ = [
 
 @dataclass
 class DigitsTasks:
-    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``.
-
-    Derived in notebook ``01_editing_as_constrained_optimization``.
-    """
+    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``."""
 
     old_train: tuple[Tensor, Tensor]
     old_test: tuple[Tensor, Tensor]
@@ -195,7 +192,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 def mean_loss(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Mean cross-entropy of ``model`` on ``(x, y)``.
 
-    Derived in notebook ``01_editing_as_constrained_optimization``.
+    Derived in notebook ``02_bregman_to_gauss_newton``.
     """
     model.eval()
     return float(nn.functional.cross_entropy(model(x), y))
@@ -215,7 +212,7 @@ class EigenProjector:
         U0: ``(p, p - k)`` editable eigenvectors. eigenvalues: all eigenvalues (descending).
         weight_shape: the shape of the weight it projects. gamma, threshold, rule: as in the energy rule.
 
-    Derived in notebook ``01_editing_as_constrained_optimization``.
+    Derived in notebook ``03_low_curvature_subspace``.
     """
 
     U0: Tensor

@@ -161,7 +161,7 @@ def test_the_committed_table1_fits_its_axes_lora_included():
 
     matplotlib.use("Agg")
     names = ["cpu-table1-smollm2.json"] + [f"cpu-table1-smollm2-part{i}.json" for i in range(2, 7)]
-    names += ["cpu-table1-smollm2-lora.json", "cpu-table1-smollm2-lora-subset2.json"]  # LoRA, with its regulariser
+    names += ["cpu-table1-smollm2-lora.json", "cpu-table1-smollm2-lora-subset2.json"]  # LoRA
     t1 = cpu_table.load_table([committed_path(n) for n in names])
     fig = cpu_table.pareto_figure(t1[t1["method"] != "CrispEdit + nbhd texts"],
                                   title="Table 1 on a CPU: a long title that must not cover the axes")

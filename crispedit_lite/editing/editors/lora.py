@@ -215,10 +215,7 @@ def run(job: EditJob) -> EditResult:
 
 
 def run_seq(job: EditJob) -> EditResult:
-    """LoRA-Seq: adapters trained chunk by chunk (``lora_seq_adapters``: one set, or fresh per chunk).
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """LoRA-Seq: adapters trained chunk by chunk (``lora_seq_adapters``: one set, or fresh per chunk)."""
     from crispedit_lite.editing.loops.sequential import chunk_requests
 
     return _train(job, chunk_requests(list(job.requests), job.config.chunk_size, job.config.seed))

@@ -141,9 +141,9 @@ class ClosedFormSettings(EditorSettings):
 
 
 def memit_solver(C: dict[str, Tensor], settings: dict[str, Any]) -> tuple[Solver, dict[str, Any]]:
-    r"""MEMIT's solve :math:`R K^\top(\lambda C + C^{\rm cache} + KK^\top)^{-1}` per module; ``(solve, {})``.
+    r"""MEMIT's solve :math:`R K^\top(\lambda C + C^{\rm cache} + KK^\top)^{-1}` per module.
 
-    Derived in notebook ``08_one_framework``.
+    Returns ``(solve, {})``.
     """
     def solve(m: str, R: Tensor, K: Tensor, cache: Tensor | None) -> Tensor:
         return memit_delta(R, K, C[m], settings["lambda"], cache)

@@ -19,7 +19,7 @@ The edited modules are not CrispEdit's ``down_proj``: the official configuration
 and ``up_proj`` (:data:`ULTRA_PRESETS`). Gradients come from the model's own forward pass, so tied
 embeddings (SmolLM2, Qwen-2.5-1.5B) and decoder layers that return a tensor rather than a tuple need
 no special case: only the edited ``nn.Linear`` modules are hooked. Derived in notebook
-``08_one_framework``.
+``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -107,10 +107,7 @@ class UltraEditSettings(EditorSettings):
 
 
 def ultra_preset(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
-    """The UltraEdit preset of ``model``, recognised by its shape: ``(name, {pattern: layers})``.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """The UltraEdit preset of ``model``, recognised by its shape: ``(name, {pattern: layers})``."""
     found = EDITORS[0].preset(model)
     if found is not None:
         return found[0], dict(found[1]["modules"])
@@ -124,10 +121,7 @@ def ultra_preset(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
 
 
 def ultra_modules(job: EditJob) -> tuple[list[str], str]:
-    """The modules UltraEdit edits and where they came from (the preset's name, or ``"pattern"``).
-
-    Derived in notebook ``08_one_framework``.
-    """
+    """The modules UltraEdit edits and where they came from (the preset's name, or ``"pattern"``)."""
     from crispedit_lite.models import resolve_edit_modules
 
     if job.config.settings.ultra_modules == "pattern":
@@ -156,7 +150,7 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
     target tokens (:func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`) and
     :math:`\mathbf g_t=\partial\mathcal L/\partial\mathbf s_t` comes from ``torch.autograd.grad``
     (no ``.grad`` is left behind). Returns ``{module: (K, G)}``, float64 on the model's device, one
-    row per recorded position. Derived in notebook ``08_one_framework``.
+    row per recorded position.
     """
     from crispedit_lite.editing.loops.trainer import ft_m_loss
 

@@ -6,8 +6,6 @@ visited in ascending order and, at layer :math:`l_i` (:math:`i=0..n-1`), on the 
 model, the keys :math:`K` are recomputed and the editor's solve gets the residual share
 :math:`R = (z - h^L)/(n - i)`, so the residual is spread over the remaining layers. MEMIT's and
 AlphaEdit's solves (:mod:`~crispedit_lite.editing.updates.closed_form`) are the only difference.
-
-Derived in notebook ``08_one_framework``.
 """
 
 from __future__ import annotations
@@ -51,7 +49,6 @@ def closed_form_settings(job: EditJob, method: str) -> dict[str, Any]:
     ``config.layers`` (or the layers of the editor's preset for the model, ``Editor.presets``, when it
     is ``None``), then the settings ``cf_*`` over the preset's values (LLaMA-3-8B's for a model without
     a preset). ``method`` (``"memit"`` or ``"alphaedit"``) picks the preset's value optimisation.
-    Derived in notebook ``08_one_framework``.
     """
     from crispedit_lite.editing.registry import get_editor
     from crispedit_lite.models.presets import resolve_edit_modules
@@ -108,8 +105,6 @@ def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modul
     updated with :math:`KK^\top` of the keys each solve used (``cache_keys="solve"``, MEMIT-Seq) or of
     keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq). ``rounding`` measures what
     each update loses to the weights' precision before it is added.
-
-    Derived in notebook ``08_one_framework``.
     """
     timings = {} if timings is None else timings
     for i, m in enumerate(modules):
@@ -158,8 +153,6 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     is the chunk's entry of ``details["chunks"]``. A sequential run with ``job.carry`` starts from the
     key cache and the context templates (drawn from the unedited model) of earlier calls and hands its
     own on.
-
-    Derived in notebook ``08_one_framework``.
     """
     cfg, model, tok = job.config, job.model, job.tokenizer
     start = time.perf_counter()

@@ -41,8 +41,6 @@ def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Position ``t`` predicts label ``t + 1`` (the official ``multiclass_log_probs`` with ``shift=True``;
     the same mean as :func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`). Sequences without a target
     token count as hits.
-
-    Described on the book page ``mend``.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
     mask = labels != -100
@@ -64,8 +62,6 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
     record them (``hooks.py``); everything returned is detached. Sequences of the batch without labels
     get zero output gradients (MEND drops their rows), so the trainer runs its locality texts in the
     same pass.
-
-    Described on the book page ``mend``.
     """
     mods = {name: model.get_submodule(name) for name in modules}
     for name, mod in mods.items():
@@ -100,10 +96,7 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file.
-
-    Described on the book page ``mend``.
-    """
+    """SHA-256 hex digest of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -118,8 +111,6 @@ def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[
     file, looked up from the working directory and then its parents when relative (so that a path
     relative to a checkout's root also works from ``notebooks/``). ``sha256`` pins a file's digest
     (64 hexadecimal digits). Errors name the setting (``mend_editor``, ``mend_editor_sha256``).
-
-    Described on the book page ``mend``.
     """
     if sha256 is not None and not (len(sha256) == 64 and set(sha256.lower()) <= _HEX64):
         raise ValueError(f"mend_editor_sha256 must be 64 hexadecimal digits (a SHA-256), got {sha256!r}")
@@ -140,10 +131,7 @@ def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[
 
 
 def editor_shapes(path: str | Path) -> dict[str, tuple[int, int]]:
-    """``{module: (d_out, d_in)}`` that the editor file at ``path`` was trained for (its header only).
-
-    Described on the book page ``mend``.
-    """
+    """``{module: (d_out, d_in)}`` that the editor file at ``path`` was trained for (its header only)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -159,8 +147,6 @@ def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu"
     """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
 
     ``dtype``: the network's computation dtype (float32; float64 for a float64 model).
-
-    Described on the book page ``mend``.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -180,8 +166,6 @@ def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
     """Write ``net`` as safetensors (atomically); ``half``: the low-rank factors U, V in float16.
 
     Small tensors (step sizes, normalisation statistics, scales, shifts, biases) stay float32.
-
-    Described on the book page ``mend``.
     """
     from safetensors.torch import save_file
 

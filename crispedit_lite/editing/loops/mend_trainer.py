@@ -62,8 +62,6 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
     r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions.
 
     The official ``losses.py:kl_loc_loss``.
-
-    Described on the book page ``mend``.
     """
     base = base_logits.float().log_softmax(-1)
     kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
@@ -72,10 +70,7 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
 
 
 def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens).
-
-    Described on the book page ``mend``.
-    """
+    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens)."""
     out: list[list[int]] = []
     for text in texts:
         ids = list(tokenizer(text)["input_ids"])
@@ -96,8 +91,6 @@ class MendTrainer:
             ``locality_answer`` join the locality batch as a sentence when present).
         loc_texts: capability texts cut into locality windows (``None``: the facts alone).
         out_dir: checkpoint, editor files and the training curve.
-
-    Described on the book page ``mend``.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, modules: Sequence[str], settings: MendSettings,
@@ -276,20 +269,14 @@ class MendTrainer:
 
 
 def settings_record(settings: MendSettings) -> dict[str, Any]:
-    """The settings a trained network depends on: every ``mend_*`` field but the edit-time ones.
-
-    Described on the book page ``mend``.
-    """
+    """The settings a trained network depends on: every ``mend_*`` field but the edit-time ones."""
     from crispedit_lite.editing.editors.mend import EDIT_TIME
 
     return {k: v for k, v in settings.to_dict().items() if k not in EDIT_TIME}
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (:func:`crispedit_lite.atomic.write_json_atomic`).
-
-    Described on the book page ``mend``.
-    """
+    """Write ``obj`` as indented JSON, atomically (:func:`crispedit_lite.atomic.write_json_atomic`)."""
     path = Path(path)
     write_json_atomic(path, obj, indent=1)
     return path

@@ -29,10 +29,7 @@ __all__ = ["eigh_dtype", "make_optimizer", "projectors_for", "run_gradient_edito
 
 
 def select_weights(model: nn.Module, modules: Sequence[str]) -> tuple[list[nn.Parameter], dict[str, Tensor]]:
-    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values."""
     for p in model.parameters():
         p.requires_grad_(False)
     params, original = [], {}
@@ -53,10 +50,7 @@ def eigh_dtype(config: Any) -> torch.dtype:
 
 
 def make_optimizer(config: Any, params: list[nn.Parameter], projectors: dict) -> torch.optim.Optimizer:
-    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD."""
     if config.optimizer == "sgd":
         return ProjectedSGD(params, projectors, lr=config.lr)
     return ProjectedAdam(params, projectors, lr=config.lr, project_update=config.project_update)
@@ -66,8 +60,6 @@ def projectors_for(job: Any, kind: str, gamma: float) -> tuple[dict, dict, dict,
     """Capability factors (cached) and one projector per module.
 
     Returns ``(projectors, stats, info, kfac_seconds, eigh_seconds)``.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     factors, info = job.capability_factors()
     t = time.perf_counter()
@@ -90,7 +82,6 @@ def run_gradient_editor(
     """Train ``modules`` with the FT-M loop, gradients projected by ``projector_kind`` (or not).
 
     ``projector_kind`` is ``"kronecker"`` (CrispEdit), ``"input"`` (Adam-NSCL) or ``None`` (FT).
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     cfg = job.config
     start = time.perf_counter()

@@ -13,8 +13,6 @@ where :math:`\mathcal T` are the target positions of the batch (prompt and paddi
 walks minibatches; a minibatch whose loss is already below ``early_stop`` is skipped (no step), and
 training stops once an epoch's mean loss is below it. Only parameters with ``requires_grad`` are
 trained, so the backward pass stops at the lowest edited layer.
-
-Derived in notebook ``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -34,10 +32,7 @@ __all__ = ["TrainLog", "ft_m_loss", "train_edits"]
 
 @dataclass
 class TrainLog:
-    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
-    """
+    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time."""
 
     epoch_losses: list[float] = field(default_factory=list)
     steps: int = 0
@@ -56,7 +51,6 @@ def ft_m_loss(model: nn.Module, batch: dict[str, Tensor], per_sample: bool = Fal
     """Mean cross-entropy of the target tokens (labels ``!= -100``) of a causal-LM batch.
 
     ``per_sample=True`` averages within each sequence first, then over sequences (LocBF-FT's loss).
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     for key in ("input_ids", "attention_mask", "labels"):
         if key not in batch:
@@ -111,8 +105,6 @@ def train_edits(
             stop tests see this loss.
         train_mode: keep the model in train mode (dropout active), as the official LoRA run does;
             by default the model is in eval mode, so the edit loss is deterministic.
-
-    Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     if len(requests) == 0:
         raise ValueError("no edit requests to train on")

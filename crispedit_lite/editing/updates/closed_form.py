@@ -71,8 +71,6 @@ def memit_delta(R: Tensor, K1: Tensor, C: Tensor, lam: float, cache: Tensor | No
 
     Returns:
         :math:`\Delta`, ``(d_out, d_in)`` float64.
-
-    Derived in notebook ``08_one_framework``.
     """
     R, K1 = _check_keys(R, K1)
     d_in = K1.shape[0]
@@ -94,8 +92,6 @@ class NullSpace(NamedTuple):
         rank: number of null-space directions (columns of :math:`U_0`).
         cut: the eigenvalue threshold (below it a direction is in the null space).
         rule: ``"absolute"`` or ``"energy"``.
-
-    Derived in notebook ``08_one_framework``.
     """
 
     P: Tensor
@@ -199,8 +195,6 @@ def rome_delta(k_star: Tensor, v_star: Tensor, W: Tensor, C: Tensor) -> Tensor:
 
     Returns:
         :math:`\Delta`, ``(d_out, d_in)`` float64.
-
-    Derived in notebook ``08_one_framework``.
     """
     W = _mat(W, "W (edited matrix)")
     d_out, d_in = W.shape

@@ -37,7 +37,8 @@ R^{d_{\rm out}}`. Stacked as rows, :math:`\mathbf K` is ``(T, d_in)`` and :math:
    MEMIT's update with the preserved-key covariance replaced by :math:`\mathbf I` (official code:
    :math:`\lambda=1`, :math:`\eta=10^{-6}`).
 
-Everything here runs in float64, on the device of its inputs. Derived in notebook ``08_one_framework``.
+Everything here runs in float64, on the device of its inputs. Derived in notebook
+``06_crispedit_on_a_small_lm``.
 """
 
 from __future__ import annotations
@@ -72,8 +73,6 @@ class LifelongNormalizer:
     code, which adds :math:`m\,\widehat{\mathrm{Var}}_{m-1}` (the batch's *unbiased* variance times
     :math:`m`, i.e. :math:`\tfrac{m}{m-1}\mathbf M_2^{\rm b}`) and divides by :math:`N-1+\epsilon`;
     the two differ by a factor that tends to 1 as batches grow.
-
-    Derived in notebook ``08_one_framework``.
     """
 
     def __init__(self, size: int, variance: Literal["exact", "official"] = "exact",
@@ -129,10 +128,7 @@ def pseudo_values(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, l
     Returns shape ``(T, d_out)``.
 
     ``normalizer`` must have size ``d_in + d_out`` and should already contain the rows (the official
-    code updates it with the turn's features before it solves). Derived in notebook
-    ``08_one_framework``.
-
-    Described on the book page ``ultraedit``.
+    code updates it with the turn's features before it solves).
     """
     keys = _rows(keys, "keys K")
     grads = _rows(grads, "value gradients G")
@@ -157,7 +153,6 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
     With fewer rows than columns (:math:`T<d_{\rm in}`, the usual case) the identical dual form
     :math:`\mathbf X=\mathbf K^\top(\mathbf K\mathbf K^\top+\lambda\mathbf I)^{-1}\mathbf V`
     solves a :math:`T\times T` system instead.
-    Derived in notebook ``08_one_framework``.
     """
     if not lam > 0:
         raise ValueError(f"lam (ridge weight) must be positive, got {lam}")
@@ -176,8 +171,5 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
 
 def ultraedit_delta(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, lr: float,
                     lam: float) -> Tensor:
-    r"""UltraEdit's weight change :math:`\Delta=\mathbf X^\top`, in the weight's ``(d_out, d_in)`` layout.
-
-    Derived in notebook ``08_one_framework``.
-    """
+    r"""UltraEdit's weight change :math:`\Delta=\mathbf X^\top`, in the weight's ``(d_out, d_in)`` layout."""
     return ridge_solve(keys, pseudo_values(keys, grads, normalizer, lr), lam).T

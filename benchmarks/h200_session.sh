@@ -79,22 +79,31 @@ phase() {  # phase NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, time left), l
 EDITORS=" $("$PY" -c "from crispedit_lite.editing.registry import editor_names; print(' '.join(editor_names()))") "
 
 edit() {  # edit METHOD TIMEOUT EVAL [FLAGS...]: the CLI end to end on a random model at $SHAPE
-  local method=$1 limit=$2 evals=$3; shift 3
+  local method=$1 limit=$2 evals=$3 capability=(--capability-source offline); shift 3
+  [[ "$method" == mend* ]] && capability=()  # MEND reads no capability text
   phase "cli-$method" "$limit" "$PY" -m crispedit_lite edit --model "random:$SHAPE" --tokenizer "$TOK" \
     --data "$DATA" --n-edits "$N_EDITS" --dataset-name "synthetic-$N_EDITS" --method "$method" \
-    --preset paper --capability-source offline --device "$DEVICE" --dtype "$DTYPE" --eval "$evals" \
+    --preset paper "${capability[@]}" --device "$DEVICE" --dtype "$DTYPE" --eval "$evals" \
     --results-dir "$OUT" --cache-dir "$KFAC" --run-id "h200-random-$SHAPE-$method" --no-progress \
-    "${SMALL[@]}" "$@"
+    "$@"
 }
 
 # 1. CrispEdit: K-FAC on 64 capability texts, eigendecompositions, 100 edits (25 epochs: random
 #    weights never reach the early stop), teacher-forced + proxies before and after (CLI_EVAL adds WILD).
-edit crispedit "${CLI_TIMEOUT:-180}" "${CLI_EVAL:-teacher_forced,proxies}" "${EPOCHS[@]}"
+edit crispedit "${CLI_TIMEOUT:-180}" "${CLI_EVAL:-teacher_forced,proxies}" "${SMALL[@]}" "${EPOCHS[@]}"
 # 2. MEMIT-Chunked (Table 1's MEMIT cells): the batch in chunks of 32 edits, one closed form per chunk.
-edit memit_chunked "${CF_TIMEOUT:-70}" teacher_forced --chunk-size "$CHUNK"
-# 3. MEND, where this checkout registers it (its hypernetwork edits; otherwise one line says why not).
+edit memit_chunked "${CF_TIMEOUT:-70}" teacher_forced "${SMALL[@]}" --chunk-size "$CHUNK"
+# 3. MEND, where this checkout registers it (otherwise one line says why not): no trained editor network
+#    exists for a random model, so an untrained one of the paper's architecture is built for $SHAPE
+#    (benchmarks/mend_random_editor.py); its edits mean nothing, its time and memory are MEND's.
+#    MEND reads no capability text and edits its preset's layers, so it takes none of SMALL's flags.
+MEND_NET=${TMPDIR:-/tmp}/mend-random-$SHAPE.safetensors  # about 1.1 GB at LLaMA-3-8B shape: not under $OUT
+if [[ "$EDITORS" == *" mend "* ]]; then
+  phase mend-network "${MEND_NET_TIMEOUT:-60}" "$PY" benchmarks/mend_random_editor.py "random:$SHAPE" "$MEND_NET"
+fi
 for method in mend mend_seq; do
-  if [[ "$EDITORS" == *" $method "* ]]; then edit "$method" "${MEND_TIMEOUT:-60}" teacher_forced
+  if [[ "$EDITORS" == *" $method "* ]]; then
+    edit "$method" "${MEND_TIMEOUT:-60}" teacher_forced --set "mend_editor=$MEND_NET"
   else echo "phase cli-$method: skipped (no editor '$method' in crispedit_lite.editing.registry)" \
     | tee -a "$OUT/phases.txt"; fi
 done
@@ -107,8 +116,8 @@ phase long-horizon "${LH_TIMEOUT:-100}" "$PY" benchmarks/long_horizon_smoke.py -
 
 # 5. MEMIT and AlphaEdit at the same shape: keys, target values, the layer-by-layer closed form
 #    (the covariance from the same K-FAC cache, AlphaEdit's null space).
-edit memit "${CF_TIMEOUT:-70}" teacher_forced
-edit alphaedit "${CF_TIMEOUT:-70}" teacher_forced
+edit memit "${CF_TIMEOUT:-70}" teacher_forced "${SMALL[@]}"
+edit alphaedit "${CF_TIMEOUT:-70}" teacher_forced "${SMALL[@]}"
 # 6. The CrispEdit step against the plain FT step, side by side, per projection form, at both shapes.
 for shape in "${STEP_SHAPES[@]}"; do
   phase "step-ratio-$shape" "${STEP_TIMEOUT:-40}" "$PY" benchmarks/step_ratio.py --model "random:$shape" \

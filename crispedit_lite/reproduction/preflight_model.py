@@ -71,7 +71,12 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
     net = skeleton(cfg)
     layers = list(config.layers) if config.layers is not None else None
     try:
-        modules = resolve_edit_modules(net, config.module_pattern, layers)
+        try:
+            modules = resolve_edit_modules(net, config.module_pattern, layers)
+        except ValueError:
+            if layers is not None or not editor.presets:
+                raise
+            modules = []  # as edit() does: an editor with presets (MEND, UltraEdit) picks its own matrices
         if editor.update == "closed_form" and editor.presets and layers is None:
             if editor.preset(net) is None:
                 raise ValueError(f"method {config.method!r} has no preset of edited layers for this model "

@@ -273,3 +273,29 @@ def test_device_map_reaches_the_loader_and_the_record(inputs, tmp_path, capsys):
                  "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["settings"]["device_map"] == {"": "cpu"}
+
+
+def test_mend_edits_a_shape_without_a_layer_preset(inputs, tmp_path):
+    """MEND picks its own matrices (the last three layers): no --layers needed, and none accepted.
+
+    The editor network is the untrained one that the GPU session builds for random shapes
+    (``benchmarks/mend_random_editor.py``); the preflight once asked for the layers MEND does not read.
+    """
+    d, tok = inputs
+    net = tmp_path / "mend-tiny.safetensors"
+    script = ROOT / "benchmarks" / "mend_random_editor.py"
+    made = subprocess.run([sys.executable, str(script), "random:tiny-llama", str(net)], cwd=tmp_path,
+                          env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
+    assert made.returncode == 0, made.stderr
+    assert "9 matrices" in made.stdout  # gate, up and down_proj of layers 1-3 of 4
+    run = cli("edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--data", str(d / "edits.json"),
+              "--n-edits", "2", "--method", "mend", "--eval", "teacher_forced", "--device", "cpu",
+              "--no-progress", "--set", f"mend_editor={net}", "--results-dir", str(tmp_path / "r"),
+              "--run-id", "mend", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "r" / "mend.json").read_text())
+    assert record["edit"]["config"]["method"] == "mend" and len(record["edit"]["modules"]) == 9
+    refused = cli("edit", "--model", "random:tiny-llama", "--tokenizer", tok, "--data", str(d / "edits.json"),
+                  "--n-edits", "2", "--method", "mend", "--layers", "1", "--no-progress",
+                  "--set", f"mend_editor={net}", "--results-dir", str(tmp_path / "r2"), cwd=tmp_path)
+    assert refused.returncode == 2 and "does not read layers" in refused.stderr

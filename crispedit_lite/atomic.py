@@ -38,7 +38,8 @@ def current_umask() -> int:
     """The process umask, read without changing it where the system allows (Linux ``/proc``).
 
     ``os.umask`` can only be read by setting it, which, briefly, changes it for every thread.
-    (atomic checkpoints and cache entries).
+
+    Listed on the book page ``api``.
     """
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -109,8 +110,9 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False,
     directory to fill, and the target must not exist or be empty. With ``overwrite=False`` an
     existing file is never replaced (``FileExistsError``, decided atomically by ``os.link``).
     The parent directory is created if needed. On any error the temporary is removed and the
-    target is left as it was. (atomic checkpoints and cache
-    entries).
+    target is left as it was.
+
+    Listed on the book page ``api``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
     """Open a temporary file next to ``path`` for writing; publish it as ``path`` when the block ends.
 
     ``mode`` is ``"w"`` (text, ``encoding`` and ``newline`` as for :func:`open`) or ``"wb"``.
+
+    Listed on the book page ``api``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
@@ -149,7 +153,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically; return the path."""
+    """Write ``data`` to ``path`` atomically; return the path.
+
+    Listed on the book page ``api``.
+    """
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -157,7 +164,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8",
                       overwrite: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path."""
+    """Write ``text`` to ``path`` atomically, line endings as given (no translation); return the path.
+
+    Listed on the book page ``api``.
+    """
     return write_bytes_atomic(path, text.encode(encoding), overwrite=overwrite)
 
 
@@ -193,8 +203,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     ``NaN`` and infinity are refused (``allow_nan=False``: they are not JSON, and most readers reject
     them) with a ``ValueError`` naming the file and the first offending key path, e.g.
     ``rows[3].kl``; nothing is written then. ``indent``, ``sort_keys``, ``ensure_ascii`` and
-    ``default`` are passed to :func:`json.dumps`. (the
-    results JSON is written atomically).
+    ``default`` are passed to :func:`json.dumps`.
+
+    Listed on the book page ``api``.
     """
     try:
         text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii,

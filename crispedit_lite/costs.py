@@ -47,6 +47,8 @@ class LayerShape:
     Attributes:
         model: the model the layer belongs to. module: its name pattern in the model.
         d_in: input dimension. d_out: output dimension.
+
+    Listed on the book page ``api``.
     """
 
     model: str
@@ -101,7 +103,10 @@ def matrix_free_bytes(
 
 
 def dense_projection_flops(d_out: int, d_in: int) -> int:
-    r"""FLOPs of one explicit projection :math:`\mathbf P\,\mathrm{vec}(\mathbf G)`: :math:`2n^2`."""
+    r"""FLOPs of one explicit projection :math:`\mathbf P\,\mathrm{vec}(\mathbf G)`: :math:`2n^2`.
+
+    Listed on the book page ``api``.
+    """
     _check_dims(d_out, d_in)
     n = int(d_out) * int(d_in)
     return 2 * n * n

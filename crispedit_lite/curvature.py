@@ -151,6 +151,8 @@ def softmax_kl(base_logits: Tensor, logits: Tensor) -> Tensor:
 
     The label-free capability constraint of softmax-CE models. Derived in notebook
     ``02_bregman_to_gauss_newton``.
+
+    Listed on the book page ``api``.
     """
     logp0 = torch.log_softmax(base_logits, dim=-1)
     logp = torch.log_softmax(logits, dim=-1)

@@ -59,6 +59,8 @@ class EKFACFactors:
         eig: ``(d_out, d_in)`` corrected eigenvalues :math:`s_{ij}` (float64), entry ``(i, j)``
             belonging to :math:`\mathbf u^{\rm out}_i(\mathbf u^{\rm in}_j)^\top`.
         n_tokens: number of averaged terms. meta: the K-FAC metadata plus ``"ekfac": True``.
+
+    Listed on the book page ``api``.
     """
 
     U_in: Tensor
@@ -95,7 +97,10 @@ def _basis(factors: KFACFactors) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def ekfac_from_kfac(factors: KFACFactors, eig: Tensor | None = None) -> EKFACFactors:
-    r"""Wrap K-FAC factors as :class:`EKFACFactors`; ``eig=None`` keeps the uncorrected products."""
+    r"""Wrap K-FAC factors as :class:`EKFACFactors`; ``eig=None`` keeps the uncorrected products.
+
+    Listed on the book page ``api``.
+    """
     eig_in, U_in, eig_out, U_out = _basis(factors)
     if eig is None:
         eig = torch.outer(eig_out, eig_in)
@@ -186,6 +191,8 @@ def ekfac_projector(
     with :math:`\lambda_\gamma` from :func:`~crispedit_lite.energy.energy_threshold` on all
     :math:`s_{ij}`. ``project`` is unchanged: the eigenbasis is K-FAC's. Derived in notebook
     ``03_low_curvature_subspace``.
+
+    Listed on the book page ``api``.
     """
     gamma = _check_gamma(gamma)
     mask, threshold = energy_mask(ekfac.eig, gamma, rule, rtol)

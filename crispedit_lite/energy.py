@@ -87,6 +87,8 @@ def energy_threshold(eigenvalues: Tensor, gamma: float, rule: Rule = "code") -> 
     tied group and keeps eq. 3's guarantee (protected energy :math:`\ge\gamma`). That guarantee is
     what the paper means, so ``"code"`` is the default everywhere. Derived in notebook
     ``04_kfac_step_by_step``.
+
+    Listed on the book page ``api``.
     """
     gamma = _check_gamma(gamma)
     srt, cum = _sorted_energy(eigenvalues)  # one sort, on the eigenvalues' device

@@ -25,7 +25,10 @@ __all__ = ["Projector", "ProjectedAdam", "ProjectedSGD"]
 
 
 class Projector(Protocol):
-    """Anything with ``project(G) -> G'`` of the same shape (e.g. :class:`KroneckerProjector`)."""
+    """Anything with ``project(G) -> G'`` of the same shape (e.g. :class:`KroneckerProjector`).
+
+    Listed on the book page ``api``.
+    """
 
     def project(self, G: Tensor) -> Tensor:  # noqa: D102
         ...
@@ -100,6 +103,8 @@ class ProjectedSGD(torch.optim.Optimizer):
     With ``momentum`` :math:`\mu`, :math:`\mathbf m\leftarrow\mu\mathbf m+\mathbf P(\mathbf g+\lambda\theta)`;
     every step is a combination of projected vectors and stays in the subspace. Derived in notebook
     ``03_low_curvature_subspace``.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(

@@ -40,7 +40,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m crispedit_lite``."""
+    """The argument parser of ``python -m crispedit_lite``.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.cli import collect, edit, reproduce
 
     common = argparse.ArgumentParser(add_help=False)

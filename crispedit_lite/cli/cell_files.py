@@ -24,7 +24,10 @@ SET_BY_REPRODUCE = ("RESULTS_DIR",)
 
 
 def notebook_of(cell: str) -> str:
-    """The notebook that runs ``cell``: chapter 10 for Table 5 (Qwen), chapter 9 otherwise."""
+    """The notebook that runs ``cell``: chapter 10 for Table 5 (Qwen), chapter 9 otherwise.
+
+    Listed on the book page ``api``.
+    """
     return "10_reproduce_qwen2_5_1_5b" if cell.startswith("table5_") else "09_reproduce_llama3_8b"
 
 
@@ -36,7 +39,10 @@ def _declared(path: str, mtime: float) -> tuple[str, ...]:
 
 
 def notebook_parameters(path: Path) -> tuple[str, ...]:
-    """The names declared by the notebook's ``parameters`` cell (papermill's reading of it)."""
+    """The names declared by the notebook's ``parameters`` cell (papermill's reading of it).
+
+    Listed on the book page ``api``.
+    """
     if not path.is_file():
         raise UsageError(f"reproduce: notebook {path} does not exist; expected the repository root in --root")
     try:
@@ -90,7 +96,10 @@ def _key_of(message: str, params: dict[str, Any]) -> str | None:
 
 
 def read_cell(root: Path, cell: str) -> dict[str, Any]:
-    """The parameters of ``reproduce/<cell>.yaml``, checked against its notebook (see the module)."""
+    """The parameters of ``reproduce/<cell>.yaml``, checked against its notebook (see the module).
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.reproduction.cells import PARAMETERS, config_from_parameters
 
     path, shown = root / "reproduce" / f"{cell}.yaml", f"reproduce/{cell}.yaml"

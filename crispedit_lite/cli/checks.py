@@ -25,7 +25,10 @@ _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class UsageError(ValueError):
-    """A mistake in the command line: printed as ``error: <message>``, exit status 2."""
+    """A mistake in the command line: printed as ``error: <message>``, exit status 2.
+
+    Listed on the book page ``api``.
+    """
 
 
 def gamma(value: float | None, arg: str = "--gamma") -> float | None:
@@ -139,7 +142,10 @@ def settings(method_name: str, assignments: Sequence[str], flags: Mapping[str, s
 
 
 def evals(text: str) -> list[str]:
-    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation."""
+    """``"wild,teacher_forced"`` as a list of evaluations; ``"none"``: no evaluation.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.evaluation.runner import EVALS
 
     names = [e.strip() for e in text.split(",") if e.strip()]

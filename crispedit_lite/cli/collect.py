@@ -30,7 +30,10 @@ FLAGS = {"layers": "--layers", "module_pattern": "--module-pattern", "seed": "--
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``)."""
+    """The ``collect-kfac`` subcommand's arguments (defaults: the CPU preset, ``--preset paper``).
+
+    Listed on the book page ``api``.
+    """
     import torch
 
     c = sub.add_parser("collect-kfac", parents=[common],
@@ -105,7 +108,10 @@ def _init_distributed(device: str) -> tuple[str, bool]:
 
 
 def run_collect(args: argparse.Namespace) -> dict[str, Any]:
-    """Collect (or find in the cache) the capability K-FAC factors; ``info`` of the cache entry."""
+    """Collect (or find in the cache) the capability K-FAC factors; ``info`` of the cache entry.
+
+    Listed on the book page ``api``.
+    """
     import torch.distributed as dist
 
     from crispedit_lite.data.capability import capability_texts

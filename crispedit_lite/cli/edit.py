@@ -37,7 +37,10 @@ FLAGS = {**{f: "--" + f.replace("_", "-") for f in _FIELDS}, "layers": "--layers
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``edit`` subcommand's arguments."""
+    """The ``edit`` subcommand's arguments.
+
+    Listed on the book page ``api``.
+    """
     import torch
 
     e = sub.add_parser("edit", parents=[common], help="edit a model and write a results JSON")
@@ -124,7 +127,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str | None]:
-    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so."""
+    """``(config, preset, dataset label)`` from checked arguments; reads the edit data to do so.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.data import read_records
     from crispedit_lite.editing import EditConfig, cpu_config, paper_config
     from crispedit_lite.reproduction.experiment import load_requests
@@ -164,7 +170,10 @@ def wild_decoding_for(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run_edit(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
-    """Check the arguments, then :func:`crispedit_lite.reproduction.experiment.run_experiment`; the record."""
+    """Check the arguments, then :func:`crispedit_lite.reproduction.experiment.run_experiment`; the record.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.cli.readers import unread_settings
     from crispedit_lite.reproduction.experiment import run_experiment
 
@@ -202,6 +211,8 @@ def headline_rows(metrics: Mapping[str, Any]) -> list[tuple[str, float | None, f
 
     Teacher-forced reliability / generalization / specificity, WILD reliability / generalization /
     locality per context, the perplexity and KL proxies, probe accuracy and lm-eval task scores.
+
+    Listed on the book page ``api``.
     """
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     paths = [(f"teacher_forced.scores.{k}", f"TF {name} (%)")

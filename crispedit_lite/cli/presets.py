@@ -36,7 +36,10 @@ _FORMAT_DATASETS = {"zsre": ("zsre",), "rome": ("counterfact",),
 
 
 def record_format(records: Sequence[Any]) -> str | None:
-    """The format of the records (all must agree), or ``None`` when it cannot be told."""
+    """The format of the records (all must agree), or ``None`` when it cannot be told.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.data.edits import _detect
 
     found = set()
@@ -64,6 +67,8 @@ def paper_dataset_for(method: str, model: str, dataset_name: str | None, data: s
     ``data_format`` (``--format``) other than ``"auto"`` stands for the detected record format.
     Raises :class:`~crispedit_lite.cli.checks.UsageError` when the name, the file and the records
     disagree or nothing decides.
+
+    Listed on the book page ``api``.
     """
     fmt = record_format(records) if data_format == "auto" else \
         {"wikibigedit": "wikibigedit-upstream"}.get(data_format, data_format)

@@ -74,7 +74,10 @@ READ_BY: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def readers(field: str) -> list[str]:
-    """The methods that read ``field`` with their default settings."""
+    """The methods that read ``field`` with their default settings.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.editing import EditConfig
     from crispedit_lite.editing.registry import registry
 
@@ -86,6 +89,8 @@ def unread_settings(config: Any, given: Mapping[str, str]) -> list[tuple[str, st
     """``(field, how it was given, who reads it)`` for each given field that ``config.method`` ignores.
 
     ``given`` maps field names to how the command line gave them (``{"gamma": "--gamma"}``).
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.editing.registry import get_editor
 

@@ -44,7 +44,10 @@ __all__ = ["add_parser", "cells_of", "finished_result", "reproduce_cell", "run_r
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``reproduce`` subcommand's arguments."""
+    """The ``reproduce`` subcommand's arguments.
+
+    Listed on the book page ``api``.
+    """
     r = sub.add_parser("reproduce", parents=[common],
                        help="run paper table cells (papermill + reproduce/CELL.yaml), resumably")
     r.add_argument("cell", nargs="?", help="e.g. table1_zsre_crispedit (see reproduce/README.md)")
@@ -67,7 +70,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
-    """The cells to run: ``[cell]``, or every cell of ``table``; unknown names are errors."""
+    """The cells to run: ``[cell]``, or every cell of ``table``; unknown names are errors.
+
+    Listed on the book page ``api``.
+    """
     folder = root / "reproduce"
     if not folder.is_dir():
         raise UsageError(f"argument --root: {str(root)!r} has no reproduce/ folder; expected the "
@@ -90,7 +96,10 @@ def cells_of(root: Path, cell: str | None, table: str | None) -> list[str]:
 
 
 def finished_result(results_root: Path, cell: str, root: Path) -> tuple[Path | None, str | None]:
-    """``(result, None)`` when ``cell`` is finished (its marker holds), else ``(None, why not)``."""
+    """``(result, None)`` when ``cell`` is finished (its marker holds), else ``(None, why not)``.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.reproduction.finished import marker_problem
 
     why, result = marker_problem(results_root, cell, root / "reproduce" / f"{cell}.yaml")
@@ -205,6 +214,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     With ``--executor local`` or ``slurm`` each cell that is not finished is one job
     (:mod:`crispedit_lite.cli.executor`); the finished ones are skipped without a job.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.cli.cell_files import read_cell
 

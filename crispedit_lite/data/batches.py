@@ -35,7 +35,10 @@ EditLike = EditRequest | Mapping[str, str] | tuple[str, str]
 
 
 def edit_pairs(requests: Iterable[EditLike]) -> list[tuple[str, str]]:
-    """Return ``(prompt, " " + target)`` pairs; the target gets a leading space when it has none."""
+    """Return ``(prompt, " " + target)`` pairs; the target gets a leading space when it has none.
+
+    Listed on the book page ``api``.
+    """
     out = []
     for i, r in enumerate(requests):
         if isinstance(r, EditRequest):
@@ -64,7 +67,10 @@ def _pad_id(tokenizer: Any) -> int:
 def pad_batch(
     ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_id: int
 ) -> dict[str, torch.Tensor]:
-    """Right-pad token lists into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    """Right-pad token lists into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Listed on the book page ``api``.
+    """
     if not ids:
         raise ValueError("cannot build a batch from zero sequences")
     width = max(len(x) for x in ids)
@@ -131,6 +137,8 @@ def edit_kfac_batches(
     ``mask_prompt=False`` (the paper's CrispEdit-Seq) lets every token of the text enter the factors;
     ``mask_prompt=True`` (the Table 6 ablation) labels the prompt ``-100`` so that only target
     positions contribute.
+
+    Listed on the book page ``api``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -154,6 +162,8 @@ def tokenize_capability(
         batch_size: texts per batch (the paper: 1, so no padding at all).
         ignore_token_ids: token ids never used as labels. The official code also ignores id 0
             (``"!"`` in LLaMA-3; official code ``rome/layer_stats.py``); pass ``(0,)`` to reproduce it.
+
+    Listed on the book page ``api``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -37,7 +37,10 @@ WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
 
 @dataclasses.dataclass(frozen=True)
 class CapabilityCorpus(Sequence):
-    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy)."""
+    """Texts of a capability corpus and their origin (``meta["stand_in"]`` flags a proxy).
+
+    Listed on the book page ``api``.
+    """
 
     texts: tuple[str, ...]
     meta: dict[str, Any]
@@ -64,6 +67,8 @@ def offline_documents(chunk_chars: int = 2000) -> list[str]:
     code) are kept verbatim. Consecutive paragraphs of one topic are packed into documents of at
     most about ``chunk_chars`` characters (a longer paragraph stands alone), roughly the paper's
     512-token truncation for ``chunk_chars=2000``.
+
+    Listed on the book page ``api``.
     """
     if chunk_chars < 100:
         raise ValueError(f"chunk_chars must be at least 100, got {chunk_chars}")

@@ -66,6 +66,8 @@ class EditRequest:
         ground_truth: the answer before the edit, when the dataset has it.
         case_id: the record's id in its dataset (its index when the dataset has none).
         extra: every other field of the source record.
+
+    Listed on the book page ``api``.
     """
 
     prompt: str
@@ -181,6 +183,8 @@ def parse_records(records: Sequence[Any], format: str = "auto") -> list[EditRequ
     Raises:
         ValueError: naming the record index and field, e.g. ``record 17: field 'alt' is missing
             (ZsRE MEND format expects subject, src, alt, rephrase, loc, loc_ans)``.
+
+    Listed on the book page ``api``.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -235,7 +239,10 @@ def records_digest(records: Sequence[Any]) -> str:
 
 
 def read_records(source: str | Path, split: str = "train") -> list[Any]:
-    """Read raw records from a built-in set, a local JSON / JSONL file, a URL or ``hf:owner/name``."""
+    """Read raw records from a built-in set, a local JSON / JSONL file, a URL or ``hf:owner/name``.
+
+    Listed on the book page ``api``.
+    """
     src = str(source)
     if src in BUILTIN_EDIT_SETS:
         ref = resources.files("crispedit_lite") / "resources" / BUILTIN_EDIT_SETS[src]
@@ -271,6 +278,8 @@ def drop_duplicates(requests: Sequence[EditRequest]) -> tuple[list[EditRequest],
 
     Returns ``(kept, dropped)`` where ``dropped`` lists ``(index, index of the first copy)``; the
     first copy of each edit is kept, in order.
+
+    Listed on the book page ``api``.
     """
     first: dict[tuple[str, str], int] = {}
     kept, dropped = [], []

@@ -221,6 +221,8 @@ def setting_error(method: str, key: str, shown: str | None = None) -> str:
     """Why ``key`` is no setting of ``method``: another method's (naming it) or unknown (with a hint).
 
     ``shown`` is how the caller names the setting (``lora_rank=4``).
+
+    Listed on the book page ``api``.
     """
     import difflib
 

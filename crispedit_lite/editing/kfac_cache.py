@@ -73,7 +73,10 @@ def _writable(folder: Path) -> bool:
 
 
 def corpus_fingerprint(texts: Sequence[str]) -> str:
-    """SHA-256 over the texts' own SHA-256 digests, in order (unambiguous for any separator)."""
+    """SHA-256 over the texts' own SHA-256 digests, in order (unambiguous for any separator).
+
+    Listed on the book page ``api``.
+    """
     h = hashlib.sha256()
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
@@ -86,6 +89,8 @@ def cache_key(model_id: str, modules: Sequence[str], texts: Sequence[str], *, ma
 
     ``dtype`` is the model's parameter dtype (``"bfloat16"``), ``approx`` K-FAC's ``"expand"`` or
     ``"reduce"``.
+
+    Listed on the book page ``api``.
     """
     payload = json.dumps({"model": model_id, "modules": list(modules),
                           "corpus": corpus_fingerprint(texts), "n": len(texts),

@@ -40,13 +40,19 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def records_sha256(records: list[Any]) -> str:
-    """SHA-256 of raw records as canonical JSON (sorted keys, UTF-8): the split's digest."""
+    """SHA-256 of raw records as canonical JSON (sorted keys, UTF-8): the split's digest.
+
+    Listed on the book page ``api``.
+    """
     text = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_split(data: str, fmt: str, val_size: int, seed: int) -> tuple[list, list, dict[str, Any]]:
-    """``(train, val, info)``: requests by their ``split`` field, else a seeded hold-out of ``val_size``."""
+    """``(train, val, info)``: requests by their ``split`` field, else a seeded hold-out of ``val_size``.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.data import parse_records, read_records
 
     raw = read_records(data)
@@ -78,6 +84,8 @@ def flag_of(field: str) -> str:
     """The trainer's flag of a :class:`~crispedit_lite.editing.editors.mend.MendSettings` field.
 
     ``"mend_lr_lr"`` -> ``"--lr-lr"``.
+
+    Listed on the book page ``api``.
     """
     return "--" + field.removeprefix("mend_").replace("_", "-")
 
@@ -86,6 +94,8 @@ def training_flags(values: Mapping[str, Any]) -> list[str]:
     """The trainer's flags that set the training fields of ``values`` (``MendSettings.paper``, say).
 
     Edit-time fields are left out.
+
+    Listed on the book page ``api``.
     """
     fields = _training_fields()
     out: list[str] = []
@@ -135,7 +145,10 @@ def _load(model: str, tokenizer: str | None, device: str, dtype: str, seed: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, train (resuming), write the editor files and the curve."""
+    """Parse the arguments, train (resuming), write the editor files and the curve.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.editing.editors.mend import MendSettings, mend_modules
     from crispedit_lite.editing.loops.mend import file_sha256, load_editor, save_editor
     from crispedit_lite.editing.loops.mend_trainer import MendTrainer, settings_record, write_json

@@ -33,7 +33,10 @@ def _squash(text: str) -> str:
 
 
 def paper_dataset(name: str | None) -> str | None:
-    """The preset dataset a name stands for (:data:`PAPER_DATASET_NAMES`), or ``None`` if none."""
+    """The preset dataset a name stands for (:data:`PAPER_DATASET_NAMES`), or ``None`` if none.
+
+    Listed on the book page ``api``.
+    """
     return PAPER_DATASET_NAMES.get(_squash(name)) if name else None
 
 
@@ -58,6 +61,8 @@ def paper_values(method: str, dataset: str, model: str | None = None) -> dict[st
     The values are the editor's ``paper_n_gamma`` (else :data:`DEFAULT_VALUES_FROM`'s). Returns
     ``{"n_capability", "gamma", "dataset", "model_family", "model_basis"}``; a model that is not one
     of the paper's gets LLaMA-3-8B's values (the main tables), and ``model_basis`` says so.
+
+    Listed on the book page ``api``.
     """
     ds = paper_dataset(dataset)
     if ds is None:

@@ -44,6 +44,8 @@ def rounding_loss(weight: Tensor, delta: Tensor) -> float:
     :math:`\lVert \mathrm{fl}(W + \mathrm{fl}(\Delta)) - W - \Delta\rVert_F / \lVert\Delta\rVert_F`,
     with the addition done as the editors do it (``weight.add_(delta.to(weight.dtype))``) on a copy,
     and the difference taken in float64. 0 for a zero update.
+
+    Listed on the book page ``api``.
     """
     if weight.shape != delta.shape:
         raise ValueError(f"rounding_loss: weight {tuple(weight.shape)} and delta {tuple(delta.shape)} "
@@ -65,6 +67,8 @@ class RoundingLog:
 
     ``measure(module, weight, delta)`` before each update is added; nothing is measured when the
     weight is not in a :data:`REDUCED` precision. :meth:`summary` is ``details["precision"]``.
+
+    Listed on the book page ``api``.
     """
 
     method: str

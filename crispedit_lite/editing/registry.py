@@ -115,6 +115,8 @@ class EditJob:
             and AlphaEdit-Seq's key cache and covariance, UltraEdit's normalisers): statistics of the
             model the stream started from, never recomputed on the edited model. ``None``: a fresh run that
             hands nothing on. An empty dict starts a stream; the editor fills it in place.
+
+    Listed on the book page ``api``.
     """
 
     model: nn.Module
@@ -181,6 +183,8 @@ class Editor:
         sequential_form: the name of its chunked variant (``"memit_seq"``), if it has one.
         summary: one line for listings.
         chunk_hook: its ``run`` calls :attr:`EditJob.after_chunk` after every chunk.
+
+    Listed on the book page ``api``.
     """
 
     name: str
@@ -282,12 +286,18 @@ def _check_table(table: Mapping[str, Editor]) -> None:
 
 
 def editor_names() -> tuple[str, ...]:
-    """Names of every registered editor, in registry order."""
+    """Names of every registered editor, in registry order.
+
+    Listed on the book page ``api``.
+    """
     return tuple(registry())
 
 
 def get_editor(name: str) -> Editor:
-    """The editor called ``name``; an unknown name is an error that lists the known ones."""
+    """The editor called ``name``; an unknown name is an error that lists the known ones.
+
+    Listed on the book page ``api``.
+    """
     table = registry()
     if name not in table:
         import difflib
@@ -299,7 +309,10 @@ def get_editor(name: str) -> Editor:
 
 
 def needs_capability(name: str) -> bool:
-    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance)."""
+    """Whether method ``name`` reads capability-text statistics (K-FAC factors or covariance).
+
+    Listed on the book page ``api``.
+    """
     stats = get_editor(name).statistics
     return "capability_kfac" in stats or "input_covariance" in stats
 
@@ -329,7 +342,10 @@ def paper_dtype(name: str) -> str:
 
 
 def paper_dtypes() -> dict[str, str]:
-    """``{method: precision of its official run}`` for every editor with a paper row: the one table."""
+    """``{method: precision of its official run}`` for every editor with a paper row: the one table.
+
+    Listed on the book page ``api``.
+    """
     return {n: paper_dtype(n) for n, e in registry().items() if e.paper_row}
 
 

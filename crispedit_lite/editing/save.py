@@ -29,6 +29,8 @@ def save_edited(
     The directory is assembled in a temporary sibling and renamed into place, so a crash leaves
     nothing half-written. Refuses an existing ``out_dir`` and the model's own source directory
     (``base_dir``, or ``model.config._name_or_path`` when it is a local directory).
+
+    Listed on the book page ``api``.
     """
     out = Path(out_dir).resolve()
     sources = [base_dir, getattr(getattr(model, "config", None), "_name_or_path", None)]

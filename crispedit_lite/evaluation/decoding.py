@@ -68,6 +68,8 @@ def format_prompt(question: str, context: str, tokenizer: Any = None, decoding: 
     and the tokenizer would add again is dropped from the text, so the prompt has one BOS. With
     ``decoding="robust"`` and a tokenizer that has a chat template, ``"qa"`` is the QA template as the
     user turn of the chat template.
+
+    Listed on the book page ``api``.
     """
     if context not in CONTEXTS:
         raise ValueError(f"unknown WILD context {context!r}; expected one of {sorted(CONTEXTS)}")
@@ -84,7 +86,10 @@ def format_prompt(question: str, context: str, tokenizer: Any = None, decoding: 
 
 
 def default_decoding(tokenizer: Any) -> str:
-    """``"robust"`` for an instruct model (the tokenizer has a chat template), else ``"official"``."""
+    """``"robust"`` for an instruct model (the tokenizer has a chat template), else ``"official"``.
+
+    Listed on the book page ``api``.
+    """
     return "robust" if _has_chat_template(tokenizer) else "official"
 
 
@@ -93,6 +98,8 @@ def resolve_decodings(decoding: str | Sequence[str] | None, tokenizer: Any) -> l
 
     ``None``: :func:`default_decoding`; ``"both"``: the default, then the other; a name or a list of
     names from :data:`WILD_DECODINGS`.
+
+    Listed on the book page ``api``.
     """
     first = default_decoding(tokenizer)
     if decoding is None:
@@ -108,7 +115,10 @@ def resolve_decodings(decoding: str | Sequence[str] | None, tokenizer: Any) -> l
 
 
 def decoding_settings(decoding: str, tokenizer: Any) -> dict[str, Any]:
-    """What a decoding does with this tokenizer (recorded next to the scores)."""
+    """What a decoding does with this tokenizer (recorded next to the scores).
+
+    Listed on the book page ``api``.
+    """
     _check_decoding(decoding)
     robust = decoding == "robust"
     return {"wild_decoding": decoding, "stop_after_first_token": robust,

@@ -37,13 +37,19 @@ __all__ = ["greedy_generate", "left_padding", "pad_right", "eos_token_ids", "mod
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless module)."""
+    """The device of the model's first parameter (CPU for a parameterless module).
+
+    Listed on the book page ``api``.
+    """
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
-    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer."""
+    """EOS ids of the model's generation config (LLaMA-3-Instruct has two) and of the tokenizer.
+
+    Listed on the book page ``api``.
+    """
     ids: list[int] = []
     gen = getattr(model, "generation_config", None)
     for source in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
@@ -57,7 +63,10 @@ def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
 
 @contextlib.contextmanager
 def left_padding(tokenizer: Any) -> Iterator[Any]:
-    """Temporarily pad on the left (and with EOS when there is no pad token); restore on exit."""
+    """Temporarily pad on the left (and with EOS when there is no pad token); restore on exit.
+
+    Listed on the book page ``api``.
+    """
     side, pad = tokenizer.padding_side, tokenizer.pad_token
     if pad is None:
         if tokenizer.eos_token is None:
@@ -73,7 +82,10 @@ def left_padding(tokenizer: Any) -> Iterator[Any]:
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into ``(input_ids, attention_mask)``, both ``(B, T_max)`` int64."""
+    """Right-pad token id lists into ``(input_ids, attention_mask)``, both ``(B, T_max)`` int64.
+
+    Listed on the book page ``api``.
+    """
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError("pad_right needs at least one sequence and no empty sequence")
     width = max(len(s) for s in sequences)

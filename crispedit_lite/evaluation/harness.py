@@ -40,6 +40,8 @@ class HarnessTask:
         name: lm-eval task (or group) name. num_fewshot: in-context examples.
         metric: the ``"metric,filter"`` key reported as the task's score.
         batch_size: the paper's runner setting (``"auto"``, or a fixed size for long prompts).
+
+    Listed on the book page ``api``.
     """
 
     name: str
@@ -87,6 +89,8 @@ def harness_config(
 
     ``batch_size=None`` keeps each task's paper setting; ``fewshot_as_multiturn`` needs the chat
     template and is switched off with it.
+
+    Listed on the book page ``api``.
     """
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive or None, got {limit!r}")
@@ -111,6 +115,8 @@ def extract_harness_metrics(
     ``results`` is what ``simple_evaluate`` returns (its ``"results"`` entry is read), possibly
     merged over several calls. A missing task or metric key is a ``ValueError`` listing the keys
     that are there.
+
+    Listed on the book page ``api``.
     """
     table = results.get("results", results)
     out: dict[str, dict[str, Any]] = {}
@@ -173,6 +179,8 @@ def run_harness(
     Raises:
         RuntimeError: a task's data could not be loaded (no network, or offline mode without the
             dataset in the Hugging Face cache); the message names the task and the cause.
+
+    Listed on the book page ``api``.
     """
     simple_evaluate, HFLM = _lm_eval_api()
     if task_manager is None:

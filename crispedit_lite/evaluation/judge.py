@@ -80,6 +80,8 @@ def parse_grade(reply: str | None) -> float:
     The official code requires the reply to equal ``"A"``; we also accept surrounding whitespace,
     quotes or a final period (``" A."``), which a temperature-0 judge occasionally adds. Any other
     reply, ``"CORRECT"`` spelled out included, counts as not correct, as in the official code.
+
+    Listed on the book page ``api``.
     """
     if reply is None:
         return 0.0
@@ -98,6 +100,8 @@ class OpenAIJudge:
         client: an ``openai.OpenAI``-like object; when given, requests go through
             ``client.chat.completions.create`` instead of ``urllib``.
         prompt: the grader template with ``{question}``, ``{target}``, ``{predicted_answer}``.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(
@@ -167,6 +171,8 @@ def make_judge(
 
     The key is ``api_key`` or the ``OPENAI_API_KEY`` environment variable; the endpoint is
     ``base_url``, ``OPENAI_BASE_URL``, or OpenAI's.
+
+    Listed on the book page ``api``.
     """
     key = api_key or os.environ.get("OPENAI_API_KEY")
     if not key:

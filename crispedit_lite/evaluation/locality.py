@@ -30,7 +30,10 @@ Answers = dict[str, dict[str, str]]
 
 
 def answers_of(records: list[dict[str, Any]], contexts: list[str]) -> Answers:
-    """``{context: {locality prompt: answer}}`` from :func:`~.wild.wild_evaluate`'s records."""
+    """``{context: {locality prompt: answer}}`` from :func:`~.wild.wild_evaluate`'s records.
+
+    Listed on the book page ``api``.
+    """
     return {c: {e["question"]: e["answer"] for r in records for e in r[c]["loc"]} for c in contexts}
 
 
@@ -41,6 +44,8 @@ def base_answers(base: Mapping[str, Any] | None) -> dict[str, Answers]:
     ``base["metrics"]["wild"]["base_answers"]`` (what a results file keeps), then in the older
     ``base["state"]["pre_edit_locality"]`` (the decoding named in the base's WILD settings, else
     ``"official"``). A value that is not a mapping is a ``ValueError``.
+
+    Listed on the book page ``api``.
     """
     if not base:
         return {}

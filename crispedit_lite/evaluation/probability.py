@@ -49,6 +49,8 @@ def sequence_logprobs(
     r"""Per pair, :math:`\log P_\theta(y \mid x)` and the token count.
 
     The log-probability is in nats, summed over the target tokens.
+
+    Listed on the book page ``api``.
     """
     _, nlls = score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)
     counts = []
@@ -86,6 +88,8 @@ def probability_evaluate(
     Returns:
         ``{"settings", "scores": {"rel", "gen", "loc", "rel_token_mean", ..., "rel_margin", ...,
         "n_rel", "n_gen", "n_loc"}, "records"}``; rates ×100 (``None`` with no item), margins in nats.
+
+    Listed on the book page ``api``.
     """
     if context not in ("none", "qa"):
         raise ValueError(f"probability_evaluate: context must be 'none' or 'qa', got {context!r}")

@@ -26,6 +26,8 @@ class EditRecord(Protocol):
         rephrase_prompt: a paraphrase of ``prompt`` (generalisation), or ``None``.
         locality_prompt: an unrelated prompt, or a list of neighbourhood prompts, or ``None``.
         locality_answer: its answer(s) (dataset gold), or ``None``.
+
+    Listed on the book page ``api``.
     """
 
     prompt: str
@@ -36,7 +38,10 @@ class EditRecord(Protocol):
 
 
 def record_text(record: Any, index: int, field: str, *, required: bool = True) -> str | None:
-    """Read one string field; a missing, empty or non-string required field is a ``ValueError``."""
+    """Read one string field; a missing, empty or non-string required field is a ``ValueError``.
+
+    Listed on the book page ``api``.
+    """
     value = getattr(record, field, None)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -48,7 +53,10 @@ def record_text(record: Any, index: int, field: str, *, required: bool = True) -
 
 
 def locality_pairs(record: Any, index: int) -> list[tuple[str, str | None]]:
-    """The record's ``(locality prompt, locality answer)`` pairs; ``[]`` when it has none."""
+    """The record's ``(locality prompt, locality answer)`` pairs; ``[]`` when it has none.
+
+    Listed on the book page ``api``.
+    """
     prompts = getattr(record, "locality_prompt", None)
     answers = getattr(record, "locality_answer", None)
     if prompts is None or (isinstance(prompts, str) and not prompts.strip()):

@@ -99,13 +99,19 @@ def score_targets(
 
 def target_token_accuracy(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                           targets: Sequence[str], *, batch_size: int = 16) -> list[float]:
-    """Teacher-forced token accuracy of each target given its prompt (see :func:`score_targets`)."""
+    """Teacher-forced token accuracy of each target given its prompt (see :func:`score_targets`).
+
+    Listed on the book page ``api``.
+    """
     return score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)[0]
 
 
 def target_nll(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                targets: Sequence[str], *, batch_size: int = 16) -> list[float]:
-    """Mean per-token NLL (nats) of each target given its prompt (see :func:`score_targets`)."""
+    """Mean per-token NLL (nats) of each target given its prompt (see :func:`score_targets`).
+
+    Listed on the book page ``api``.
+    """
     return score_targets(model, tokenizer, prompts, targets, batch_size=batch_size)[1]
 
 

@@ -35,6 +35,8 @@ def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace.
 
     Example: ``normalize_answer("The Eiffel-Tower!") == "eiffeltower"``.
+
+    Listed on the book page ``api``.
     """
     if not isinstance(text, str):
         raise ValueError(f"normalize_answer expects a string, got {type(text).__name__}")
@@ -45,7 +47,10 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
-    r"""SQuAD exact match, :math:`1.0` or :math:`0.0`; with several gold answers, the best of them."""
+    r"""SQuAD exact match, :math:`1.0` or :math:`0.0`; with several gold answers, the best of them.
+
+    Listed on the book page ``api``.
+    """
     golds = [gold] if isinstance(gold, str) else list(gold)
     if not golds:
         raise ValueError("exact_match needs at least one gold answer")
@@ -60,6 +65,8 @@ def contains_match(prediction: str, gold: str | Sequence[str]) -> float:
     ``contains_match("The capital of France is Paris", "Paris") == 1.0``, while ``"Parisian"`` does
     not contain ``"Paris"``. It does not catch contradictions (``"Paris or Rome"`` counts), so report
     it next to exact match, never instead of the judge.
+
+    Listed on the book page ``api``.
     """
     golds = [gold] if isinstance(gold, str) else list(gold)
     if not golds:
@@ -82,6 +89,8 @@ def truncate_at_stop(text: str, stop_strings: Sequence[str] = STOP_STRINGS, *,
     first and stop strings count only from the first non-blank character on:
     ``truncate_at_stop("\n\nThe answer is: Hamlet.", after_first_token=True) ==
     "The answer is: Hamlet"``, where the official rule gives ``""``.
+
+    Listed on the book page ``api``.
     """
     if after_first_token:
         text = text.lstrip()

@@ -77,6 +77,8 @@ def wild_generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], co
 
     ``decoding``: ``"official"``, ``"robust"`` or ``None`` (robust when the tokenizer has a chat
     template); ``kwargs`` go to :func:`~.generation.greedy_generate`.
+
+    Listed on the book page ``api``.
     """
     decoding = _one_decoding(decoding, tokenizer)
     inputs = [format_prompt(q, context, tokenizer, decoding) for q in questions]
@@ -103,6 +105,8 @@ def pre_edit_locality(
     Returns:
         ``{context: {locality prompt: answer}}`` (JSON-serialisable; keyed by prompt text, so it
         survives re-ordering or sub-setting of the requests).
+
+    Listed on the book page ``api``.
     """
     prompts = list(dict.fromkeys(p for i, r in enumerate(requests) for p, _ in locality_pairs(r, i)))
     out: dict[str, dict[str, str]] = {}
@@ -114,7 +118,10 @@ def pre_edit_locality(
 
 
 def locality_agreement(edited: Sequence[str], pre_edit: Sequence[str]) -> list[float]:
-    """Per prompt, ``1.0`` if the edited and pre-edit answers agree after SQuAD normalisation."""
+    """Per prompt, ``1.0`` if the edited and pre-edit answers agree after SQuAD normalisation.
+
+    Listed on the book page ``api``.
+    """
     if len(edited) != len(pre_edit):
         raise ValueError(f"locality_agreement: {len(edited)} edited vs {len(pre_edit)} pre-edit answers")
     return [float(normalize_answer(a) == normalize_answer(b)) for a, b in zip(edited, pre_edit)]
@@ -162,6 +169,8 @@ def wild_evaluate(
         scores are ×100 and
         ``None`` where no record had the field; each record holds, per context, the model input,
         the answer and its scores.
+
+    Listed on the book page ``api``.
     """
     if fallback not in ("exact_match", "contains"):
         raise ValueError(f"fallback must be 'exact_match' or 'contains', got {fallback!r}")

@@ -58,7 +58,10 @@ def _libc():
 
 
 def abi_version() -> int:
-    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable."""
+    """The Landlock ABI version of the running kernel, or 0 where Landlock is unavailable.
+
+    Listed on the book page ``api``.
+    """
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -84,6 +87,8 @@ def restrict(read: list[str], write: list[str], listing: list[str] = (), bind: l
 
     Paths that do not exist are skipped. Raises ``OSError`` when Landlock is unavailable or a
     system call fails, so that a caller never runs unconfined by accident.
+
+    Listed on the book page ``api``.
     """
     abi = abi_version()
     if abi < 1:

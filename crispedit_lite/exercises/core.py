@@ -33,7 +33,10 @@ session: Any = None
 
 
 class RemoteFunction:
-    """A student function that lives in the runner process (the judge only holds its name and source)."""
+    """A student function that lives in the runner process (the judge only holds its name and source).
+
+    Listed on the book page ``api``.
+    """
 
     def __init__(self, name: str, source: str, call: Callable[[str, tuple], Any]) -> None:
         self.__name__ = self.name = name
@@ -184,7 +187,10 @@ def self_contained(fn: Callable) -> None:
 
 
 def source_of(fn: Callable | RemoteFunction) -> str:
-    """The source of a function answer and of the notebook functions it calls."""
+    """The source of a function answer and of the notebook functions it calls.
+
+    Listed on the book page ``api``.
+    """
     if isinstance(fn, RemoteFunction):
         return fn.source
     parts = []

@@ -65,6 +65,8 @@ class ExerciseScore:
     ``status`` is ``passed``, ``failed`` (the grader or the solution raised), ``not run`` (the
     notebook stopped before it), ``missing`` (no grader cell) or ``manual`` (a written answer,
     graded by hand).
+
+    Listed on the book page ``api``.
     """
 
     notebook: str
@@ -80,6 +82,8 @@ def exercise_cells(nb: nbformat.NotebookNode) -> dict[str, int | None]:
 
     Raises:
         ValueError: when an ``{exercise}`` directive has no ``:label: ex-NN-k``.
+
+    Listed on the book page ``api``.
     """
     starts = []
     for i, c in enumerate(nb.cells):
@@ -388,7 +392,10 @@ def grade_notebook(
     points: Mapping[str, float] | None = None,
     confine: bool = True,
 ) -> list[ExerciseScore]:
-    """Grade one submitted notebook (see :func:`grade_paths`, which grades many)."""
+    """Grade one submitted notebook (see :func:`grade_paths`, which grades many).
+
+    Listed on the book page ``api``.
+    """
     return grade_paths(
         [path],
         timeout=timeout,
@@ -436,6 +443,8 @@ def grade_paths(
 
     Raises:
         ValueError: when a path does not exist or no notebook is found.
+
+    Listed on the book page ``api``.
     """
     files: list[Path] = []
     roots = []
@@ -683,7 +692,10 @@ def _run_cells(
 
 
 def write_reports(scores: list[ExerciseScore], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``grades.csv`` (one row per exercise) and ``grades.json`` (per notebook, with totals)."""
+    """Write ``grades.csv`` (one row per exercise) and ``grades.json`` (per notebook, with totals).
+
+    Listed on the book page ``api``.
+    """
     import csv
     import io
 

@@ -51,7 +51,10 @@ _DEV_READ = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
 
 
 def landlock_abi() -> int:
-    """The Landlock ABI of this kernel (0: unavailable)."""
+    """The Landlock ABI of this kernel (0: unavailable).
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.exercises import confine
 
     return confine.abi_version()
@@ -79,6 +82,8 @@ def make_workspace(base: Path) -> dict[str, Path]:
     """Create the private folders of one process under ``base``: ``home``, ``tmp``, ``ipython``, ``mpl``.
 
     ``mpl`` is seeded with matplotlib's font list, to skip its rebuild in every kernel.
+
+    Listed on the book page ``api``.
     """
     paths = {k: base / k for k in ("home", "tmp", "ipython", "mpl")}
     for p in paths.values():
@@ -96,6 +101,8 @@ def make_checkout(root: Path) -> dict[str, Path]:
     link to the real checkout's (read-only under the allow-list), so that the chapters find their
     data; ``cache`` is a model cache whose entries link to the real one, so that reads hit it and
     writes stay here.
+
+    Listed on the book page ``api``.
     """
     paths = {"work": root / "work", "cwd": root / "work" / "notebooks", "cache": root / "cache"}
     for p in paths.values():
@@ -118,7 +125,10 @@ def make_checkout(root: Path) -> dict[str, Path]:
 
 
 def scrubbed_env(paths: dict[str, Path], extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The only environment a submission sees: its own folders, thread counts, offline switches."""
+    """The only environment a submission sees: its own folders, thread counts, offline switches.
+
+    Listed on the book page ``api``.
+    """
     bindir = str(Path(sys.executable).parent)
     env = {
         "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
@@ -178,6 +188,8 @@ def allow_list(writable: Path, protected: Iterable[str | os.PathLike]) -> dict[s
     the interpreter and its ``sys.path``, the package, the checkout's ``reproduce`` and
     ``benchmarks``, and the model cache; each minus anything inside ``protected``. Writable:
     ``writable`` and ``/dev/null``. GPU device files are added where they exist.
+
+    Listed on the book page ``api``.
     """
     prot = [Path(p).resolve() for p in protected]
     repo = checkout()
@@ -247,6 +259,8 @@ class ProcessJail:
     Made before the submission's first process; :meth:`kill_all` sends ``SIGKILL`` to the groups
     registered with :meth:`add_group` and to every descendant of this process that did not exist
     before (orphans that left their group are adopted by this process, on Linux), and reaps them.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self) -> None:
@@ -298,6 +312,8 @@ class FileGuard:
     Watched: the given files and folders (recursively, up to ``max_bytes`` in all), and the
     interpreter's start-up hooks (``*.pth``, ``sitecustomize.py``, ``usercustomize.py`` in the site
     folders), whose new entries would run code in every later Python process.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, paths: Iterable[str | os.PathLike], max_bytes: int = 512 << 20) -> None:

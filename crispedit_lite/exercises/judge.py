@@ -33,7 +33,10 @@ GRADER_MODULES = [f"crispedit_lite.exercises.ch{n:02d}" for n in range(1, 12)]
 
 
 class Runner:
-    """The judge's handle on one runner process (started lazily, killed on time-out or failure)."""
+    """The judge's handle on one runner process (started lazily, killed on time-out or failure).
+
+    Listed on the book page ``api``.
+    """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg

@@ -31,7 +31,10 @@ _TOP_KINDS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
 
 
 def python_source(cell_source: str) -> str:
-    """The cell as plain Python: IPython's ``%magics`` and ``!shell`` lines become calls."""
+    """The cell as plain Python: IPython's ``%magics`` and ``!shell`` lines become calls.
+
+    Listed on the book page ``api``.
+    """
     try:
         from IPython.core.inputtransformer2 import TransformerManager
     except ImportError:  # without IPython, drop the lines that are not Python
@@ -77,6 +80,8 @@ def replay_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
     Replayable: ``import``, ``from ... import``, ``def``, ``class`` and ``NAME = <literal>``.
     Everything else (calls, loops, assignments of computed values, magics) is left out. A cell that
     is not valid Python contributes nothing.
+
+    Listed on the book page ``api``.
     """
     out = []
     for src in sources:
@@ -92,12 +97,18 @@ def replay_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
 
 
 def import_statements(sources: Iterable[str]) -> list[tuple[list[str], str]]:
-    """``(bound names, source)`` of the top-level import statements of the given cells."""
+    """``(bound names, source)`` of the top-level import statements of the given cells.
+
+    Listed on the book page ``api``.
+    """
     return [(names, src) for names, src in replay_statements(sources) if src.startswith(("import ", "from "))]
 
 
 def defined_functions(sources: Iterable[str]) -> set[str]:
-    """Names bound by a top-level ``def`` in the given cells."""
+    """Names bound by a top-level ``def`` in the given cells.
+
+    Listed on the book page ``api``.
+    """
     names = set()
     for src in sources:
         tree = _parse(src)
@@ -108,7 +119,10 @@ def defined_functions(sources: Iterable[str]) -> set[str]:
 
 
 def function_names(replay: list[tuple[list[str], str]]) -> set[str]:
-    """Names that the replayed statements bind with ``def`` or ``class``."""
+    """Names that the replayed statements bind with ``def`` or ``class``.
+
+    Listed on the book page ``api``.
+    """
     return {names[0] for names, src in replay if re.match(r"(async\s+)?(def|class)\s", src)}
 
 
@@ -143,6 +157,8 @@ def free_names(code: str) -> list[str]:
 
     Raises:
         SyntaxError: when ``code`` is not Python.
+
+    Listed on the book page ``api``.
     """
     v = _Names()
     v.visit(ast.parse(python_source(code)))
@@ -155,7 +171,10 @@ def free_names(code: str) -> list[str]:
 
 
 def referenced_names(source: str) -> set[str]:
-    """Every identifier that ``source`` mentions: names, attribute names and imported names."""
+    """Every identifier that ``source`` mentions: names, attribute names and imported names.
+
+    Listed on the book page ``api``.
+    """
     tree = ast.parse(source)
     out: set[str] = set()
     for node in ast.walk(tree):

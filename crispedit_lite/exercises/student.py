@@ -76,6 +76,8 @@ def student_source(source: str, where: str = "cell") -> str:
 
     Raises:
         ValueError: when markers are unbalanced or nested.
+
+    Listed on the book page ``api``.
     """
     lines = source.split("\n")
     cut = {}
@@ -104,14 +106,20 @@ def student_source(source: str, where: str = "cell") -> str:
 
 
 def hidden_tests(source: str, where: str = "cell") -> str:
-    """The code inside the hidden-test regions of ``source`` (markers dropped), ``""`` if none."""
+    """The code inside the hidden-test regions of ``source`` (markers dropped), ``""`` if none.
+
+    Listed on the book page ``api``.
+    """
     lines = source.split("\n")
     parts = ["\n".join(lines[a + 1 : b]) for a, b in _regions(lines, BEGIN_HIDDEN, END_HIDDEN, where)]
     return "\n".join(p for p in parts if p.strip())
 
 
 def is_solution_cell(cell: dict) -> bool:
-    """A code cell holding a reference solution: solution markers, or the hidden ``# reference solution``."""
+    """A code cell holding a reference solution: solution markers, or the hidden ``# reference solution``.
+
+    Listed on the book page ``api``.
+    """
     if cell.get("cell_type") != "code":
         return False
     src = cell.get("source", "")
@@ -120,7 +128,10 @@ def is_solution_cell(cell: dict) -> bool:
 
 
 def is_grader_cell(cell: dict) -> bool:
-    """A code cell that calls a grader ``chNN.check_...``."""
+    """A code cell that calls a grader ``chNN.check_...``.
+
+    Listed on the book page ``api``.
+    """
     return cell.get("cell_type") == "code" and bool(_GRADER.search(cell.get("source", "")))
 
 
@@ -138,6 +149,8 @@ def student_notebook(nb: nbformat.NotebookNode, filename: str, colab_base: str =
         filename: the student file's name (for the badge), such as
             ``01_editing_as_constrained_optimization.ipynb``.
         colab_base: URL prefix of the published student notebooks.
+
+    Listed on the book page ``api``.
     """
     out = copy.deepcopy(nb)
     revealing = [m for c in out.cells if c.cell_type == "markdown"
@@ -171,6 +184,8 @@ def write_student_versions(paths: Iterable[str | os.PathLike], out_dir: str | os
 
     Raises:
         ValueError: when a path is not a notebook.
+
+    Listed on the book page ``api``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,11 +40,17 @@ MAX_BYTES = 1 << 30
 
 
 class ExportError(Exception):
-    """A value that cannot be sent to the grader (its message says which and why)."""
+    """A value that cannot be sent to the grader (its message says which and why).
+
+    Listed on the book page ``api``.
+    """
 
 
 class FunctionRef(dict):
-    """A reference to a student function by name (the runner holds the function itself)."""
+    """A reference to a student function by name (the runner holds the function itself).
+
+    Listed on the book page ``api``.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__({_FN: str(name)})
@@ -56,7 +62,10 @@ class FunctionRef(dict):
 
 
 def to_data(obj: Any, depth: int = 0) -> Any:
-    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent."""
+    """``obj`` as plain data, or ``ExportError`` naming the type that cannot be sent.
+
+    Listed on the book page ``api``.
+    """
     if depth > 20:
         raise ExportError("the value is nested more than 20 levels deep")
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -107,7 +116,10 @@ def to_data(obj: Any, depth: int = 0) -> Any:
 
 
 def from_data(obj: Any) -> Any:
-    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side)."""
+    """Rebuild pandas objects and references from :func:`to_data`'s output (trusted side).
+
+    Listed on the book page ``api``.
+    """
     if isinstance(obj, dict):
         if set(obj) == {_FN}:
             return FunctionRef(obj[_FN])
@@ -133,21 +145,30 @@ def from_data(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialise plain data (the output of :func:`to_data`)."""
+    """Serialise plain data (the output of :func:`to_data`).
+
+    Listed on the book page ``api``.
+    """
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def loads(data: bytes) -> Any:
-    """Read plain data back; anything but tensors, numbers, strings and containers is refused."""
+    """Read plain data back; anything but tensors, numbers, strings and containers is refused.
+
+    Listed on the book page ``api``.
+    """
     if len(data) > MAX_BYTES:
         raise ValueError(f"a message of {len(data)} bytes is over the {MAX_BYTES} byte limit")
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def write_frame(fd: int, payload: bytes) -> None:
-    """Write one frame (8-byte length, then the payload) to a file descriptor."""
+    """Write one frame (8-byte length, then the payload) to a file descriptor.
+
+    Listed on the book page ``api``.
+    """
     data = struct.pack(">Q", len(payload)) + payload
     view = memoryview(data)
     while view:
@@ -156,7 +177,10 @@ def write_frame(fd: int, payload: bytes) -> None:
 
 
 def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_BYTES) -> bytes:
-    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end."""
+    """Read one frame; ``TimeoutError`` past ``deadline`` (``time.monotonic``), ``EOFError`` at the end.
+
+    Listed on the book page ``api``.
+    """
     header = _read_exact(fd, 8, deadline)
     (n,) = struct.unpack(">Q", header)
     if n > limit:

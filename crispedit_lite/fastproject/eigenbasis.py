@@ -126,6 +126,8 @@ class EigenbasisLinear(nn.Module):
     update exactly inside the editable subspace. Per step the rotations cost
     :math:`O(T(d_{\rm in}^2+d_{\rm out}^2+d_{\rm in}d_{\rm out}))` on the :math:`T` token activations
     instead of a dense projection of the gradient. :meth:`merged_weight` folds the update back in.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, base: nn.Linear, proj: Any, dtype: torch.dtype | None = None) -> None:
@@ -200,7 +202,10 @@ def attach_eigenbasis(
 
 @torch.no_grad()
 def merge_eigenbasis(model: nn.Module) -> list[str]:
-    """Fold every :class:`EigenbasisLinear` back into a plain ``nn.Linear`` with the edited weight."""
+    """Fold every :class:`EigenbasisLinear` back into a plain ``nn.Linear`` with the edited weight.
+
+    Listed on the book page ``api``.
+    """
     names = [n for n, m in model.named_modules() if isinstance(m, EigenbasisLinear)]
     for name in names:
         parent, attr = _parent(model, name)

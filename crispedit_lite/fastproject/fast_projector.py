@@ -205,5 +205,7 @@ def corner_project(proj: KroneckerProjector, G: Tensor) -> Tensor:
     with eigenbases sorted by decreasing eigenvalue; equals ``proj.project(G)``. A one-off
     convenience: for repeated use build a
     :class:`FastProjector` once (it sorts, checks the staircase and plans the blocks up front).
+
+    Listed on the book page ``api``.
     """
     return FastProjector.from_projector(proj, method="corner", plan="corner").project(G)

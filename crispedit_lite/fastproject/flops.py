@@ -23,7 +23,10 @@ __all__ = ["BLOCK_OVERHEAD_FLOPS", "Block", "block_flops", "reference_flops", "p
 
 @dataclass(frozen=True)
 class Block:
-    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient."""
+    """Rectangle ``rows [r0, r1) x cols [c0, c1)`` of the sorted rotated gradient.
+
+    Listed on the book page ``api``.
+    """
 
     r0: int
     r1: int
@@ -49,6 +52,8 @@ def reference_flops(d_out: int, d_in: int) -> int:
     :math:`2d_{\rm out}^2d_{\rm in}` each, :math:`\cdot\,\mathbf U_{\rm in}` and
     :math:`\cdot\,\mathbf U_{\rm in}^\top` :math:`2d_{\rm out}d_{\rm in}^2` each; the mask product is not
     counted.
+
+    Listed on the book page ``api``.
     """
     d_out, d_in = int(d_out), int(d_in)
     return 4 * d_out * d_in * (d_out + d_in)
@@ -82,6 +87,8 @@ def block_flops(h: int, w: int, d_out: int, d_in: int, T: int | None = None) -> 
     from ``G``, or :math:`2T(d_{\rm out}h+d_{\rm in}w+hw)` from ``T`` token factors. Back-rotation and
     subtraction: :math:`\min(2hwd_{\rm in}+2d_{\rm out}hd_{\rm in},\ 2d_{\rm out}hw+2d_{\rm out}wd_{\rm in})`.
     An empty block costs 0.
+
+    Listed on the book page ``api``.
     """
     return float(_vec_block_flops(int(h), int(w), d_out, d_in, T))
 

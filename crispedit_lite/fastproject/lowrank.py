@@ -43,6 +43,8 @@ def lowrank_core(Gout: Tensor, Ain: Tensor, U_out: Tensor, U_in: Tensor) -> Tens
 
     ``Gout``: ``(..., d_out)`` output gradients, ``Ain``: ``(..., d_in)`` inputs, one row per token (leading
     dims flattened); ``U_out``/``U_in`` may be column slices. Computed in ``U_in``'s dtype.
+
+    Listed on the book page ``api``.
     """
     dt = U_in.dtype
     g = _as_rows(Gout, U_out.shape[0], "Gout").to(dt)

@@ -41,6 +41,8 @@ def hook_inputs_and_output_grads(
     below it frozen) is skipped, or, with ``force_grad``, made to need one, so that the gradient still
     reaches it; the gradient is then cloned, since autograd may reuse the buffer of a leaf output to
     accumulate its ``.grad``. Returns the handles (``handle.remove()`` takes the hooks off).
+
+    Listed on the book page ``api``.
     """
 
     def make(name: str):
@@ -66,7 +68,10 @@ def hook_inputs_and_output_grads(
 
 @dataclass
 class Captured:
-    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector."""
+    """One layer's view of one batch: its input ``a`` and one output gradient per backward vector.
+
+    Listed on the book page ``api``.
+    """
 
     a: Tensor
     g: list[Tensor] = field(default_factory=list)
@@ -85,6 +90,8 @@ class LayerCapture:
             :func:`~crispedit_lite.kfac.resolve_modules`).
         loss, labels, ignore_index, max_type2_classes: as :func:`~crispedit_lite.kfac.collect_kfac`.
         generator: the label sampler of ``labels="sampled"``.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, model: nn.Module, modules: Mapping[str, nn.Module], *, loss: LossName,

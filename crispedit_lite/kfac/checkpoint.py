@@ -44,6 +44,8 @@ class KFACSums:
         batches: number of batches consumed so far (including batches without valid tokens).
         rng: ``torch.Generator.get_state()`` of the label sampler after those batches, or ``None``.
         meta: ``{module: metadata}`` that :meth:`to_factors` attaches (JSON-serialisable).
+
+    Listed on the book page ``api``.
     """
 
     A: dict[str, Tensor]
@@ -72,6 +74,8 @@ def save_checkpoint(sums: KFACSums, path: str | os.PathLike, info: dict[str, Any
 
     ``info`` (JSON-serialisable, e.g. the cache key and batch size) is stored for
     :func:`load_checkpoint` to compare.
+
+    Listed on the book page ``api``.
     """
     tensors = {}
     for name in sums.A:
@@ -91,6 +95,8 @@ def load_checkpoint(path: str | os.PathLike, info: dict[str, Any] | None = None)
         FileNotFoundError: no checkpoint at ``path``.
         ValueError: unreadable, incomplete, or written for other settings (``info`` differs); the
             message names the file and the field.
+
+    Listed on the book page ``api``.
     """
     tensors, header = read_tensors(path, _FIELD)
     if header.get("version") != CHECKPOINT_VERSION:

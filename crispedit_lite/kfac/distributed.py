@@ -37,6 +37,8 @@ def use_distributed(flag: bool | None) -> bool:
     """Resolve ``distributed=``: ``None`` means yes iff a process group of more than one rank is up.
 
     ``True`` without an initialised process group raises ``ValueError``.
+
+    Listed on the book page ``api``.
     """
     if flag is None:
         return _initialised() and torch.distributed.get_world_size() > 1
@@ -47,7 +49,10 @@ def use_distributed(flag: bool | None) -> bool:
 
 
 def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one.
+
+    Listed on the book page ``api``.
+    """
     if not _initialised():
         return 0, 1
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -58,6 +63,8 @@ def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
 
     Rank :math:`r` gets items :math:`[\lfloor rn/W\rfloor, \lfloor (r+1)n/W\rfloor)`; the blocks
     partition the items in order, and depend only on ``(n, rank, world)``.
+
+    Listed on the book page ``api``.
     """
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard: need 0 <= rank < world, got rank={rank}, world={world}")
@@ -76,6 +83,8 @@ def all_reduce_sums(sums: KFACSums) -> KFACSums:
 
     Modules are reduced in sorted order (every rank runs the same collectives); each result goes
     back to the device its sums were on.
+
+    Listed on the book page ``api``.
     """
     dev = _comm_device()
     out = KFACSums(A={}, S={}, batches=sums.batches, rng=sums.rng, meta=sums.meta)
@@ -93,13 +102,19 @@ def all_reduce_sums(sums: KFACSums) -> KFACSums:
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (a picklable object)."""
+    """``obj`` of rank ``src`` on every rank (a picklable object).
+
+    Listed on the book page ``api``.
+    """
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=src)
     return box[0]
 
 
 def barrier() -> None:
-    """Wait for every rank (no-op without a process group)."""
+    """Wait for every rank (no-op without a process group).
+
+    Listed on the book page ``api``.
+    """
     if _initialised():
         torch.distributed.barrier()

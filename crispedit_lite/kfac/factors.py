@@ -25,6 +25,8 @@ class KFACFactors:
         n_tokens: number of averaged terms (valid tokens for ``expand``, sequences for ``reduce``);
             the weight used by :func:`merge_kfac` (so expand and reduce factors must not be merged).
         meta: provenance (model id, module, label mode, approx, dtype, seed, ...); JSON-serialisable.
+
+    Listed on the book page ``api``.
     """
 
     A: Tensor

@@ -129,6 +129,8 @@ def accumulate_kfac(
 
     Returns:
         :class:`KFACSums` (:meth:`KFACSums.to_factors` divides by the term count).
+
+    Listed on the book page ``api``.
     """
     if labels not in ("true", "sampled", "type2"):
         raise ValueError(f"labels must be 'true', 'sampled' or 'type2', got {labels!r}")

@@ -74,7 +74,10 @@ def _checksum(tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any] | N
 
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                         metadata: Mapping[str, str]) -> Path:
-    """Write a safetensors file atomically (:func:`crispedit_lite.atomic.atomic_path`)."""
+    """Write a safetensors file atomically (:func:`crispedit_lite.atomic.atomic_path`).
+
+    Listed on the book page ``api``.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(dict(tensors), tmp, metadata=dict(metadata))
@@ -86,6 +89,8 @@ def read_tensors(path: str | os.PathLike, field: str) -> tuple[dict[str, torch.T
 
     Raises ``FileNotFoundError`` when absent and ``ValueError`` (naming the file and the reason)
     when unreadable or lacking the header.
+
+    Listed on the book page ``api``.
     """
     path = Path(path)
     if not path.exists():
@@ -115,6 +120,8 @@ def move_aside(path: str | os.PathLike, reason: str) -> Path:
     """Rename an unusable file to ``<name>.corrupt-<UTC timestamp>`` and warn, naming both and why.
 
     Returns the new path.
+
+    Listed on the book page ``api``.
     """
     path = Path(path)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -32,7 +32,10 @@ DEFAULT_LOCK_TIMEOUT = 7200.0
 
 
 def lock_timeout() -> float:
-    """Seconds to wait for a lock: ``$CRISPEDIT_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`."""
+    """Seconds to wait for a lock: ``$CRISPEDIT_LOCK_TIMEOUT``, else :data:`DEFAULT_LOCK_TIMEOUT`.
+
+    Listed on the book page ``api``.
+    """
     raw = os.environ.get("CRISPEDIT_LOCK_TIMEOUT", "")
     try:
         value = float(raw) if raw.strip() else DEFAULT_LOCK_TIMEOUT
@@ -44,7 +47,10 @@ def lock_timeout() -> float:
 
 
 def lock_holder(path: str | os.PathLike) -> str:
-    """Who holds the lock at ``path``, in words (from what the holder wrote), or ``"an unknown process"``."""
+    """Who holds the lock at ``path``, in words (from what the holder wrote), or ``"an unknown process"``.
+
+    Listed on the book page ``api``.
+    """
     try:
         info = json.loads(Path(path).read_text(encoding="utf-8"))
         return (f"process {info['pid']} on {info['host']} (since {info['since']}, "
@@ -70,6 +76,8 @@ def file_lock(path: str | os.PathLike, timeout: float | None = None, poll: float
     ``TimeoutError`` names the lock and its holder. While waiting, one line on stderr says whom it
     waits for and for how long at most. The lock file is removed when the block ends. Without
     ``fcntl`` (Windows) nothing is locked.
+
+    Listed on the book page ``api``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,10 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 
 def resolve_modules(model: nn.Module, module_names: Sequence[str]) -> dict[str, nn.Module]:
-    """Look up linear layers by name; unknown or non-linear names raise a ``ValueError`` with candidates."""
+    """Look up linear layers by name; unknown or non-linear names raise a ``ValueError`` with candidates.
+
+    Listed on the book page ``api``.
+    """
     if isinstance(module_names, str):
         module_names = [module_names]
     if len(module_names) == 0:

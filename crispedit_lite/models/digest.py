@@ -46,7 +46,10 @@ def _versions(model: nn.Module) -> tuple[int, int]:
 
 
 def tag_model(model: nn.Module, identity: str) -> nn.Module:
-    """Attach ``identity`` (valid while the weights are the tagged ones) to ``model``; return the model."""
+    """Attach ``identity`` (valid while the weights are the tagged ones) to ``model``; return the model.
+
+    Listed on the book page ``api``.
+    """
     object.__setattr__(model, _ATTR, (identity, _versions(model), None))
     return model
 
@@ -73,7 +76,10 @@ def _parameter_digest(model: nn.Module) -> str:
 
 
 def model_identity(model: nn.Module) -> str:
-    """The model's content identity: its valid tag (:func:`tag_model`), else a digest of its parameters."""
+    """The model's content identity: its valid tag (:func:`tag_model`), else a digest of its parameters.
+
+    Listed on the book page ``api``.
+    """
     tag: Any = getattr(model, _ATTR, None)
     if tag is None:
         return _parameter_digest(model)
@@ -119,6 +125,8 @@ def folder_digest(folder: str | os.PathLike) -> str:
 
     Each file's digest is remembered by (resolved path, size, modification time) in
     ``$CRISPEDIT_CACHE/digests.json`` (written atomically, skipped when that folder is read-only).
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.atomic import write_json_atomic
 

@@ -40,7 +40,10 @@ __all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "WheelPart", "cache_root", "conve
 
 @dataclasses.dataclass(frozen=True)
 class WheelPart:
-    """One wheel of an embedded model: the package, its pinned digest and the file it contributes."""
+    """One wheel of an embedded model: the package, its pinned digest and the file it contributes.
+
+    Listed on the book page ``api``.
+    """
 
     package: str
     version: str
@@ -55,6 +58,8 @@ class EmbeddedModel:
     ``parts`` are concatenated in order; ``gguf_name`` is the assembled file's name. ``package``,
     ``version`` and ``member`` are those of the first part (for messages and provenance).
     ``min_transformers`` is the first transformers release whose GGUF reader knows the architecture.
+
+    Listed on the book page ``api``.
     """
 
     parts: tuple[WheelPart, ...]
@@ -111,7 +116,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 
 def cache_root(path: str | os.PathLike | None = None) -> Path:
-    """Return the cache root: ``path``, else ``$CRISPEDIT_CACHE``, else ``~/.cache/crispedit_lite``."""
+    """Return the cache root: ``path``, else ``$CRISPEDIT_CACHE``, else ``~/.cache/crispedit_lite``.
+
+    Listed on the book page ``api``.
+    """
     root = path or os.environ.get("CRISPEDIT_CACHE") or Path.home() / ".cache" / "crispedit_lite"
     return Path(root).expanduser()
 
@@ -132,6 +140,8 @@ def fetch_embedded(
     Each wheel is verified against its pinned digest (pip's ``--require-hashes``), the GGUF file
     (the parts' members concatenated in order) against its own digest, and the file is moved into
     ``<cache>/gguf/`` atomically. A second call returns the cached file without the network.
+
+    Listed on the book page ``api``.
     """
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
@@ -177,6 +187,8 @@ def convert_embedded(name: str, cache: Path) -> Path:
     GGUF reader gets the file's tied embeddings or special tokens wrong,
     :func:`~crispedit_lite.models.compat.repair_gguf_load` sets them right from the file, and
     ``crispedit_source.json`` lists the repairs.
+
+    Listed on the book page ``api``.
     """
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer

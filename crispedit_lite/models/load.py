@@ -29,7 +29,10 @@ _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
-    """Right padding; a missing pad token becomes the EOS token (no new token, no resizing)."""
+    """Right padding; a missing pad token becomes the EOS token (no new token, no resizing).
+
+    Listed on the book page ``api``.
+    """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
@@ -143,6 +146,8 @@ def random_init_model(
 
     Its outputs are meaningless; use it to time and size K-FAC, eigendecompositions and edit steps.
     Token ids from any tokenizer whose vocabulary is no larger than ``config.vocab_size`` are valid.
+
+    Listed on the book page ``api``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -113,7 +113,10 @@ SHAPE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def default_layers(model: nn.Module) -> list[int]:
-    """Return the preset edited layers of a model, recognised by its shape (:data:`LAYER_PRESETS`)."""
+    """Return the preset edited layers of a model, recognised by its shape (:data:`LAYER_PRESETS`).
+
+    Listed on the book page ``api``.
+    """
     shape = _model_shape(model)
     for preset in LAYER_PRESETS.values():
         if preset["shape"] == shape:

@@ -24,6 +24,8 @@ def model_folder(name: str) -> Path | None:
     """The local folder of a model's ``config.json`` and tokenizer.
 
     ``None`` for a random or unconverted model.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.models.embedded import EMBEDDED_MODELS, cache_root
 
@@ -48,6 +50,8 @@ def model_config(name: str) -> Any | None:
     """The transformers config of model ``name`` without its weights, or ``None`` when not at hand.
 
     Raises ``ValueError`` when the config exists but cannot be read.
+
+    Listed on the book page ``api``.
     """
     from transformers import AutoConfig
 
@@ -67,7 +71,10 @@ def model_config(name: str) -> Any | None:
 
 
 def skeleton(config: Any) -> nn.Module:
-    """The model of ``config`` with every parameter on the meta device (no memory, no initialisation)."""
+    """The model of ``config`` with every parameter on the meta device (no memory, no initialisation).
+
+    Listed on the book page ``api``.
+    """
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -75,7 +82,10 @@ def skeleton(config: Any) -> nn.Module:
 
 
 def context_length(config: Any) -> int | None:
-    """The number of positions the model was built for (``max_position_embeddings``), if it states one."""
+    """The number of positions the model was built for (``max_position_embeddings``), if it states one.
+
+    Listed on the book page ``api``.
+    """
     cfg = getattr(config, "text_config", None) or config
     value = getattr(cfg, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else None

@@ -133,6 +133,8 @@ def run_cell(params: Mapping[str, Any], *, notebook: str, progress: bool = False
     ``DATA_PATH`` (when it names a file) and ``RESULTS_DIR`` are resolved with :func:`resolve_path`.
     The record's ``command`` is the papermill call that repeats the run. Derived in notebook
     ``09_reproduce_llama3_8b``.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.reproduction.experiment import run_experiment
 
@@ -157,6 +159,8 @@ def run_metrics(result: Mapping[str, Any]) -> pd.DataFrame:
     """A run's paper columns (WILD and teacher-forced) before and after the edit, in percent.
 
     Columns ``metric, before, after``; metrics the run did not measure are left out.
+
+    Listed on the book page ``api``.
     """
     import pandas as pd
 
@@ -173,6 +177,8 @@ def editable_fractions(result: Mapping[str, Any]) -> pd.DataFrame:
     One row (``"batch"``) for CrispEdit / Adam-NSCL, one per chunk for CrispEdit-Seq (the projector
     each chunk was trained under: chunk :math:`k` protects the capability factors merged with the
     K-FAC of chunks :math:`1..k-1`); columns ``layer <i>``. Empty for methods without a projector.
+
+    Listed on the book page ``api``.
     """
     import pandas as pd
 

@@ -29,7 +29,10 @@ def _folder() -> Path:
 
 
 def committed_names(pattern: str = "*.json") -> list[str]:
-    """File names of the committed results that match ``pattern`` (``fnmatch``), sorted."""
+    """File names of the committed results that match ``pattern`` (``fnmatch``), sorted.
+
+    Listed on the book page ``api``.
+    """
     folder = _folder()
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))

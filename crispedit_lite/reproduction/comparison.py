@@ -118,7 +118,10 @@ def load_runs(*roots: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str
 
 
 def scale_notes(frame: pd.DataFrame) -> list[str]:
-    """The distinct ``scale notes`` of a :func:`compare_runs` frame, unmeasured columns merged in one."""
+    """The distinct ``scale notes`` of a :func:`compare_runs` frame, unmeasured columns merged in one.
+
+    Listed on the book page ``api``.
+    """
     notes = {n for s in frame["scale notes"] for n in str(s).split("; ") if n}
     prefix = "the run did not measure "
     unmeasured = sorted(n[len(prefix):] for n in notes if n.startswith(prefix))
@@ -148,6 +151,8 @@ def benchmark_summary(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Headline figures of ``benchmarks/scale.py`` JSON files, one row per (file, preset).
 
     Random-init weights: timings and memory only. Fields absent from a file are NaN.
+
+    Listed on the book page ``api``.
     """
     import pandas as pd
 
@@ -210,6 +215,8 @@ def coverage(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of each editor's paper cells, per table, that have a matching run (0 to 1; NaN: no such row).
 
     Rows are the methods (the base model left out), columns the tables.
+
+    Listed on the book page ``api``.
     """
     f = frame[frame["method"] != "base"].assign(ran=frame["run id"].notna())
     order = list(dict.fromkeys(f["method"]))
@@ -220,6 +227,8 @@ def missing_cells(frame: pd.DataFrame) -> list[str]:
     """One line per table: the methods without a run, grouped by the datasets they lack.
 
     E.g. ``table1: no run of memit, ft (counterfact, wikibigedit, zsre)``.
+
+    Listed on the book page ``api``.
     """
     lines = []
     f = frame[frame["method"] != "base"]

@@ -39,6 +39,8 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     """``path`` as a folder that exists or can be made: no file on it or on any parent, writable.
 
     Nothing is created. Raises ``ValueError`` naming ``what`` (e.g. ``"results_dir"``).
+
+    Listed on the book page ``api``.
     """
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
@@ -54,7 +56,10 @@ def check_output_dir(path: str | Path, what: str) -> Path:
 
 
 class RunDiverged(ValueError):
-    """A run whose record held NaN or infinity: written as diverged (``path``), not a result."""
+    """A run whose record held NaN or infinity: written as diverged (``path``), not a result.
+
+    Listed on the book page ``api``.
+    """
 
     def __init__(self, path: Path, where: Sequence[str]) -> None:
         more = f" and {len(where) - 1} more" if len(where) > 1 else ""
@@ -70,6 +75,8 @@ def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = 
     A record that repeats an earlier one (same prompt and target) is dropped; ``dropped`` lists
     ``(its position in the file, the position of the first copy)``. Without repeats the requests are
     exactly those of :func:`load_requests`.
+
+    Listed on the book page ``api``.
     """
     import random
 
@@ -81,7 +88,10 @@ def unique_requests(data: str, data_format: str = "auto", n_edits: int | None = 
 
 
 def load_requests(data: str, data_format: str = "auto", n_edits: int | None = None, seed: int | None = 0):
-    """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s."""
+    """:func:`crispedit_lite.data.load_edits`, with unreadable or binary files as clear ``ValueError`` s.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.data import load_edits
 
     try:
@@ -100,6 +110,8 @@ def load_for_experiment(model: str, tokenizer: str | None, device: str, dtype: s
 
     ``device_map`` (``"auto"`` or a module -> device dict) is passed to
     :func:`crispedit_lite.models.load_model` to spread a large model over several devices.
+
+    Listed on the book page ``api``.
     """
     from transformers import AutoTokenizer
 

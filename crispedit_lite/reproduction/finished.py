@@ -31,7 +31,10 @@ __all__ = ["marker_path", "marker_problem", "new_result", "set_aside", "sha256_f
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes."""
+    """The SHA-256 of a file's bytes.
+
+    Listed on the book page ``api``.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -40,7 +43,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def marker_path(results_root: Path, cell: str) -> Path:
-    """``RESULTS_ROOT/<cell>.done.json``."""
+    """``RESULTS_ROOT/<cell>.done.json``.
+
+    Listed on the book page ``api``.
+    """
     return results_root / f"{cell}.done.json"
 
 
@@ -52,7 +58,10 @@ def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def marker_problem(results_root: Path, cell: str, parameters: Path) -> tuple[str | None, Path | None]:
-    """``(why the cell is not finished, None)`` or ``(None, its result)``."""
+    """``(why the cell is not finished, None)`` or ``(None, its result)``.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.reproduction.results import result_problem
 
     marker = marker_path(results_root, cell)
@@ -87,7 +96,10 @@ def marker_problem(results_root: Path, cell: str, parameters: Path) -> tuple[str
 
 
 def new_result(cell_dir: Path, before: set[str]) -> tuple[Path | None, str | None]:
-    """The one results JSON a run added to ``cell_dir`` (not in ``before``) if it counts, else why not."""
+    """The one results JSON a run added to ``cell_dir`` (not in ``before``) if it counts, else why not.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.reproduction.results import result_problem
 
     added = sorted(p for p in cell_dir.glob("*.json") if p.name not in before) if cell_dir.is_dir() else []
@@ -105,7 +117,10 @@ def new_result(cell_dir: Path, before: set[str]) -> tuple[Path | None, str | Non
 
 
 def set_aside(cell_dir: Path, keep_suffix: str = "unfinished") -> list[Path]:
-    """Rename every ``*.json`` of ``cell_dir`` to ``<name>.json.<keep_suffix>``; the new paths."""
+    """Rename every ``*.json`` of ``cell_dir`` to ``<name>.json.<keep_suffix>``; the new paths.
+
+    Listed on the book page ``api``.
+    """
     moved = []
     for p in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
         target = p.with_name(f"{p.name}.{keep_suffix}")
@@ -118,7 +133,10 @@ def set_aside(cell_dir: Path, keep_suffix: str = "unfinished") -> list[Path]:
 
 
 def write_marker(results_root: Path, cell: str, result: Path, notebook: Path, parameters: Path) -> Path:
-    """Write the cell's marker atomically (the last step of a finished cell); its path."""
+    """Write the cell's marker atomically (the last step of a finished cell); its path.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.atomic import write_json_atomic
 
     info = {"cell": cell, "result": str(result), "result_sha256": sha256_file(result),

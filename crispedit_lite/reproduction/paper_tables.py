@@ -64,7 +64,10 @@ def _raw() -> str:
 
 
 def paper_tables_data() -> dict[str, Any]:
-    """The transcription as stored: ``{source, columns, tables, notes, rows, ...}`` (a fresh copy)."""
+    """The transcription as stored: ``{source, columns, tables, notes, rows, ...}`` (a fresh copy).
+
+    Listed on the book page ``api``.
+    """
     return json.loads(_raw())
 
 
@@ -132,6 +135,8 @@ def paper_value(table: str | int, dataset: str, method: str, metric: str, **sett
 
     ``setting`` narrows rows that differ only in a setting (``gamma``, ``n_capability``,
     ``chunk_size``, ``prompt_masking``). No match, or several, is a ``ValueError`` that lists the choices.
+
+    Listed on the book page ``api``.
     """
     tid, ds = _table_id(table), _dataset_id(dataset) or dataset
     rows = [r for r in paper_tables_data()["rows"]
@@ -168,6 +173,8 @@ def run_metric(result: Mapping[str, Any], metric: str, *, phase: str = "after",
     Reads ``result["metrics"][phase]`` through :data:`METRIC_KEYS` (or ``metric_keys``). ``"time"`` is
     the editing wall-clock without the capability K-FAC collection (``total_s - kfac_s``), since the
     paper's caches are precomputed.
+
+    Listed on the book page ``api``.
     """
     if metric == "time":
         t = result.get("timings", {})
@@ -194,6 +201,8 @@ def scale_issues(result: Mapping[str, Any], table: str | int, setting: Mapping[s
     Checks the model, ``n_edits``, edited layers, and for methods that read capability text the
     setting's ``gamma``, ``n_capability`` and ``chunk_size`` and a Wikipedia capability corpus; also a
     random-initialised model or a WILD run scored without the LLM judge, when the run records it.
+
+    Listed on the book page ``api``.
     """
     info, s = table_info(table), result.get("settings", {})
     cfg, setting = _config(result), dict(setting or {})

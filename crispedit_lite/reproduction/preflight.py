@@ -45,7 +45,10 @@ _LM_EVAL_DATASETS = ("cais/mmlu", "openai/gsm8k", "google/IFEval", "allenai/ai2_
 
 
 def hf_offline() -> bool:
-    """Whether Hugging Face's offline mode is set (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
+    """Whether Hugging Face's offline mode is set (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``).
+
+    Listed on the book page ``api``.
+    """
     return any(os.environ.get(v, "0").strip().lower() not in ("0", "", "false", "no", "off")
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
@@ -67,7 +70,10 @@ def _dataset_cached(repo: str) -> bool:
 
 
 def check_settings(config: Any) -> None:
-    """Learning rate, layers, seed and capability text length of an ``EditConfig``."""
+    """Learning rate, layers, seed and capability text length of an ``EditConfig``.
+
+    Listed on the book page ``api``.
+    """
     if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
         raise SettingError("lr", f"the learning rate must be a finite positive number, got {config.lr}")
     if config.layers is not None:
@@ -85,7 +91,10 @@ def check_settings(config: Any) -> None:
 
 
 def check_device(device: str, dtype: str, device_map: str | Mapping[str, Any] | None = None) -> None:
-    """The device exists and can train in ``dtype``; the device map names devices this machine has."""
+    """The device exists and can train in ``dtype``; the device map names devices this machine has.
+
+    Listed on the book page ``api``.
+    """
     import torch
 
     try:
@@ -118,7 +127,10 @@ def check_device(device: str, dtype: str, device_map: str | Mapping[str, Any] | 
 
 
 def check_map_modules(device_map: str | Mapping[str, Any] | None, names: Sequence[str]) -> None:
-    """Every key of a device map is a module of the model (``""``: the whole model)."""
+    """Every key of a device map is a module of the model (``""``: the whole model).
+
+    Listed on the book page ``api``.
+    """
     if not isinstance(device_map, Mapping) or not names:
         return
     for key in device_map:
@@ -166,6 +178,8 @@ def check_outputs(results_dir: str | os.PathLike, run_id: str | None = None, sav
 
     A cache folder may be read-only when it already holds the entry the run needs (checked when the
     entry is looked up); here it must only be a folder, or a path where one can be made.
+
+    Listed on the book page ``api``.
     """
     _probe(results_dir, "results_dir")
     if run_id is not None:
@@ -183,7 +197,10 @@ def check_outputs(results_dir: str | os.PathLike, run_id: str | None = None, sav
 
 
 def check_cache_dir(cache_dir: str | os.PathLike) -> None:
-    """A cache folder: an existing folder (read-only is fine when it holds the entries), or makeable."""
+    """A cache folder: an existing folder (read-only is fine when it holds the entries), or makeable.
+
+    Listed on the book page ``api``.
+    """
     c = Path(cache_dir).expanduser()
     if c.exists() and not c.is_dir():
         raise SettingError("cache_dir", f"{str(cache_dir)!r} is a file; expected a folder")
@@ -192,7 +209,10 @@ def check_cache_dir(cache_dir: str | os.PathLike) -> None:
 
 
 def check_sources(capability_source: str | None, evals: Sequence[str] = ()) -> None:
-    """Sources that need a network are refused in Hugging Face's offline mode, unless cached."""
+    """Sources that need a network are refused in Hugging Face's offline mode, unless cached.
+
+    Listed on the book page ``api``.
+    """
     if not hf_offline():
         return
     if capability_source == "wikipedia":
@@ -208,7 +228,10 @@ def check_sources(capability_source: str | None, evals: Sequence[str] = ()) -> N
 
 
 def check_data_source(data: str) -> None:
-    """An ``hf:owner/name`` edit set needs the network unless it is cached."""
+    """An ``hf:owner/name`` edit set needs the network unless it is cached.
+
+    Listed on the book page ``api``.
+    """
     if str(data).startswith("hf:") and hf_offline() and not _dataset_cached(str(data)[3:]):
         raise SettingError("data", f"{data!r} is a Hugging Face dataset that is not in the local cache, "
                            "and offline mode is set; download it once online, or pass a local JSON file")
@@ -223,6 +246,8 @@ def preflight(config: Any, *, model: str, tokenizer: str | None, requests: Seque
     Returns :func:`~crispedit_lite.reproduction.preflight_model.check_structure`'s answer.
 
     ``capability``: the method reads capability text (its source must then be reachable).
+
+    Listed on the book page ``api``.
     """
     check_settings(config)
     if not requests:

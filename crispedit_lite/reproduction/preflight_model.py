@@ -43,6 +43,8 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
 
     Returns ``{"modules": [...], "context": int | None, "names": [every module name]}`` (empty when
     the config is not at hand).
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.editing.registry import get_editor
     from crispedit_lite.models.presets import SHAPE_PRESETS, resolve_edit_modules

@@ -92,7 +92,10 @@ def _git_commit() -> str | None:
 
 
 def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Python, torch, hardware, package versions and git commit of this run."""
+    """Python, torch, hardware, package versions and git commit of this run.
+
+    Listed on the book page ``api``.
+    """
     device = torch.device(device)
     packages = {}
     for name in _PACKAGES:
@@ -109,7 +112,10 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
-    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU."""
+    """Peak GPU memory (GiB) since the last reset, or the process's peak RSS on a CPU.
+
+    Listed on the book page ``api``.
+    """
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return {"gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
@@ -122,7 +128,10 @@ def peak_memory(device: str | torch.device = "cpu") -> dict[str, float | None]:
 
 
 def nonfinite_paths(obj: Any, where: str = "") -> list[str]:
-    """Key paths (``metrics.after.proxies.perplexity``, ``edit.train[0].epoch_losses[3]``) of NaN or inf."""
+    """Key paths (``metrics.after.proxies.perplexity``, ``edit.train[0].epoch_losses[3]``) of NaN or inf.
+
+    Listed on the book page ``api``.
+    """
     if isinstance(obj, float):
         return [] if math.isfinite(obj) else [where or "(the value)"]
     if isinstance(obj, dict):
@@ -157,6 +166,8 @@ def result_problem(result: dict[str, Any]) -> str | None:
 
     It must pass :func:`validate_result`, must not be a diverged run, and must hold metrics measured
     after the edit.
+
+    Listed on the book page ``api``.
     """
     try:
         validate_result(result)
@@ -186,6 +197,8 @@ def write_result(result: dict[str, Any], results_dir: str | os.PathLike) -> Path
     A record with NaN or infinite numbers is a diverged run: it is written with ``null`` in their
     places and ``diverged = {"nonfinite": [key paths]}`` (strict JSON), and never counts as a finished
     result (:func:`result_problem`).
+
+    Listed on the book page ``api``.
     """
     result = dict(result)
     bad = nonfinite_paths(result)
@@ -211,6 +224,8 @@ def read_results(results_dir: str | os.PathLike, include_diverged: bool = False)
 
     An invalid file is an error naming the file and field, not a silent skip. Diverged runs
     (:func:`write_result`) are left out unless ``include_diverged``.
+
+    Listed on the book page ``api``.
     """
     out = []
     for path in sorted(Path(results_dir).rglob("*.json")):

@@ -9,6 +9,8 @@ class SettingError(ValueError):
     """A setting refused before any weights load: ``setting`` names it (``"layers"``, ``"device_map"``).
 
     ``str(err)`` is ``"<setting>: <message>"``; the command line prints ``argument <flag>: <message>``.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, setting: str, message: str) -> None:

@@ -51,6 +51,8 @@ def sweep_claims(
 
     ``sweeps`` maps a file name to :func:`~crispedit_lite.teaching.bench_evidence.sweep_frames`; damage
     is the KL along the sweep, set beside the paper's capability loss per dataset.
+
+    Listed on the book page ``api``.
     """
     rows = []
     t8, t7 = paper_sweep("table8", paper), paper_sweep("table7", paper)
@@ -116,6 +118,8 @@ def cost_claims(steps: pd.DataFrame, scale: pd.DataFrame, p: pd.DataFrame) -> li
     ``scale_summary``; ``p`` is :func:`~crispedit_lite.teaching.paper_side.paper_editors`. The step claim
     holds when the fastest exact form is within 1.5x FT on every device, the curvature claim when K-FAC
     costs at most two forward-backward passes per token.
+
+    Listed on the book page ``api``.
     """
     rows = []
     time = p["time"].unstack("method")
@@ -176,6 +180,8 @@ def sequential_claims(lh: pd.DataFrame, p: pd.DataFrame) -> list[dict[str, Any]]
     ``lh`` is :func:`~crispedit_lite.teaching.bench_evidence.long_horizon_summary`. No row unless both
     editors ran; the KL ratio is set beside the paper's capability-loss ratio.
     when a long-horizon run is committed.
+
+    Listed on the book page ``api``.
     """
     have = dict(zip(lh["editor"], lh.index)) if len(lh) else {}
     if "crispedit_seq" not in have or "ft_seq" not in have:

@@ -43,6 +43,8 @@ def ultraedit_eta_tables(record: Mapping[str, Any], official_eta: float = 1e-6) 
     a line giving the scores before the edit and the command that produced the JSON.
 
     Rendered into the book's UltraEdit page (``book/_generated/ultraedit_eta_sweep.md``).
+
+    Listed on the book page ``api``.
     """
     rows = list(record["rows"])
     out = [
@@ -122,6 +124,8 @@ def step_ratio_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     """Median step and ratio to FT per projection form, one column pair per ``step_ratio`` run.
 
     Rendered into the book's performance page.
+
+    Listed on the book page ``api``.
     """
     names = list(runs)
     forms = [f for f in _FORM_NAMES if any(f in {r["form"] for r in runs[n]["rows"]} for n in names)]
@@ -163,6 +167,8 @@ def scale_tables(
     Returns the setup lines, LLaMA-3-8B's phases, edit steps and schedule, and the Qwen-2.5-1.5B summary.
 
     Rendered into the book's performance page.
+
+    Listed on the book page ``api``.
     """
     hw, st = record["hardware"], record["settings"]
     command = re.sub(r"\s--out\s+\S+", "", record["command"])
@@ -294,6 +300,8 @@ def render_all(root: str | Path) -> dict[str, str]:
     """``{file name under book/_generated: text}`` rendered from the committed JSON under ``root``.
 
     Checked against the files that the book's performance page and the book's UltraEdit page include.
+
+    Listed on the book page ``api``.
     """
     root = Path(root)
 
@@ -314,6 +322,8 @@ def write_all(root: str | Path) -> list[Path]:
     """Write every generated include (atomically) and return the paths.
 
     Writes the includes of the book's performance page and the book's UltraEdit page.
+
+    Listed on the book page ``api``.
     """
     root = Path(root)
     written = []

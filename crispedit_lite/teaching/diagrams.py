@@ -198,6 +198,8 @@ def crispedit_seq_diagram() -> Figure:
     :math:`\boldsymbol\theta_c` is merged in by token weights, :math:`\bar{\mathbf A}\leftarrow
     (N\bar{\mathbf A}+N_c\mathbf A_c)/(N+N_c)` (CrispEdit §3.4). Derived in notebook
     ``07_sequential_editing``; shown on the page ``book/diagrams``.
+
+    Listed on the book page ``api``.
     """
     fig, ax = _canvas(11.0, 5.6)
     _box(ax, 0.2, 4.3, 2.2, 0.9, "capability data $\\mathcal{D}_{cap}$", _GREY)
@@ -242,6 +244,8 @@ def reproduction_diagram() -> Figure:
     ``paper_tables.json``. Shown on the pages ``book/diagrams`` and ``book/reproducing``; the
     pipeline is used in notebooks ``09_reproduce_llama3_8b``, ``10_reproduce_qwen2_5_1_5b`` and
     ``11_results``.
+
+    Listed on the book page ``api``.
     """
     fig, ax = _canvas(11.0, 2.6)
     steps = [
@@ -278,6 +282,8 @@ def save_all(out_dir: str | os.PathLike = "book/figures", fmt: str = "svg") -> l
 
     SVGs are written without a date and with a fixed id salt, so the same code gives the same bytes.
     Shown on the page ``book/diagrams``.
+
+    Listed on the book page ``api``.
     """
     if fmt not in ("svg", "png"):
         raise ValueError(f"fmt must be 'svg' or 'png', got {fmt!r}")

@@ -182,6 +182,8 @@ def editor_claims(
     ``p`` is :func:`~crispedit_lite.teaching.paper_side.paper_editors`, ``paper`` the transcription;
     ``eta`` (UltraEdit's step-size sweep, :func:`~crispedit_lite.teaching.bench_evidence.eta_summary`)
     adds its best reliability to the UltraEdit claim.
+
+    Listed on the book page ``api``.
     """
     gs = [EditorEvidence(g, p, paper) for g in groups]
     eta_text = ""

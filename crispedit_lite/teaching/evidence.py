@@ -42,6 +42,8 @@ class EditorGroup:
     ``crispedit+nbhd``), ``label`` (display name, with the setting), ``setting`` (``{key: value}``
     where it differs from the group's usual value), ``seed``, :data:`COLUMNS`, ``file``, ``created``
     and ``details`` (the run's recorded details).
+
+    Listed on the book page ``api``.
     """
 
     model: str

@@ -34,6 +34,8 @@ def paper_method(editor: str, paper: pd.DataFrame | None = None) -> str | None:
     """The paper's Table 1 method that ``editor`` runs: its own name, else the row its ``paper_row`` names.
 
     ``None`` for rows the paper does not have (``crispedit+nbhd``, ``base``).
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.editing.registry import registry
 
@@ -54,6 +56,8 @@ def paper_editors(paper: pd.DataFrame | None = None) -> pd.DataFrame:
     Columns ``WILD Rel`` (mean of QA Rel and NoCtx Rel), ``TF Rel``, ``TF Spec`` (Table 3),
     ``capability`` (mean of :data:`CAPABILITIES`), ``capability loss`` (the unedited model's mean minus
     the method's, points; negative: a gain), ``time`` (s). The ``base`` rows are kept.
+
+    Listed on the book page ``api``.
     """
     p = _paper(paper)
     t1 = p[p["table"] == "table1"].pivot_table(
@@ -79,6 +83,8 @@ def paper_sweep(table: str, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     One row per (dataset, setting) of CrispEdit (Table 7: FT is :math:`n = 0`), columns
     ``dataset``, ``setting`` (:math:`\gamma` or :math:`n`), ``QA Rel`` and ``capability loss`` (points,
     against the unedited model of Table 1).
+
+    Listed on the book page ``api``.
     """
     p = _paper(paper)
     key = {"table8": "gamma", "table7": "n_capability"}.get(table)

@@ -108,6 +108,8 @@ def scale_report(record: Mapping[str, Any], tables: Sequence[str], paper_model: 
 
     A run of another model is never at the paper's scale (checked). Derived in notebook
     ``09_reproduce_llama3_8b``.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.reproduction.comparison import compare_runs, scale_notes
 
@@ -127,6 +129,8 @@ def headline(record: Mapping[str, Any], gamma: float) -> tuple[Any, list[str]]:
 
     The edit must raise teacher-forced reliability (checked). Derived in notebook
     ``09_reproduce_llama3_8b``.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.reproduction.cells import editable_fractions, run_metrics
 

@@ -46,6 +46,8 @@ def sweep_point(model: nn.Module, tokenizer: Any, requests: Sequence[Any], confi
 
     ``base`` is :func:`~crispedit_lite.evaluation.evaluate_run` of the unedited model with the same
     ``proxy_texts`` (it holds the base log-probabilities the KL is measured against).
+
+    Listed on the book page ``api``.
     """
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()

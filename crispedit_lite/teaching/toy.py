@@ -37,7 +37,10 @@ __all__ = [
 
 @dataclass
 class DigitsTasks:
-    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``."""
+    """Train/test tensors of the two digits tasks; labels are indices into ``old_digits``/``new_digits``.
+
+    Listed on the book page ``api``.
+    """
 
     old_train: tuple[Tensor, Tensor]
     old_test: tuple[Tensor, Tensor]

@@ -37,7 +37,10 @@ __all__ = ["EDITORS", "alphaedit_solver"]
 
 
 def alphaedit_solver(C: dict[str, Tensor], settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """One null-space projector per module and the solve that uses it; ``(solve, projector_stats)``."""
+    """One null-space projector per module and the solve that uses it; ``(solve, projector_stats)``.
+
+    Listed on the book page ``api``.
+    """
     projectors, stats = {}, {}
     for m, c in C.items():
         ns = alphaedit_projector(c, threshold=settings["nullspace_threshold"],

@@ -215,7 +215,10 @@ def run(job: EditJob) -> EditResult:
 
 
 def run_seq(job: EditJob) -> EditResult:
-    """LoRA-Seq: adapters trained chunk by chunk (``lora_seq_adapters``: one set, or fresh per chunk)."""
+    """LoRA-Seq: adapters trained chunk by chunk (``lora_seq_adapters``: one set, or fresh per chunk).
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.editing.loops.sequential import chunk_requests
 
     return _train(job, chunk_requests(list(job.requests), job.config.chunk_size, job.config.seed))

@@ -144,6 +144,8 @@ def memit_solver(C: dict[str, Tensor], settings: dict[str, Any]) -> tuple[Solver
     r"""MEMIT's solve :math:`R K^\top(\lambda C + C^{\rm cache} + KK^\top)^{-1}` per module.
 
     Returns ``(solve, {})``.
+
+    Listed on the book page ``api``.
     """
     def solve(m: str, R: Tensor, K: Tensor, cache: Tensor | None) -> Tensor:
         return memit_delta(R, K, C[m], settings["lambda"], cache)

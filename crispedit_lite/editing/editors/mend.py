@@ -188,6 +188,8 @@ def check_editor(settings: MendSettings, model: nn.Module, modules: Sequence[str
     The file must exist, carry a pinned digest if one is given, and have been trained for exactly the
     edited ``modules`` of ``model`` (read from its header; ``model`` may live on the meta device, so the
     check runs before any weights load). One-line ``ValueError`` naming ``mend_editor`` otherwise.
+
+    Listed on the book page ``api``.
     """
     path, digest = editor_file(settings.mend_editor, settings.mend_editor_sha256, _shape(model))
     if digest is not None and (got := file_sha256(path)) != digest:
@@ -282,6 +284,8 @@ def run_seq(job: EditJob) -> EditResult:
     A stream over many calls (``job.carry``) needs no state beyond the edited weights: each step reads
     only the model as the earlier steps left it, so ``carry`` just counts the steps done
     (``chunks_done``), and a call per chunk equals one call over the stream.
+
+    Listed on the book page ``api``.
     """
     return _run(job, sequential=True)
 

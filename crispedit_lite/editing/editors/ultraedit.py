@@ -107,7 +107,10 @@ class UltraEditSettings(EditorSettings):
 
 
 def ultra_preset(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
-    """The UltraEdit preset of ``model``, recognised by its shape: ``(name, {pattern: layers})``."""
+    """The UltraEdit preset of ``model``, recognised by its shape: ``(name, {pattern: layers})``.
+
+    Listed on the book page ``api``.
+    """
     found = EDITORS[0].preset(model)
     if found is not None:
         return found[0], dict(found[1]["modules"])
@@ -121,7 +124,10 @@ def ultra_preset(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
 
 
 def ultra_modules(job: EditJob) -> tuple[list[str], str]:
-    """The modules UltraEdit edits and where they came from (the preset's name, or ``"pattern"``)."""
+    """The modules UltraEdit edits and where they came from (the preset's name, or ``"pattern"``).
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.models import resolve_edit_modules
 
     if job.config.settings.ultra_modules == "pattern":
@@ -151,6 +157,8 @@ def collect_features(model: nn.Module, batch: dict[str, Tensor], modules: Sequen
     :math:`\mathbf g_t=\partial\mathcal L/\partial\mathbf s_t` comes from ``torch.autograd.grad``
     (no ``.grad`` is left behind). Returns ``{module: (K, G)}``, float64 on the model's device, one
     row per recorded position.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.editing.loops.trainer import ft_m_loss
 

@@ -34,6 +34,8 @@ def input_second_moment(model: nn.Module, tokenizer: Any, modules: Sequence[str]
     (:func:`~crispedit_lite.data.batches.tokenize_capability`, truncated to ``max_length``); sums in
     float64, returned in float32 (the precision of the statistics file). Returns ``(C, info)`` with
     ``info = {"n_tokens", "seconds", "hit": False, "cache": None, "tokens": "every position"}``.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.data.batches import tokenize_capability
 

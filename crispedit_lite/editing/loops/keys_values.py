@@ -98,6 +98,8 @@ def subject_span(prompt: str, subject: str | None, record: Any) -> tuple[int, in
 
     Raises:
         ValueError: naming ``record`` when the subject is missing or not in the prompt.
+
+    Listed on the book page ``api``.
     """
     if not subject or not subject.strip():
         raise ValueError(f"edit record {record!r}: MEMIT-style editing needs a subject, got {subject!r}")

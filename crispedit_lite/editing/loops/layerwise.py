@@ -49,6 +49,8 @@ def closed_form_settings(job: EditJob, method: str) -> dict[str, Any]:
     ``config.layers`` (or the layers of the editor's preset for the model, ``Editor.presets``, when it
     is ``None``), then the settings ``cf_*`` over the preset's values (LLaMA-3-8B's for a model without
     a preset). ``method`` (``"memit"`` or ``"alphaedit"``) picks the preset's value optimisation.
+
+    Listed on the book page ``api``.
     """
     from crispedit_lite.editing.registry import get_editor
     from crispedit_lite.models.presets import resolve_edit_modules
@@ -105,6 +107,8 @@ def edit_layers(model: nn.Module, tokenizer: Any, requests: Sequence[Any], modul
     updated with :math:`KK^\top` of the keys each solve used (``cache_keys="solve"``, MEMIT-Seq) or of
     keys recomputed after the whole batch (``"after"``, AlphaEdit-Seq). ``rounding`` measures what
     each update loses to the weights' precision before it is added.
+
+    Listed on the book page ``api``.
     """
     timings = {} if timings is None else timings
     for i, m in enumerate(modules):
@@ -153,6 +157,8 @@ def run_closed_form(job: EditJob, method: str, sequential: bool, make_solver: So
     is the chunk's entry of ``details["chunks"]``. A sequential run with ``job.carry`` starts from the
     key cache and the context templates (drawn from the unedited model) of earlier calls and hands its
     own on.
+
+    Listed on the book page ``api``.
     """
     cfg, model, tok = job.config, job.model, job.tokenizer
     start = time.perf_counter()

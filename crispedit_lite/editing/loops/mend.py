@@ -41,6 +41,8 @@ def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Position ``t`` predicts label ``t + 1`` (the official ``multiclass_log_probs`` with ``shift=True``;
     the same mean as :func:`~crispedit_lite.editing.loops.trainer.ft_m_loss`). Sequences without a target
     token count as hits.
+
+    Listed on the book page ``api``.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
     mask = labels != -100
@@ -62,6 +64,8 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
     record them (``hooks.py``); everything returned is detached. Sequences of the batch without labels
     get zero output gradients (MEND drops their rows), so the trainer runs its locality texts in the
     same pass.
+
+    Listed on the book page ``api``.
     """
     mods = {name: model.get_submodule(name) for name in modules}
     for name, mod in mods.items():
@@ -96,7 +100,10 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file."""
+    """SHA-256 hex digest of a file.
+
+    Listed on the book page ``api``.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -111,6 +118,8 @@ def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[
     file, looked up from the working directory and then its parents when relative (so that a path
     relative to a checkout's root also works from ``notebooks/``). ``sha256`` pins a file's digest
     (64 hexadecimal digits). Errors name the setting (``mend_editor``, ``mend_editor_sha256``).
+
+    Listed on the book page ``api``.
     """
     if sha256 is not None and not (len(sha256) == 64 and set(sha256.lower()) <= _HEX64):
         raise ValueError(f"mend_editor_sha256 must be 64 hexadecimal digits (a SHA-256), got {sha256!r}")
@@ -131,7 +140,10 @@ def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[
 
 
 def editor_shapes(path: str | Path) -> dict[str, tuple[int, int]]:
-    """``{module: (d_out, d_in)}`` that the editor file at ``path`` was trained for (its header only)."""
+    """``{module: (d_out, d_in)}`` that the editor file at ``path`` was trained for (its header only).
+
+    Listed on the book page ``api``.
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -147,6 +159,8 @@ def load_editor(path: str | Path, sha256: str | None = None, device: Any = "cpu"
     """A trained :class:`MendNetwork` from a safetensors file (eval mode), digest checked first.
 
     ``dtype``: the network's computation dtype (float32; float64 for a float64 model).
+
+    Listed on the book page ``api``.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -166,6 +180,8 @@ def save_editor(net: MendNetwork, path: str | Path, *, half: bool = False,
     """Write ``net`` as safetensors (atomically); ``half``: the low-rank factors U, V in float16.
 
     Small tensors (step sizes, normalisation statistics, scales, shifts, biases) stay float32.
+
+    Listed on the book page ``api``.
     """
     from safetensors.torch import save_file
 

@@ -62,6 +62,8 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
     r""":math:`\mathrm{KL}(p_{\rm base}\|p)` per token, averaged over the ``mask`` positions.
 
     The official ``losses.py:kl_loc_loss``.
+
+    Listed on the book page ``api``.
     """
     base = base_logits.float().log_softmax(-1)
     kl = (base.exp() * (base - logits.float().log_softmax(-1))).sum(-1)
@@ -70,7 +72,10 @@ def kl_on_mask(base_logits: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
 
 
 def locality_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens)."""
+    """Every text cut into consecutive windows of ``max_length`` tokens (the last kept if >= 8 tokens).
+
+    Listed on the book page ``api``.
+    """
     out: list[list[int]] = []
     for text in texts:
         ids = list(tokenizer(text)["input_ids"])
@@ -91,6 +96,8 @@ class MendTrainer:
             ``locality_answer`` join the locality batch as a sentence when present).
         loc_texts: capability texts cut into locality windows (``None``: the facts alone).
         out_dir: checkpoint, editor files and the training curve.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, modules: Sequence[str], settings: MendSettings,
@@ -269,14 +276,20 @@ class MendTrainer:
 
 
 def settings_record(settings: MendSettings) -> dict[str, Any]:
-    """The settings a trained network depends on: every ``mend_*`` field but the edit-time ones."""
+    """The settings a trained network depends on: every ``mend_*`` field but the edit-time ones.
+
+    Listed on the book page ``api``.
+    """
     from crispedit_lite.editing.editors.mend import EDIT_TIME
 
     return {k: v for k, v in settings.to_dict().items() if k not in EDIT_TIME}
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (:func:`crispedit_lite.atomic.write_json_atomic`)."""
+    """Write ``obj`` as indented JSON, atomically (:func:`crispedit_lite.atomic.write_json_atomic`).
+
+    Listed on the book page ``api``.
+    """
     path = Path(path)
     write_json_atomic(path, obj, indent=1)
     return path

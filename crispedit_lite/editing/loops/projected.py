@@ -29,7 +29,10 @@ __all__ = ["eigh_dtype", "make_optimizer", "projectors_for", "run_gradient_edito
 
 
 def select_weights(model: nn.Module, modules: Sequence[str]) -> tuple[list[nn.Parameter], dict[str, Tensor]]:
-    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values."""
+    """Freeze everything except the weights of ``modules``; return them and CPU copies of their values.
+
+    Listed on the book page ``api``.
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     params, original = [], {}
@@ -50,7 +53,10 @@ def eigh_dtype(config: Any) -> torch.dtype:
 
 
 def make_optimizer(config: Any, params: list[nn.Parameter], projectors: dict) -> torch.optim.Optimizer:
-    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD."""
+    """Projected Adam (paper) or projected SGD (``optimizer="sgd"``); no projectors is plain Adam/SGD.
+
+    Listed on the book page ``api``.
+    """
     if config.optimizer == "sgd":
         return ProjectedSGD(params, projectors, lr=config.lr)
     return ProjectedAdam(params, projectors, lr=config.lr, project_update=config.project_update)
@@ -60,6 +66,8 @@ def projectors_for(job: Any, kind: str, gamma: float) -> tuple[dict, dict, dict,
     """Capability factors (cached) and one projector per module.
 
     Returns ``(projectors, stats, info, kfac_seconds, eigh_seconds)``.
+
+    Listed on the book page ``api``.
     """
     factors, info = job.capability_factors()
     t = time.perf_counter()
@@ -82,6 +90,8 @@ def run_gradient_editor(
     """Train ``modules`` with the FT-M loop, gradients projected by ``projector_kind`` (or not).
 
     ``projector_kind`` is ``"kronecker"`` (CrispEdit), ``"input"`` (Adam-NSCL) or ``None`` (FT).
+
+    Listed on the book page ``api``.
     """
     cfg = job.config
     start = time.perf_counter()

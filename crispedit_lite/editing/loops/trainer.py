@@ -32,7 +32,10 @@ __all__ = ["TrainLog", "ft_m_loss", "train_edits"]
 
 @dataclass
 class TrainLog:
-    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time."""
+    """What one training run did: mean loss per epoch, optimizer steps, skipped batches, time.
+
+    Listed on the book page ``api``.
+    """
 
     epoch_losses: list[float] = field(default_factory=list)
     steps: int = 0
@@ -51,6 +54,8 @@ def ft_m_loss(model: nn.Module, batch: dict[str, Tensor], per_sample: bool = Fal
     """Mean cross-entropy of the target tokens (labels ``!= -100``) of a causal-LM batch.
 
     ``per_sample=True`` averages within each sequence first, then over sequences (LocBF-FT's loss).
+
+    Listed on the book page ``api``.
     """
     for key in ("input_ids", "attention_mask", "labels"):
         if key not in batch:
@@ -105,6 +110,8 @@ def train_edits(
             stop tests see this loss.
         train_mode: keep the model in train mode (dropout active), as the official LoRA run does;
             by default the model is in eval mode, so the edit loss is deterministic.
+
+    Listed on the book page ``api``.
     """
     if len(requests) == 0:
         raise ValueError("no edit requests to train on")

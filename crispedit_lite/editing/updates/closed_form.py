@@ -71,6 +71,8 @@ def memit_delta(R: Tensor, K1: Tensor, C: Tensor, lam: float, cache: Tensor | No
 
     Returns:
         :math:`\Delta`, ``(d_out, d_in)`` float64.
+
+    Listed on the book page ``api``.
     """
     R, K1 = _check_keys(R, K1)
     d_in = K1.shape[0]
@@ -92,6 +94,8 @@ class NullSpace(NamedTuple):
         rank: number of null-space directions (columns of :math:`U_0`).
         cut: the eigenvalue threshold (below it a direction is in the null space).
         rule: ``"absolute"`` or ``"energy"``.
+
+    Listed on the book page ``api``.
     """
 
     P: Tensor
@@ -195,6 +199,8 @@ def rome_delta(k_star: Tensor, v_star: Tensor, W: Tensor, C: Tensor) -> Tensor:
 
     Returns:
         :math:`\Delta`, ``(d_out, d_in)`` float64.
+
+    Listed on the book page ``api``.
     """
     W = _mat(W, "W (edited matrix)")
     d_out, d_in = W.shape

@@ -59,7 +59,10 @@ NETWORK_FIELDS = ("n_hidden", "rank", "init", "norm", "combine", "x_only", "delt
 
 
 def shape_key(d_in: int, d_out: int) -> str:
-    """The key of the network shared by every ``d_out x d_in`` weight (``"576x1536"``: in x out)."""
+    """The key of the network shared by every ``d_out x d_in`` weight (``"576x1536"``: in x out).
+
+    Listed on the book page ``api``.
+    """
     return f"{d_in}x{d_out}"
 
 
@@ -70,6 +73,8 @@ def pseudo_gradient(u: Tensor, delta: Tensor) -> Tensor:
 
     With the raw factors this is :math:`\nabla_W\mathcal L` of ``nn.Linear`` (the official
     ``einsum("bi,bj->ji", x, delta)``).
+
+    Listed on the book page ``api``.
     """
     return delta.transpose(0, 1) @ u
 
@@ -80,6 +85,8 @@ class RunningNorm(nn.Module):
     ``count`` rows seen, ``mean`` and ``m2`` :math:`=\sum_i(\mathbf x_i-\bar{\mathbf x})^2`;
     :math:`\sigma=\sqrt{m_2/(k-1)}`. A batch is merged at once (Chan et al.'s pairwise rule), which
     equals the one-row-at-a-time update.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, dim: int) -> None:
@@ -120,6 +127,8 @@ class LowRankResidual(nn.Module):
     :math:`U=0`, :math:`V\sim\mathcal N(0,1)` (the identity map); ``"xavier"`` as the official
     alternative (then no residual). ``scale``/``shift`` ``(n_modes, dim)`` are the per-matrix
     :math:`\mathbf a_m,\mathbf c_m`.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, dim: int, rank: int, n_modes: int, init: str = "id") -> None:
@@ -146,7 +155,10 @@ class LowRankResidual(nn.Module):
 
 
 class IdentityMLP(nn.Module):
-    """``n_hidden + 1`` :class:`LowRankResidual` layers (the official ``IDMLP``)."""
+    """``n_hidden + 1`` :class:`LowRankResidual` layers (the official ``IDMLP``).
+
+    Listed on the book page ``api``.
+    """
 
     def __init__(self, dim: int, n_hidden: int, rank: int, n_modes: int, init: str = "id") -> None:
         super().__init__()
@@ -165,6 +177,8 @@ class GradientTransform(nn.Module):
     ``forward(u, delta, mode)`` takes the factors of any leading shape, keeps the token rows where
     both are non-zero, updates the normalisation in training mode, and returns the transformed rows
     ``(T', d_in)``, ``(T', d_out)``.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, d_in: int, d_out: int, n_modes: int, *, n_hidden: int = 1, rank: int = 1920,
@@ -218,6 +232,8 @@ class MendNetwork(nn.Module):
         network: the :data:`NETWORK_FIELDS` of :class:`GradientTransform`.
 
     :meth:`deltas` maps the factors of every matrix to its :math:`\Delta W`.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, shapes: Mapping[str, Sequence[int]], edit_lr: float = 1e-4, **network: Any) -> None:

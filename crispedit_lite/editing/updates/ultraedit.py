@@ -73,6 +73,8 @@ class LifelongNormalizer:
     code, which adds :math:`m\,\widehat{\mathrm{Var}}_{m-1}` (the batch's *unbiased* variance times
     :math:`m`, i.e. :math:`\tfrac{m}{m-1}\mathbf M_2^{\rm b}`) and divides by :math:`N-1+\epsilon`;
     the two differ by a factor that tends to 1 as batches grow.
+
+    Listed on the book page ``api``.
     """
 
     def __init__(self, size: int, variance: Literal["exact", "official"] = "exact",
@@ -129,6 +131,8 @@ def pseudo_values(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, l
 
     ``normalizer`` must have size ``d_in + d_out`` and should already contain the rows (the official
     code updates it with the turn's features before it solves).
+
+    Listed on the book page ``api``.
     """
     keys = _rows(keys, "keys K")
     grads = _rows(grads, "value gradients G")
@@ -153,6 +157,8 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
     With fewer rows than columns (:math:`T<d_{\rm in}`, the usual case) the identical dual form
     :math:`\mathbf X=\mathbf K^\top(\mathbf K\mathbf K^\top+\lambda\mathbf I)^{-1}\mathbf V`
     solves a :math:`T\times T` system instead.
+
+    Listed on the book page ``api``.
     """
     if not lam > 0:
         raise ValueError(f"lam (ridge weight) must be positive, got {lam}")
@@ -171,5 +177,8 @@ def ridge_solve(keys: Tensor, values: Tensor, lam: float) -> Tensor:
 
 def ultraedit_delta(keys: Tensor, grads: Tensor, normalizer: LifelongNormalizer, lr: float,
                     lam: float) -> Tensor:
-    r"""UltraEdit's weight change :math:`\Delta=\mathbf X^\top`, in the weight's ``(d_out, d_in)`` layout."""
+    r"""UltraEdit's weight change :math:`\Delta=\mathbf X^\top`, in the weight's ``(d_out, d_in)`` layout.
+
+    Listed on the book page ``api``.
+    """
     return ridge_solve(keys, pseudo_values(keys, grads, normalizer, lr), lam).T

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from crispedit_lite.models.filehash import file_sha256
+
 __all__ = ["WEIGHT_SUFFIXES", "folder_digest", "model_identity", "tag_model"]
 
 #: Files whose bytes are the weights (and the config that gives them a meaning).
@@ -99,11 +101,7 @@ def _file_sha256(path: Path) -> str:
     real = path.resolve()
     if path.is_symlink() and len(real.name) == 64 and real.parent.name == "blobs":
         return real.name  # a Hugging Face hub blob is named by its SHA-256
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(real)
 
 
 def _memo_path() -> Path:

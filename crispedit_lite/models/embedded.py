@@ -21,7 +21,6 @@ Derived in notebook ``06_crispedit_on_a_small_lm`` (Gemma: ``10_reproduce_qwen2_
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import subprocess
@@ -125,11 +124,9 @@ def cache_root(path: str | os.PathLike | None = None) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from crispedit_lite.models.filehash import file_sha256
+
+    return file_sha256(path)
 
 
 def fetch_embedded(

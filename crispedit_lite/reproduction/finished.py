@@ -21,25 +21,14 @@ Described on the book page ``reproducing``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from crispedit_lite.models.filehash import file_sha256 as sha256_file
+
 __all__ = ["marker_path", "marker_problem", "new_result", "set_aside", "sha256_file", "write_marker"]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes.
-
-    Listed on the book page ``api``.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def marker_path(results_root: Path, cell: str) -> Path:

@@ -10,7 +10,6 @@ trained network as safetensors (architecture in the header metadata, digest chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crispedit_lite.editing.updates.mend import MendNetwork
+from crispedit_lite.models.filehash import file_sha256
 
 __all__ = ["SHIPPED_EDITORS", "collect_factors", "editor_file", "editor_shapes", "file_sha256", "load_editor",
            "save_editor", "target_nll"]
@@ -99,16 +99,6 @@ def collect_factors(model: nn.Module, batch: Mapping[str, Tensor], modules: Sequ
     return loss.detach(), factors, logits.detach()
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file.
-
-    Listed on the book page ``api``.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def editor_file(editor: str, sha256: str | None, shape: Sequence[Any]) -> tuple[Path, str | None]:

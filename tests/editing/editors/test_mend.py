@@ -167,13 +167,18 @@ def test_every_edited_matrix_changes_by_rank_at_most_the_number_of_tokens(model,
         assert 1 <= rank <= rows[m] <= n_tokens < min(delta.shape)
 
 
-def test_mend_seq_is_single_edits_in_the_chunk_order_never_restored(model, tok, tmp_path):
-    path = tmp_path / "e.safetensors"
+
+def _normalised_editor(model, tok, path):
+    """An untrained editor whose normalisation has seen the factors of REQS, saved at ``path``."""
     net = _untrained(model, path, rank=4)
     net.train()
     _, factors, _ = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
     net.deltas(factors)
     save_editor(net, path)
+    return path
+
+def test_mend_seq_is_single_edits_in_the_chunk_order_never_restored(model, tok, tmp_path):
+    path = _normalised_editor(model, tok, tmp_path / "e.safetensors")
     twin = copy.deepcopy(model)
     res = edit(model, tok, REQS, _config("mend_seq", path), progress=False)
     assert res.details["schedule"]["n_steps"] == 3 and not res.details["schedule"]["restored_between_steps"]
@@ -187,12 +192,7 @@ def test_mend_seq_is_single_edits_in_the_chunk_order_never_restored(model, tok, 
 
 def test_mend_seq_continues_a_stream_over_calls_with_nothing_but_a_step_count(model, tok, tmp_path):
     """The carry protocol: one call per step with ``carry`` equals one call; only the count is carried."""
-    path = tmp_path / "e.safetensors"
-    net = _untrained(model, path, rank=4)
-    net.train()
-    _, factors, _ = collect_factors(model, tokenize_edits(REQS, tok), net.shapes)
-    net.deltas(factors)
-    save_editor(net, path)
+    path = _normalised_editor(model, tok, tmp_path / "e.safetensors")
     whole, stepped = copy.deepcopy(model), copy.deepcopy(model)
     res = edit(whole, tok, REQS, _config("mend_seq", path), progress=False)
     carry: dict = {}

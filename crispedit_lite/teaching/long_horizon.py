@@ -128,7 +128,7 @@ def _draw(df: Any, panels: Sequence[tuple[str, str, bool]], title: str, ncols: i
     from crispedit_lite.teaching.plotting import method_color
 
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.45 * nrows + 0.6), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.3 * nrows + 0.6), squeeze=False,
                              layout="constrained")
     for ax, (col, what, log) in zip(axes.flat, panels):
         for name, g in df.groupby("editor", sort=False):

@@ -80,9 +80,10 @@ def top_singular_vectors(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def subspace_overlap(Q: Tensor, Q0: Tensor) -> float:
-    r"""Overlap :math:`\tfrac1k\lVert\mathbf Q^\top\mathbf Q_0\rVert_F^2` (mean squared cosine of the angles).
+    r"""Overlap :math:`\tfrac1k\lVert\mathbf B^\top\mathbf B_0\rVert_F^2` (mean squared cosine of the angles).
 
-    ``Q`` and ``Q0`` are ``(d, k)`` with orthonormal columns (e.g. from :func:`top_singular_vectors`).
+    The bases :math:`\mathbf B` (``Q``) and :math:`\mathbf B_0` (``Q0``) are ``(d, k)`` with orthonormal
+    columns (e.g. from :func:`top_singular_vectors`).
     Described in notebook ``07_sequential_editing``.
     """
     if Q.shape != Q0.shape:

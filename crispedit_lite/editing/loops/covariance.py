@@ -28,7 +28,7 @@ __all__ = ["input_second_moment"]
 def input_second_moment(model: nn.Module, tokenizer: Any, modules: Sequence[str], texts: Sequence[str], *,
                         max_length: int, batch_size: int = 1, progress: bool = False
                         ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    r""":math:`C=\frac1T\sum_t a_ta_t^\top` of each module's input over every non-padding position.
+    r""":math:`C=\frac1N\sum_n a_na_n^\top` of each module's input over its N non-padding positions.
 
     Texts are tokenised as the capability statistics are
     (:func:`~crispedit_lite.data.batches.tokenize_capability`, truncated to ``max_length``); sums in

@@ -36,9 +36,13 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# tools/execute_book.py first executes the notebooks that the cache lacks, BOOK_WORKERS kernels at once
+# (default: one per core), into the jupyter-cache that `jupyter-book build` then reads.
+BOOK_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 book: install
 	@start=$$(date +%s); \
-	$(BIN)/jupyter-book build . -W --keep-going --path-output . ; rc=$$?; \
+	$(BIN)/python tools/execute_book.py --workers $(BOOK_WORKERS) \
+	  && $(BIN)/jupyter-book build . -W --keep-going --path-output . ; rc=$$?; \
 	echo "book build: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 # Headless Chromium for tests/book/test_book_build.py (Debian package `chromium`). Installed only when
@@ -58,9 +62,13 @@ browser:
 	    || echo "warning: could not install chromium; browser checks will skip"; \
 	else echo "note: chromium missing and no apt-get; browser checks will skip"; fi
 
+# The whole suite on TEST_WORKERS processes (pytest-xdist; default: one per core). `--dist loadfile` keeps
+# each file on one worker, so a notebook's cells run in order in one kernel; the workers share the cores
+# (tests/conftest.py gives each its share of threads).
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install browser
 	@start=$$(date +%s); \
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	echo "test suite: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 # The library tests without the notebooks, the browser and the slow marker (a few minutes on 2 cores).

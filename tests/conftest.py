@@ -42,6 +42,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def _share_the_cores() -> None:
+    """Under ``pytest -n N`` (``make test``), give each worker its share of the cores, at least one thread.
+
+    Two workers with two BLAS threads each on two cores would oversubscribe them; the share also goes to
+    the processes a worker starts (notebook kernels, command-line runs) through ``OMP_NUM_THREADS``. Every
+    check of the suite holds at any thread count (the notebooks' outputs are compared with tolerances).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
+_share_the_cores()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin("crispedit-notebook-guard"):
         config.pluginmanager.register(_NotebookKernelGuard(), "crispedit-notebook-guard")

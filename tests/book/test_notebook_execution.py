@@ -119,3 +119,36 @@ def test_nbval_fails_a_notebook_that_reads_the_checkout(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-3000:]
     assert "1 failed, 2 passed" in log and GUARD_MESSAGE in log, log[-3000:]
+
+
+def test_make_books_parallel_execution_fills_the_cache_the_build_reads(tmp_path, monkeypatch):
+    """tools/execute_book.py: a notebook it executes draws inline and is the cache entry myst-nb matches."""
+    import importlib.util
+
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    spec = importlib.util.spec_from_file_location("execute_book", ROOT / "tools" / "execute_book.py")
+    execute_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute_book)
+    toc = {p.name for p in execute_book._book_notebooks()}
+    assert toc == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}, "every chapter is executed"
+
+    path = tmp_path / "figure.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PLOT)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # a shell that exports it: the kernels must not see it
+    _, executed, _, error = execute_book._execute(str(path), 120, 1)
+    assert error is None and _pngs(executed) == [True]
+    cache = get_cache(str(tmp_path / "cache"))
+    with pytest.raises(KeyError):  # cold: what the build would execute itself
+        cache.match_cache_notebook(nbformat.read(path, as_version=4))
+    record = cache.add_nb_to_project(str(path))
+    cache.cache_notebook_bundle(CacheBundleIn(executed, record.uri, data={"execution_seconds": 1.0}),
+                                check_validity=False, overwrite=True)
+    # what myst-nb's cache client calls on the notebook as it reads it from disk
+    hit = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+    _, merged = cache.merge_match_into_notebook(nbformat.read(path, as_version=4))
+    assert hit is not None and _pngs(merged) == [True]

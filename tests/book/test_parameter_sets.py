@@ -7,8 +7,8 @@ reader's Colab run, is everything the chapters' checks compute from the paramete
   it is a parameter of that chapter;
 * the held-out proxy texts never overlap the K-FAC sample (chapter 6 asserts it; chapters 7-9 measure the
   KL to the base model on them);
-* chapter 6 uses the committed sweeps only when its settings are the committed run's (the book's
-  defaults), and runs them live for the T4 set;
+* chapters 6 and 7 use their committed runs (the sweeps; the chunked MEMIT runs) only when their
+  settings are the committed run's (the book's defaults), and run them live for the T4 set;
 * chapter 7's edit-share check, with the real token counts of each set (tokenizer only, no training):
   the counts this test computes for the defaults are the ones the chapter printed from its K-FAC run;
 * the settings that chapter 6's sweep check and chapter 8's editable-fraction check look up exist
@@ -110,6 +110,21 @@ def test_chapter6_uses_the_committed_sweeps_only_for_their_settings(which):
     else:
         assert differ and p["LIVE_SWEEPS"], "the T4 set must run the sweeps live"
     assert p["GAMMA"] in p["GAMMAS"], "the sweep check compares the GAMMA point with the chapter's run"
+
+
+@pytest.mark.parametrize("which", ["defaults", "t4"])
+def test_chapter7_uses_the_committed_memit_runs_only_for_their_settings(which):
+    from crispedit_lite.reproduction.committed import committed_run
+    from crispedit_lite.teaching.chunk_scores import record_differences
+
+    p = _settings("07_sequential_editing", which)
+    record = committed_run(p["MEMIT_JSON"])
+    differ = record_differences(record, p)
+    if which == "defaults":
+        assert differ == {}, f"the book's defaults no longer match the committed MEMIT runs: {differ}"
+        assert len(record["chunks"]) == p["N_CHUNKS"] and not p["LIVE_MEMIT"]
+    else:
+        assert differ, "the T4 set must run MEMIT live"
 
 
 @pytest.mark.parametrize("which", ["defaults", "t4"])

@@ -216,7 +216,7 @@ def test_time_limits_give_partial_credit_and_a_broken_chapter_stops(folder):
     assert is_solution_cell(slow)
     slow.source = "import time\ntime.sleep(600)\n" + slow.source
     path = _write(nb, folder / "slow" / NAME)
-    scores = {s.exercise: s for s in grade_notebook(path, timeout=300, cell_timeout=60)}
+    scores = {s.exercise: s for s in grade_notebook(path, timeout=300, cell_timeout=25)}
     assert scores["ex-02-1"].status == "passed" and scores["ex-02-2"].status == "passed"
     assert scores["ex-02-3"].status == "failed" and "time limit" in scores["ex-02-3"].feedback
     # the notebook's own deadline stops everything after it

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in rel:
             print("   ", [round(x, 1) for x in row])
         print("    KL to base per chunk:", [round(x, 5) for x in runs["kl"][label]])
-    record = {"command": "python benchmarks/ch07_memit_chunks.py " + " ".join(argv),
+    record = {"benchmark": "memit_chunks",
+              "command": "python benchmarks/ch07_memit_chunks.py " + " ".join(argv),
               "model": "smollm2-135m-instruct", "edit_set": "smollm2-counterfacts", "seed": args.seed,
               "n_chunks": args.n_chunks, "chunk_size": args.chunk_size, "n_capability": args.n_capability,
               "capability_max_length": args.capability_max_length, "capability_source": "offline",

@@ -4,8 +4,9 @@
 jupyter-cache (``execute_notebooks: cache`` in ``_config.yml``), one after the other. This script executes
 the same notebooks, in the same working directory (``notebooks/``) with the same cell timeout, on
 ``--workers`` kernels at once (default: one per core, each with its share of the cores' threads), longest
-first, and stores each executed notebook in ``_build/.jupyter_cache`` exactly as the build would. The
-build then finds every notebook in the cache and renders it. Notebooks that the cache already holds
+first (the chapter that collects the others' runs last), and stores each executed notebook in
+``_build/.jupyter_cache`` exactly as the build would. The build then finds every notebook in the cache
+and renders it. Notebooks that the cache already holds
 unchanged are skipped; one that fails stops the run with its error (the build would fail on it too).
 
     python tools/execute_book.py [--workers N]
@@ -25,6 +26,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Chapters that read what the other chapters write (chapter 11 collects the runs of chapters 9 and 10
+#: under results/): executed after all the others, as in the build's own order.
+COLLECTORS = ("notebooks/11_results.ipynb",)
 
 
 def _book_notebooks() -> list[Path]:
@@ -94,19 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"executing {len(todo)} notebooks on {workers} kernels at once ({threads} thread(s) each)")
     start, failed = time.perf_counter(), []
+    last = [p for p in todo if str(p.relative_to(ROOT)) in COLLECTORS]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = [pool.submit(_execute, str(p), timeout, threads) for p in todo]
-        for job in as_completed(jobs):
-            path, nb, seconds, error = job.result()
-            name = Path(path).relative_to(ROOT)
-            if error is not None:
-                failed.append(name)
-                print(f"{name}: FAILED after {seconds:.0f} s\n{error}", file=sys.stderr)
-                continue
-            record = cache.add_nb_to_project(path)
-            cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
-            print(f"{name}: {seconds:.0f} s")
+        for batch in ([p for p in todo if p not in last], last):
+            jobs = [pool.submit(_execute, str(p), timeout, threads) for p in batch]
+            for job in as_completed(jobs):
+                path, nb, seconds, error = job.result()
+                name = Path(path).relative_to(ROOT)
+                if error is not None:
+                    failed.append(name)
+                    print(f"{name}: FAILED after {seconds:.0f} s\n{error}", file=sys.stderr)
+                    continue
+                bundle = CacheBundleIn(nb, cache.add_nb_to_project(path).uri,
+                                       data={"execution_seconds": seconds})
+                cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+                print(f"{name}: {seconds:.0f} s")
     print(f"notebooks executed in {time.perf_counter() - start:.0f} s")
     return 1 if failed else 0
 

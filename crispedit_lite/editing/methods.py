@@ -18,10 +18,10 @@ from typing import Any
 from torch import nn
 
 from crispedit_lite.editing.config import EditConfig
-from crispedit_lite.editing.registry import EditJob, get_editor, registry
+from crispedit_lite.editing.registry import EditJob, Editor, get_editor, registry
 from crispedit_lite.editing.result import EditResult
 
-__all__ = ["EditResult", "edit"]
+__all__ = ["EditResult", "edit", "edit_modules"]
 
 
 def edit(
@@ -57,8 +57,6 @@ def edit(
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    from crispedit_lite.models import resolve_edit_modules
-
     editor = get_editor(config.method)
     if len(requests) == 0:
         raise ValueError("no edit requests")
@@ -72,13 +70,7 @@ def edit(
     if after_chunk is not None and not callable(after_chunk):
         raise ValueError(f"after_chunk must be callable (chunk_index, chunk, state), got "
                          f"{type(after_chunk).__name__}")
-    layers = list(config.layers) if config.layers is not None else None
-    try:
-        modules = resolve_edit_modules(model, config.module_pattern, layers)
-    except ValueError:
-        if layers is not None or not editor.presets:
-            raise
-        modules = []  # no layer preset for the model: an editor with presets picks its own matrices
+    modules = edit_modules(editor, model, config)
     job = EditJob(model=model, tokenizer=tokenizer, requests=requests, config=config, modules=modules,
                   capability_texts=capability_texts, cache_dir=cache_dir, progress=progress,
                   after_chunk=after_chunk, carry=carry)
@@ -87,3 +79,24 @@ def edit(
     result.timings.setdefault("total_s", time.perf_counter() - start)
     result.details.setdefault("editor", editor.describe())
     return result
+
+
+def edit_modules(editor: Editor, model: nn.Module, config: Any) -> list[str]:
+    """The matrices a run edits: ``config.module_pattern`` at ``config.layers`` (or the model's preset).
+
+    ``[]`` when the model has no layer preset, no layers are given and ``editor`` picks its own matrices
+    from its :attr:`~crispedit_lite.editing.registry.Editor.presets` (MEND, UltraEdit); a
+    ``ValueError`` otherwise. :func:`edit` and the command line's check before loading (on the model's
+    skeleton) both resolve the matrices here.
+
+    Listed on the book page ``api``.
+    """
+    from crispedit_lite.models import resolve_edit_modules
+
+    layers = list(config.layers) if config.layers is not None else None
+    try:
+        return resolve_edit_modules(model, config.module_pattern, layers)
+    except ValueError:
+        if layers is not None or not editor.presets:
+            raise
+        return []

@@ -183,6 +183,9 @@ class Editor:
         sequential_form: the name of its chunked variant (``"memit_seq"``), if it has one.
         summary: one line for listings.
         chunk_hook: its ``run`` calls :attr:`EditJob.after_chunk` after every chunk.
+        preflight: ``preflight(config, model, modules)``, its own checks of a run before any weights
+            load (``model`` may be a skeleton on the meta device); raises ``ValueError("<setting>:
+            <message>")`` naming one of its settings. ``None``: nothing beyond the shared checks.
 
     Listed on the book page ``api``.
     """
@@ -203,6 +206,7 @@ class Editor:
     sequential_form: str = ""
     summary: str = ""
     chunk_hook: bool = False
+    preflight: Callable[[Any, nn.Module, list[str]], None] | None = None
 
     def __post_init__(self) -> None:
         def fail(what: str) -> None:

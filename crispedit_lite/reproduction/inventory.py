@@ -30,6 +30,8 @@ KINDS: dict[str, str] = {
     "sweeps": "CrispEdit's gamma and n sweeps (benchmarks/ch06_sweeps.py)",
     "eta_sweep": "UltraEdit's step-size sweep (benchmarks/ultraedit_eta_sweep.py)",
     "long_horizon": "a long stream of sequential edits (benchmarks/long_horizon.py)",
+    "memit_chunks": "MEMIT in chunks, with and without the cache of earlier keys "
+                    "(benchmarks/ch07_memit_chunks.py)",
     "mend": "MEND's editing regimes (benchmarks/mend_regimes.py)",
     "step_ratio": "one edit step of each projection form against FT (benchmarks/step_ratio.py)",
     "scale": "GPU timings at the paper's shapes, random weights (benchmarks/scale.py)",
@@ -43,6 +45,7 @@ KINDS: dict[str, str] = {
 # Names, for files that record neither a kind nor a shape this module knows.
 _NAME_PATTERNS = {
     "long-horizon-*.json": "long_horizon",
+    "ch07-memit-chunks-*.json": "memit_chunks",
     "mend-*.json": "mend",
     "wild-qa-causes-*.json": "wild_causes",
     "step-ratio-*.json": "step_ratio",

@@ -46,8 +46,9 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
 
     Listed on the book page ``api``.
     """
+    from crispedit_lite.editing.methods import edit_modules
     from crispedit_lite.editing.registry import get_editor
-    from crispedit_lite.models.presets import SHAPE_PRESETS, resolve_edit_modules
+    from crispedit_lite.models.presets import SHAPE_PRESETS
     from crispedit_lite.models.structure import context_length, model_config, skeleton
 
     editor = get_editor(config.method)
@@ -73,12 +74,7 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
     net = skeleton(cfg)
     layers = list(config.layers) if config.layers is not None else None
     try:
-        try:
-            modules = resolve_edit_modules(net, config.module_pattern, layers)
-        except ValueError:
-            if layers is not None or not editor.presets:
-                raise
-            modules = []  # as edit() does: an editor with presets (MEND, UltraEdit) picks its own matrices
+        modules = edit_modules(editor, net, config)  # as edit() resolves them
         if editor.update == "closed_form" and editor.presets and layers is None:
             if editor.preset(net) is None:
                 raise ValueError(f"method {config.method!r} has no preset of edited layers for this model "
@@ -87,8 +83,12 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
         text = str(err)
         by_pattern = text.startswith("no module matches") or "placeholder" in text or "nn.Linear" in text
         raise SettingError("module_pattern" if by_pattern else "layers", f"model {model}: {text}") from None
-    if hasattr(config.settings, "mend_editor"):
-        _check_mend_editor(config, net, modules, model)
+    if editor.preflight is not None:  # the editor's own checks (MEND: its editor file)
+        try:
+            editor.preflight(config, net, modules)
+        except ValueError as err:
+            setting, _, message = str(err).partition(": ")
+            raise SettingError(setting, f"model {model}: {message}") from None
     context = context_length(cfg)
     reads_text = bool({"capability_kfac", "input_covariance", "edit_kfac"} & set(editor.statistics))
     if reads_text and context is not None and config.capability_max_length > context:
@@ -97,20 +97,6 @@ def check_structure(config: Any, model: str, tokenizer: str | None = None, reque
     if tok is not None and context is not None and requests:
         _check_lengths(tok, requests, context, model)
     return {"modules": modules, "context": context, "names": [n for n, _ in net.named_modules()]}
-
-
-def _check_mend_editor(config: Any, net: Any, modules: list[str], model: str) -> None:
-    """MEND's editor file exists, matches a pinned digest and was trained for the model's edited matrices."""
-    from crispedit_lite.editing.editors.mend import check_editor, mend_modules
-
-    settings = config.settings
-    try:
-        pattern = settings.mend_modules == "pattern"
-        check_editor(settings, net, modules if pattern else mend_modules(net, settings))
-    except ValueError as err:
-        text = str(err)
-        setting = "mend_editor_sha256" if text.startswith("mend_editor_sha256") else "mend_editor"
-        raise SettingError(setting, f"model {model}: {text.removeprefix(setting + ': ')}") from None
 
 
 def _check_lengths(tok: Any, requests: Sequence[Any], context: int, model: str) -> None:

@@ -134,6 +134,8 @@ def test_make_books_parallel_execution_fills_the_cache_the_build_reads(tmp_path,
     spec.loader.exec_module(execute_book)
     toc = {p.name for p in execute_book._book_notebooks()}
     assert toc == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}, "every chapter is executed"
+    listed = {str(p.relative_to(ROOT)) for p in execute_book._book_notebooks()}
+    assert set(execute_book.COLLECTORS) <= listed, "the chapters run last are chapters of the book"
 
     path = tmp_path / "figure.ipynb"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PLOT)])

@@ -203,6 +203,22 @@ def check_editor(settings: MendSettings, model: nn.Module, modules: Sequence[str
     return path, digest
 
 
+def preflight(config: Any, model: nn.Module, modules: list[str]) -> None:
+    """The registry's check before loading: the run's editor file against the model's edited matrices.
+
+    :func:`check_editor` on the matrices MEND will edit; a ``ValueError("<setting>: <message>")`` naming
+    ``mend_editor`` or ``mend_editor_sha256``. Listed on the book page ``api``.
+    """
+    settings = config.settings
+    try:
+        edited = modules if settings.mend_modules == "pattern" else mend_modules(model, settings)
+        check_editor(settings, model, edited)
+    except ValueError as err:
+        text = str(err)
+        setting = "mend_editor_sha256" if text.startswith("mend_editor_sha256") else "mend_editor"
+        raise ValueError(f"{setting}: {text.removeprefix(setting + ': ')}") from None
+
+
 def _prepare(job: EditJob) -> tuple[MendSettings, list[str], MendNetwork, dict[str, Any]]:
     settings: MendSettings = job.config.settings
     modules = mend_modules(job.model, settings, job)
@@ -297,6 +313,7 @@ _CHANGES = "gate_proj / up_proj / down_proj of the last three layers (EasyEdit's
 EDITORS = (
     Editor(name="mend", changes=_CHANGES, statistics=(), update="learned", run=run, label="MEND",
            color="#9655f6", settings=MendSettings, presets=MEND_PRESETS, paper_row="MEND",
+           preflight=preflight,
            paper_run={"chunk_size": 1, "dtype": "float32",
                       "config": {"mend_editor": "runs/mend-llama3-8b-zsre/best.safetensors",
                                  "mend_edits_per_step": 1},  # MEND-Seq's step, = the chunk size
@@ -308,6 +325,7 @@ EDITORS = (
                    "(all requests in one step)"),
     Editor(name="mend_seq", changes=_CHANGES, statistics=(), update="learned", run=run_seq,
            label="MEND-Seq", color="#620ce4", settings=MendSettings, presets=MEND_PRESETS, sequential=True,
+           preflight=preflight,
            summary="MEND one request at a time on the model the earlier steps edited (the paper's Table 1 "
                    "run: 3,000 single edits in sequence)"),
 )

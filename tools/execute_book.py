@@ -35,12 +35,9 @@ def _book_notebooks() -> list[Path]:
     """The notebooks of ``_toc.yml`` that the build executes (``_config.yml``'s exclusions left out)."""
     import fnmatch
 
-    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
-    files = []
-    for line in toc.splitlines():
-        key, _, value = line.strip().lstrip("- ").partition(":")
-        if key.strip() == "file" and (ROOT / (value.strip() + ".ipynb")).is_file():
-            files.append(value.strip() + ".ipynb")
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [c["file"] + ".ipynb" for part in toc.get("parts", []) for c in part.get("chapters", [])
+             if (ROOT / (c["file"] + ".ipynb")).is_file()]
     excluded = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["execute"].get(
         "exclude_patterns") or []
     return [ROOT / f for f in files if not any(fnmatch.fnmatch(f, p) for p in excluded)]

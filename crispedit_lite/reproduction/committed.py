@@ -14,11 +14,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_PACKAGE_DIR", "committed_names", "committed_path", "committed_run"]
+__all__ = ["RESULTS_PACKAGE_DIR", "committed_names", "committed_path", "committed_run",
+           "parameter_differences"]
 
 #: The folder of the committed results inside the package.
 RESULTS_PACKAGE_DIR = "resources/results"
@@ -63,3 +65,20 @@ def committed_run(name: str | os.PathLike) -> dict[str, Any]:
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
     return json.loads(committed_path(name).read_text(encoding="utf-8"))
+
+
+def parameter_differences(record: Mapping[str, Any], params: Mapping[str, Any], keys: Mapping[str, str],
+                          fixed: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
+    """Where a chapter's parameters and a committed run differ: ``{name: (committed, chapter)}``.
+
+    ``keys`` maps a chapter parameter to the record's key for it; ``fixed`` gives the values of
+    parameters the script fixes without recording them. Only parameters present in ``params`` count.
+    Empty: the committed file was run with the chapter's settings and may stand for a live run.
+
+    Listed on the book page ``api``.
+    """
+    out = {name: (record.get(key), params[name]) for name, key in keys.items()
+           if name in params and record.get(key) != params[name]}
+    out.update({name: (value, params[name]) for name, value in (fixed or {}).items()
+                if name in params and params[name] != value})
+    return out

@@ -109,5 +109,6 @@ def record_differences(record: dict[str, Any], params: dict[str, Any]) -> dict[s
 
     Derived in notebook ``07_sequential_editing``.
     """
-    return {name: (record.get(key), params[name]) for name, key in RECORD_KEYS.items()
-            if name in params and record.get(key) != params[name]}
+    from crispedit_lite.reproduction.committed import parameter_differences
+
+    return parameter_differences(record, params, RECORD_KEYS)

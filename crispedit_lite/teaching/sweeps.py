@@ -108,11 +108,6 @@ def record_differences(record: dict[str, Any], params: dict[str, Any]) -> dict[s
 
     Derived in notebook ``06_crispedit_on_a_small_lm``.
     """
-    out: dict[str, tuple[Any, Any]] = {}
-    for name, key in RECORD_KEYS.items():
-        if name in params and record.get(key) != params[name]:
-            out[name] = (record.get(key), params[name])
-    for name, value in _SCRIPT_FIXED.items():
-        if name in params and params[name] != value:
-            out[name] = (value, params[name])
-    return out
+    from crispedit_lite.reproduction.committed import parameter_differences
+
+    return parameter_differences(record, params, RECORD_KEYS, _SCRIPT_FIXED)

@@ -107,3 +107,16 @@ def test_a_built_wheel_ships_them(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [f for f in _shipped() if f"crispedit_lite/{f}" not in names]
     assert not missing, f"{wheel.name} lacks {missing}"
+
+
+def test_parameter_differences_names_each_mismatch_with_both_values():
+    from crispedit_lite.reproduction.committed import parameter_differences
+
+    keys = {"SEED": "seed", "N": "n_edits"}
+    record = {"seed": 0, "n_edits": 12}
+    assert parameter_differences(record, {"SEED": 0, "N": 12, "OTHER": 1}, keys) == {}
+    assert parameter_differences(record, {"SEED": 1, "N": 12}, keys) == {"SEED": (0, 1)}
+    assert parameter_differences(record, {"N": 12}, keys) == {}  # absent parameters do not count
+    fixed = {"DTYPE": "float32"}
+    assert parameter_differences(record, {"DTYPE": "bfloat16"}, keys, fixed) == {
+        "DTYPE": ("float32", "bfloat16")}

@@ -8,7 +8,7 @@ chunk every edit is scored teacher-forced and the KL to the base model is measur
 (:func:`crispedit_lite.teaching.chunk_scores.memit_chunk_runs`). The defaults are the chapter's
 parameters, so the chapter reads this JSON instead of spending minutes of its build on the two runs.
 
-Usage (about four minutes on 2 cores)::
+Usage (about five minutes on 2 cores: 298 s with evaluation)::
 
     python benchmarks/ch07_memit_chunks.py
 
